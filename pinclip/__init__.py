@@ -1,0 +1,1 @@
+"""PinCLIP model library: backbones, hybrid fusion, losses. Independent of graph and training."""

@@ -1,0 +1,1 @@
+"""Neighbor samplers over the Pin-Board graph (random walks, PinSage, fanout, pairs)."""

@@ -1,0 +1,1 @@
+"""Training loop, data pipeline, CLI and evaluation: composes graph, sampling and pinclip."""

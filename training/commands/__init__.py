@@ -1,0 +1,1 @@
+"""Subcommands of the ``pinclip`` CLI, one module each (see ``training/cli.py``)."""
