@@ -7,11 +7,28 @@ temporary sibling (named ``.NAME.tmp-*``) never looks like a finished store: rea
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False if unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
 
 
 def fsync_path(path: Path) -> None:
@@ -46,8 +63,11 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Itera
     try:
         yield tmp
         fsync_tree(tmp)
-        if target.exists():
-            # Two renames: the old store stays whole until the new one is in place.
+        if target.exists() and _exchange(tmp, target):
+            # Atomic swap: at every instant ``target`` is either the old or the new store.
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif target.exists():
+            # Fallback (no renameat2): two renames; the old store stays whole meanwhile.
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             os.rmdir(old)
             os.rename(target, old)
