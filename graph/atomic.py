@@ -48,6 +48,19 @@ def fsync_tree(root: Path) -> None:
         fsync_path(Path(dirpath))
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set+reset."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``target`` when the block succeeds.
@@ -61,6 +74,9 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Itera
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
+        # mkdtemp creates mode 0700; the finished directory should get the permissions a plain
+        # mkdir would give it (shared datasets and stores must stay readable by the group).
+        os.chmod(tmp, 0o777 & ~_current_umask())
         yield tmp
         fsync_tree(tmp)
         if target.exists() and _exchange(tmp, target):
@@ -92,6 +108,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_current_umask())  # mkstemp makes 0600
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -98,6 +98,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise GraphStoreError(f"{path}: corrupted manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise GraphStoreError(f"{path}: corrupted manifest (expected a JSON object, got {type(manifest).__name__})")
     if manifest.get("format") != FORMAT_NAME:
         raise GraphStoreError(f"{path}: not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
     version = manifest.get("format_version")
@@ -109,7 +111,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 
 def check_file(directory: Path, rec: dict[str, Any], verify: str) -> Path:
     """Size and checksum checks of one stored file; raises GraphStoreError naming it."""
-    path = directory / rec["file"]
+    name = rec["file"]
+    # A record may only name a plain file inside the store: a manifest must never make us
+    # read (or checksum) a path outside the directory.
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise GraphStoreError(f"{directory / MANIFEST}: invalid file name {name!r} in a record")
+    path = directory / name
     if not path.is_file():
         raise GraphStoreError(f"{path}: missing from graph store")
     size = path.stat().st_size
@@ -142,7 +149,7 @@ def open_table(directory: Path, rec: dict[str, Any], verify: str) -> pa.Table:
     path = check_file(directory, rec, verify)
     try:
         table = ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise GraphStoreError(f"{path}: unreadable Arrow table ({exc})") from None
     if table.num_rows != rec["num_rows"]:
         raise GraphStoreError(f"{path}: {table.num_rows} rows, manifest says {rec['num_rows']}")

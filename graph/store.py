@@ -10,6 +10,7 @@ A store saved with ``save`` is a directory of memory-mapped arrays (see ``graph.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -164,8 +165,14 @@ class PinBoardGraph:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
-        """Write the store atomically to directory ``path`` and return it."""
+        """Write the store atomically to directory ``path`` and return it.
+
+        An existing ``path`` is replaced only when it is a graph store (it holds a
+        ``manifest.json``) or an empty directory: the swap deletes the old contents, so a typo
+        such as ``--out .`` must not wipe a directory of other files.
+        """
         path = Path(path)
+        _check_replaceable(path)
         with atomic_directory(path, overwrite=overwrite) as tmp:
             self.write_into(tmp)
         return path
@@ -217,15 +224,36 @@ class PinBoardGraph:
         path = Path(path)
         manifest = storage.read_manifest(path)
         try:
-            arrays = {name: storage.open_array(path, rec, verify) for name, rec in manifest["arrays"].items()}
-            pin_ids = storage.open_table(path, manifest["tables"]["pin_ids"], verify).column("id").combine_chunks()
-            board_ids = storage.open_table(path, manifest["tables"]["board_ids"], verify).column("id").combine_chunks()
-            P, B, E = manifest["num_pins"], manifest["num_boards"], manifest["num_edges"]
+            return cls._open(path, manifest, verify)
+        except storage.GraphStoreError:
+            raise
         except KeyError as exc:
             raise storage.GraphStoreError(f"{path / storage.MANIFEST}: missing key {exc}") from None
+        except (TypeError, AttributeError, IndexError, ValueError) as exc:
+            # A manifest that parses as JSON but has the wrong shape (a list where a record
+            # belongs, a string count, ...): name the manifest rather than crash deep inside.
+            raise storage.GraphStoreError(f"{path / storage.MANIFEST}: malformed manifest "
+                                          f"({type(exc).__name__}: {exc})") from exc
+
+    @classmethod
+    def _open(cls, path: Path, manifest: dict[str, Any], verify: str) -> "PinBoardGraph":
+        arrays = {name: storage.open_array(path, rec, verify) for name, rec in manifest["arrays"].items()}
+        pin_ids = storage.open_table(path, manifest["tables"]["pin_ids"], verify).column("id").combine_chunks()
+        board_ids = storage.open_table(path, manifest["tables"]["board_ids"], verify).column("id").combine_chunks()
+        P, B, E = (int(manifest[k]) for k in ("num_pins", "num_boards", "num_edges"))
+        unknown = sorted(set(arrays) - set(_TOPOLOGY + _EDGE_ATTRS))
+        if unknown:
+            raise storage.GraphStoreError(f"{path / storage.MANIFEST}: unknown array {unknown[0]!r}")
+        if len(pin_ids) != P or len(board_ids) != B:
+            raise storage.GraphStoreError(f"{path / storage.MANIFEST}: {len(pin_ids)} pin ids and "
+                                          f"{len(board_ids)} board ids for {P} pins and {B} boards")
         missing = [n for n in _TOPOLOGY if n not in arrays]
         if missing:
             raise storage.GraphStoreError(f"{path / storage.MANIFEST}: no record for {missing[0]}.npy")
+        for a, b in (("pin_weights", "board_weights"), ("pin_timestamps", "board_timestamps")):
+            if (a in arrays) != (b in arrays):
+                have, lack = (a, b) if a in arrays else (b, a)
+                raise storage.GraphStoreError(f"{path / storage.MANIFEST}: has {have}.npy but no record for {lack}.npy")
         expect = {"pin_indptr": (P + 1,), "board_indptr": (B + 1,), "pin_indices": (E,), "board_indices": (E,)}
         for name, arr in arrays.items():
             shape = expect.get(name, (E,))
@@ -242,9 +270,16 @@ class PinBoardGraph:
         if "features" in manifest:
             from graph.features import FeatureStore
             g.features = FeatureStore.open(path, manifest["features"], verify)
+            for kind, table, n in (("pins", g.features.pins, P), ("boards", g.features.boards, B)):
+                if table.num_rows != n:
+                    raise storage.GraphStoreError(f"{path / manifest['features'][kind]['file']}: "
+                                                  f"{table.num_rows} rows for {n} {kind}")
         if "splits" in manifest:
             from graph.splits import GraphSplits
             g.splits = GraphSplits.open(path, manifest["splits"], verify)
+            if g.splits.edge_split.shape != (E,):
+                raise storage.GraphStoreError(f"{path / manifest['splits']['arrays']['edge_split']['file']}: "
+                                              f"shape {g.splits.edge_split.shape}, expected ({E},)")
         return g
 
     @staticmethod
@@ -370,6 +405,26 @@ class PinBoardGraph:
         where = f", path={str(self.path)!r}" if self.path else ""
         return (f"PinBoardGraph(num_pins={self.num_pins}, num_boards={self.num_boards}, "
                 f"num_edges={self.num_edges}, index_dtype={self._csr.pin_indices.dtype.name}{where})")
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but a graph store or an empty directory (see ``save``)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise storage.GraphStoreError(f"{path}: exists and is not a directory; refusing to replace it with a graph store")
+    if (path / storage.MANIFEST).is_file():
+        try:
+            fmt = json.loads((path / storage.MANIFEST).read_text()).get("format")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            return  # a damaged store: replacing it is the repair
+        if fmt == storage.FORMAT_NAME:
+            return
+        raise storage.GraphStoreError(f"{path}: holds a manifest.json that is not a {storage.FORMAT_NAME} store; "
+                              "refusing to replace it")
+    if any(path.iterdir()):
+        raise storage.GraphStoreError(f"{path}: exists, is not empty and is not a graph store (no manifest.json); "
+                              "refusing to replace it (pick a new or empty directory)")
 
 
 def _lookup(ids: pa.Array, query: Sequence[Any] | pa.Array, kind: str) -> np.ndarray:

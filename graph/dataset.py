@@ -1,0 +1,556 @@
+"""Build a ``PinBoardGraph`` from a dataset directory (the format of DESIGN.md).
+
+A dataset directory holds three tables, each ``NAME.parquet`` or ``NAME.csv`` (exactly one of
+the two):
+
+  pins    pin_id (int or string, unique), text (string, nullable), image (path relative to the
+          directory, nullable), optional fresh (bool: a cold-start pin)
+  boards  board_id (int or string, unique), name (string, nullable)
+  edges   pin_id, board_id; optional weight (float >= 0), timestamp (int seconds)
+
+Other columns and other files (such as the synthetic world's ``truth_pins.parquet``) are
+ignored; the dataset directory is recorded in the store manifest (``source``) so evaluation can
+find them. Internal ids follow row order: the ``i``-th data row of ``pins`` is pin ``i``.
+
+Reading is streamed in batches (Parquet ``iter_batches``, CSV ``open_csv``), so beyond the
+feature columns (which the store keeps anyway) memory is bounded by the edge arrays.
+
+Column types:
+  * Parquet files are typed: ids must be integer or string columns, ``text``/``image``/``name``
+    strings, ``weight`` numeric, ``timestamp`` integer (or an Arrow timestamp, converted to
+    seconds), ``fresh`` boolean.
+  * CSV columns are read as text and converted here (so an error can name its row). Ids are
+    int64 when *every* id of the table parses as a base-10 integer (``-?[0-9]+``), strings
+    otherwise; so ``007`` and ``7`` are the same integer id. An empty field is null (missing
+    text, image or name); ``fresh`` accepts true/false/1/0 (any case), empty = false.
+  * A missing ``text``, ``image`` or ``name`` column means all-null values (with a warning);
+    ``pin_id`` / ``board_id`` columns are required.
+  * Edge ids are converted to the type of the pins' (boards') ids; an edge id that cannot be,
+    or is not among them, is an unknown id.
+
+Every problem raises ``DatasetError`` (a ``ValueError``) naming the file, the row (a 0-based
+index over data rows; a CSV header is not counted) and the column where that applies.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from graph.features import BOARD_COLUMNS, PIN_COLUMNS, FeatureStore
+from graph.splits import make_splits
+from graph.store import PinBoardGraph, _check_replaceable
+
+TABLE_NAMES = ("pins", "boards", "edges")
+PARQUET_BATCH_ROWS = 1 << 20
+# Large CSV blocks: each block is one batch, and each batch of edges costs one hash-table build
+# of the pin / board id set in ``pc.index_in``.
+CSV_BLOCK_BYTES = 16 << 20
+DEFAULT_COLD_START_FRACTION = 0.1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing, malformed or inconsistent.
+
+    Attributes: ``file`` (Path), ``row`` (0-based data row or None), ``column`` (or None),
+    ``problem`` (the message without location).
+    """
+
+    def __init__(self, file: Path | str, problem: str, row: int | None = None,
+                 column: str | None = None) -> None:
+        self.file, self.problem, self.row, self.column = Path(file), problem, row, column
+        where = str(file)
+        if row is not None:
+            header = "; the CSV header is not counted" if str(file).endswith(".csv") else ""
+            where += f": row {row} (0-based data row{header})"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class _Col:
+    name: str
+    kind: str  # "id" | "string" | "float" | "int" | "bool"
+    required: bool
+
+
+_SCHEMA: dict[str, tuple[_Col, ...]] = {
+    "pins": (_Col("pin_id", "id", True), _Col("text", "string", False),
+             _Col("image", "string", False), _Col("fresh", "bool", False)),
+    "boards": (_Col("board_id", "id", True), _Col("name", "string", False)),
+    "edges": (_Col("pin_id", "id", True), _Col("board_id", "id", True),
+              _Col("weight", "float", False), _Col("timestamp", "int", False)),
+}
+# Columns absent from the file that are filled with nulls, with a warning: feature columns.
+_WARN_IF_ABSENT = {"text", "image", "name"}
+_KIND_WORDS = {"id": "an integer or string id", "string": "a string", "float": "a number",
+               "int": "an integer (seconds)", "bool": "a boolean"}
+
+
+def find_table(dataset_dir: str | Path, name: str) -> Path:
+    """The file of table ``name``: ``NAME.parquet`` or ``NAME.csv``, exactly one of them."""
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise DatasetError(dataset_dir, "no such dataset directory")
+    present = [p for p in (dataset_dir / f"{name}.parquet", dataset_dir / f"{name}.csv") if p.exists()]
+    if len(present) == 2:
+        raise DatasetError(dataset_dir, f"both {name}.parquet and {name}.csv exist; keep exactly one")
+    if not present:
+        raise DatasetError(dataset_dir, f"no {name} table: expected {name}.parquet or {name}.csv")
+    if not present[0].is_file():
+        raise DatasetError(present[0], "not a regular file")
+    return present[0]
+
+
+# ---------------------------------------------------------------------------- column conversion
+def _first_failing(arr: pa.Array, convert) -> tuple[int, Any, str]:
+    """Row, value and reason of the first element ``convert`` rejects (error path only)."""
+    for i, v in enumerate(arr.to_pylist()):
+        if v is None:
+            continue
+        try:
+            convert(v)
+        except (pa.ArrowException, UnicodeDecodeError, ValueError, OverflowError) as exc:
+            return i, v, str(exc)
+    return -1, None, ""
+
+
+def _utf8(arr: pa.Array, path: Path, col: str, offset: int) -> pa.Array:
+    """CSV binary column -> large_string, naming the row and byte of invalid UTF-8."""
+    try:
+        return arr.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        def decode(v: bytes) -> None:
+            v.decode("utf-8")
+        i, v, _ = _first_failing(arr, decode)
+        try:
+            v.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(path, f"invalid UTF-8 at byte {exc.start} of the value "
+                               f"(bytes {v[max(0, exc.start - 8):exc.start + 8]!r}); "
+                               "CSV files must be UTF-8", offset + i, col) from None
+        raise DatasetError(path, "invalid UTF-8 text; CSV files must be UTF-8", None, col) from None
+
+
+def _cast_text(arr: pa.Array, to: pa.DataType, path: Path, col: str, offset: int, what: str) -> pa.Array:
+    """CSV text column -> ``to``; the first unparsable value is reported with its row."""
+    try:
+        return pc.cast(arr, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        i, v, _ = _first_failing(arr, lambda v: pc.cast(pa.array([v], pa.large_string()), to))
+        raise DatasetError(path, f"{v!r} is not {what}", offset + i, col) from None
+
+
+def _parquet_type_ok(kind: str, t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t):
+        return True
+    if kind == "id":
+        return pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+    if kind == "string":
+        return pa.types.is_string(t) or pa.types.is_large_string(t)
+    if kind == "float":
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    if kind == "int":
+        return pa.types.is_integer(t) or pa.types.is_timestamp(t)
+    if kind == "bool":
+        return pa.types.is_boolean(t)
+    raise AssertionError(kind)
+
+
+def _convert_parquet(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:
+    """A Parquet column batch -> the canonical type of its kind (int64/large_string/...)."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    t = arr.type
+    try:
+        if c.kind == "id" and pa.types.is_integer(t):
+            return arr.cast(pa.int64())
+        if c.kind in ("id", "string"):
+            return arr.cast(pa.large_string())
+        if c.kind == "float":
+            return arr.cast(pa.float64())
+        if c.kind == "int":
+            if pa.types.is_timestamp(t):
+                return pc.cast(arr, pa.timestamp("s", t.tz), safe=False).cast(pa.int64())
+            return arr.cast(pa.int64())
+        return arr.cast(pa.bool_())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        # e.g. a uint64 id beyond int64, or a decimal weight beyond float range
+        target = pa.int64() if c.kind in ("id", "int") else pa.float64()
+        i, v, reason = _first_failing(arr, lambda v: pa.array([v], t).cast(target))
+        raise DatasetError(path, f"value {v!r} cannot be converted ({reason})", offset + i, c.name) from None
+
+
+def _convert_csv(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:
+    """A CSV column batch (binary) -> canonical type. Ids stay strings until the whole table is read."""
+    arr = _utf8(arr, path, c.name, offset)
+    if c.kind in ("id", "string"):
+        return arr
+    if c.kind == "float":
+        return _cast_text(arr, pa.float64(), path, c.name, offset, "a number")
+    if c.kind == "int":
+        return _cast_text(arr, pa.int64(), path, c.name, offset, "an integer (seconds)")
+    return _cast_text(arr, pa.bool_(), path, c.name, offset, "a boolean (true/false/1/0)")
+
+
+def _check_values(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:
+    """Null and range rules shared by both formats; returns the (null-filled) column."""
+    if c.kind == "bool":
+        return arr.fill_null(False)  # a missing fresh flag means "not fresh"
+    if c.kind in ("id", "float", "int") and arr.null_count:
+        i = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
+        raise DatasetError(path, f"missing {c.name} (null or empty)", offset + i, c.name)
+    if c.kind == "id" and pa.types.is_integer(arr.type):
+        _check_nonnegative(arr, c.name, path, offset)
+    if c.kind == "float":
+        w = arr.to_numpy(zero_copy_only=False)
+        bad = np.flatnonzero(~np.isfinite(w) | (w < 0) | (w > _FLOAT32_MAX))
+        if bad.size:
+            i = int(bad[0])
+            why = "negative" if w[i] < 0 else ("not finite" if not np.isfinite(w[i]) else "too large for float32")
+            raise DatasetError(path, f"{c.name} {w[i]!r} is {why}; weights must be finite and >= 0",
+                               offset + i, c.name)
+    return arr
+
+
+def _check_nonnegative(ids: pa.Array, col: str, path: Path, offset: int) -> None:
+    v = ids.to_numpy(zero_copy_only=False)
+    neg = np.flatnonzero(v < 0)
+    if neg.size:
+        i = int(neg[0])
+        raise DatasetError(path, f"negative {col} {int(v[i])}; integer ids must be >= 0", offset + i, col)
+
+
+# ---------------------------------------------------------------------------- table reading
+def _csv_header(path: Path) -> list[str]:
+    """Column names of a CSV file, parsed from its first line (UTF-8, optional BOM)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    if head.startswith(codecs.BOM_UTF8):
+        head = head[len(codecs.BOM_UTF8):]
+    line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(path, f"the header line is not valid UTF-8 (byte {exc.start}); "
+                           "CSV files must be UTF-8") from None
+    return next(csv.reader([text]), [])
+
+
+def _locate_csv_parse_error(path: Path, num_fields: int, rows_before: int, reason: str) -> DatasetError:
+    """Find the record with the wrong number of fields (error path only: a Python scan)."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader, None)
+        i = 0
+        for record in reader:
+            if not record:
+                continue  # Arrow skips blank lines and does not count them as rows
+            if len(record) != num_fields:
+                return DatasetError(path, f"expected {num_fields} fields, got {len(record)}", i)
+            i += 1
+    return DatasetError(path, f"CSV parse error after data row {rows_before} ({reason})")
+
+
+@dataclass
+class _TableReader:
+    """Streams one table file as batches of canonical columns, with row offsets."""
+
+    path: Path
+    table: str
+    progress: bool = False
+    present: list[_Col] = field(default_factory=list)
+    absent: list[_Col] = field(default_factory=list)
+    num_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.is_csv = self.path.suffix == ".csv"
+        self.size = self.path.stat().st_size
+        if self.size == 0:
+            raise DatasetError(self.path, f"file is empty (0 bytes); a dataset needs at least one {self._noun}")
+        if self.is_csv:
+            names = _csv_header(self.path)
+        else:
+            try:
+                self._pq = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as exc:
+                raise DatasetError(self.path, f"not a readable Parquet file ({exc})") from None
+            schema = self._pq.schema_arrow
+            names = schema.names
+        cols = _SCHEMA[self.table]
+        missing = [c.name for c in cols if c.required and c.name not in names]
+        if missing:
+            raise DatasetError(self.path, f"missing required column {missing[0]!r} "
+                               f"(columns found: {', '.join(map(repr, names)) or 'none'})")
+        self.present = [c for c in cols if c.name in names]
+        self.absent = [c for c in cols if c.name not in names]
+        for c in self.absent:
+            if c.name in _WARN_IF_ABSENT:
+                warnings.warn(f"{self.path}: no {c.name!r} column; every {c.name} is null", stacklevel=4)
+        if not self.is_csv:
+            for c in self.present:
+                t = schema.field(c.name).type
+                if not _parquet_type_ok(c.kind, t):
+                    raise DatasetError(self.path, f"wrong column type {t} (the whole column); "
+                                       f"expected {_KIND_WORDS[c.kind]}", None, c.name)
+
+    @property
+    def _noun(self) -> str:
+        return {"pins": "pin", "boards": "board", "edges": "edge"}[self.table]
+
+    def batches(self) -> Iterator[tuple[int, dict[str, pa.Array]]]:
+        """Yield ``(row_offset, {column: array})`` with canonical, validated columns."""
+        from tqdm.auto import tqdm
+
+        names = [c.name for c in self.present]
+        if self.is_csv:
+            stream = pa.input_stream(str(self.path))
+            total, unit, scale = self.size, "B", True
+        else:
+            total, unit, scale = self._pq.metadata.num_rows, "rows", False
+        bar = tqdm(total=total, unit=unit, unit_scale=scale, desc=f"reading {self.path.name}",
+                   disable=not self.progress, leave=False)
+        offset = 0
+        try:
+            for batch in (self._csv_batches(stream, names) if self.is_csv else
+                          self._pq.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names)):
+                out = {}
+                for c in self.present:
+                    arr = batch.column(batch.schema.get_field_index(c.name))
+                    if self.is_csv:
+                        arr = _convert_csv(arr, c, self.path, offset)
+                    else:
+                        arr = _convert_parquet(arr, c, self.path, offset)
+                    out[c.name] = _check_values(arr, c, self.path, offset)
+                yield offset, out
+                offset += batch.num_rows
+                bar.update(stream.tell() - bar.n if self.is_csv else batch.num_rows)
+        finally:
+            bar.close()
+            if self.is_csv:
+                stream.close()
+        self.num_rows = offset
+        if offset == 0:
+            raise DatasetError(self.path, f"no data rows; a dataset needs at least one {self._noun}")
+
+    def _csv_batches(self, stream: pa.NativeFile, names: list[str]) -> Iterator[pa.RecordBatch]:
+        convert = pacsv.ConvertOptions(
+            # Everything as bytes: conversion happens here so errors can name the row, and
+            # so "NA"/"null" stay ordinary strings (only an empty field is null).
+            column_types={n: pa.binary() for n in names}, include_columns=names,
+            strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True)
+        # Captions and board names may contain quoted newlines; ids never do.
+        parse = pacsv.ParseOptions(newlines_in_values=self.table != "edges")
+        read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+        rows = 0
+        try:
+            reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
+            for batch in reader:
+                rows += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as exc:
+            msg = str(exc)
+            if "Expected" in msg and "columns" in msg:
+                raise _locate_csv_parse_error(self.path, len(_csv_header(self.path)), rows, msg) from None
+            raise DatasetError(self.path, f"CSV error after data row {rows}: {msg}") from None
+
+
+# ---------------------------------------------------------------------------- node and edge tables
+@dataclass
+class _Nodes:
+    path: Path
+    ids: pa.Array                 # int64 or large_string [N], unique, in row order
+    features: pa.Table            # feature columns [N]
+    has_fresh: bool = False
+
+
+def _finish_ids(chunks: list[pa.Array], reader: _TableReader, col: str) -> pa.Array:
+    """Concatenate id batches, infer the CSV id type, reject negative and duplicate ids."""
+    ids = pa.chunked_array(chunks, type=chunks[0].type).combine_chunks()
+    if reader.is_csv:
+        try:
+            ids = pc.cast(ids, pa.int64())  # every id is an integer: int64 ids
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # some id is not an integer: string ids
+    if pa.types.is_integer(ids.type):
+        _check_nonnegative(ids, col, reader.path, 0)
+    if pc.count_distinct(ids).as_py() != len(ids):
+        # dictionary codes give the first occurrence of every value; the earliest row that is
+        # not a first occurrence is the first duplicate.
+        codes = np.asarray(pc.dictionary_encode(ids).indices, dtype=np.int64)
+        _, first = np.unique(codes, return_index=True)
+        is_first = np.zeros(len(ids), dtype=bool)
+        is_first[first] = True
+        row = int(np.flatnonzero(~is_first)[0])
+        prev = int(first[codes[row]])  # codes are 0..k-1 in order of first appearance
+        raise DatasetError(reader.path, f"duplicate {col} {ids[row].as_py()!r} (first at row {prev})", row, col)
+    return ids
+
+
+def _read_nodes(path: Path, table: str, progress: bool) -> _Nodes:
+    reader = _TableReader(path, table, progress)
+    id_col = "pin_id" if table == "pins" else "board_id"
+    feature_types = PIN_COLUMNS if table == "pins" else BOARD_COLUMNS
+    chunks: dict[str, list[pa.Array]] = {id_col: [], **{k: [] for k in feature_types}}
+    for _offset, cols in reader.batches():
+        n = len(cols[id_col])
+        for name, typ in feature_types.items():
+            arr = cols.get(name)
+            if arr is None:
+                arr = pa.array(np.zeros(n, bool)) if typ == pa.bool_() else pa.nulls(n, typ)
+            chunks[name].append(arr.cast(typ))
+        chunks[id_col].append(cols[id_col])
+    ids = _finish_ids(chunks[id_col], reader, id_col)
+    features = pa.table({name: pa.chunked_array(chunks[name], type=typ).combine_chunks()
+                         for name, typ in feature_types.items()})
+    return _Nodes(path, ids, features, has_fresh=any(c.name == "fresh" for c in reader.present))
+
+
+def _map_ids(arr: pa.Array, nodes: _Nodes, col: str, path: Path, offset: int) -> np.ndarray:
+    """External edge ids -> internal int64 ids via ``pc.index_in``; unknown ids are errors."""
+    target = nodes.ids.type
+    if arr.type != target:
+        try:
+            arr = pc.cast(arr, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            i, v, _ = _first_failing(arr, lambda v: pc.cast(pa.array([v], arr.type), target))
+            raise DatasetError(path, f"unknown {col} {v!r} ({nodes.path.name} has integer ids)", offset + i, col) from None
+        if pa.types.is_integer(arr.type):
+            _check_nonnegative(arr, col, path, offset)
+    pos = pc.index_in(arr, value_set=nodes.ids)
+    if pos.null_count:
+        i = int(np.flatnonzero(np.asarray(pos.is_null()))[0])
+        raise DatasetError(path, f"unknown {col} {arr[i].as_py()!r} (not in {nodes.path.name})", offset + i, col)
+    return np.asarray(pos.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+@dataclass
+class _Edges:
+    path: Path
+    pins: np.ndarray              # int64 [E] internal pin ids (before deduplication)
+    boards: np.ndarray            # int64 [E]
+    weights: np.ndarray | None    # float32 [E]
+    timestamps: np.ndarray | None  # int64 [E]
+
+
+def _read_edges(path: Path, pins: _Nodes, boards: _Nodes, progress: bool) -> _Edges:
+    reader = _TableReader(path, "edges", progress)
+    has_w = any(c.name == "weight" for c in reader.present)
+    has_t = any(c.name == "timestamp" for c in reader.present)
+    p_chunks, b_chunks, w_chunks, t_chunks = [], [], [], []
+    for offset, cols in reader.batches():
+        p_chunks.append(_map_ids(cols["pin_id"], pins, "pin_id", path, offset))
+        b_chunks.append(_map_ids(cols["board_id"], boards, "board_id", path, offset))
+        if has_w:  # float32 already here: range-checked above, and half the memory
+            w_chunks.append(cols["weight"].to_numpy(zero_copy_only=False).astype(np.float32))
+        if has_t:
+            t_chunks.append(cols["timestamp"].to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+    cat = np.concatenate
+    return _Edges(path, cat(p_chunks), cat(b_chunks), cat(w_chunks) if has_w else None,
+                  cat(t_chunks) if has_t else None)
+
+
+# ---------------------------------------------------------------------------- public API
+def _check_fractions(cold_start_fraction: float | None, val_fraction: float, test_fraction: float) -> None:
+    # Checked before reading, so a typo does not cost a full read of a big dataset.
+    for name, v in (("cold_start_fraction", cold_start_fraction), ("val_fraction", val_fraction),
+                    ("test_fraction", test_fraction)):
+        if v is not None and not 0.0 <= float(v) < 1.0:
+            raise ValueError(f"{name}={v} must be in [0, 1)")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} must be < 1")
+
+
+def load_dataset_graph(dataset_dir: str | Path, cold_start_fraction: float | None = None,
+                       val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
+                       progress: bool = False) -> PinBoardGraph:
+    """Read a dataset directory into an in-memory ``PinBoardGraph`` with features and splits.
+
+    Args:
+      dataset_dir: directory with ``pins``, ``boards``, ``edges`` (``.parquet`` or ``.csv``).
+      cold_start_fraction: None to use the pins' ``fresh`` column as the cold-start pins (when
+        the column exists; otherwise a random 0.1 of the pins with edges); a float in [0, 1) to
+        draw that share of pins at random instead.
+      val_fraction, test_fraction: share of warm edges held out (see ``graph.splits``).
+      seed: seed of the random splits.
+      progress: show a tqdm progress bar per table on stderr.
+
+    Returns a graph whose internal ids follow row order, with ``features`` (text, image, fresh;
+    board name; ``root`` = the dataset directory), ``splits`` and ``manifest['source']``.
+    Raises ``DatasetError`` naming file, row and column on bad input.
+    """
+    _check_fractions(cold_start_fraction, val_fraction, test_fraction)
+    dataset_dir = Path(dataset_dir)
+    paths = {name: find_table(dataset_dir, name) for name in TABLE_NAMES}
+    pins = _read_nodes(paths["pins"], "pins", progress)
+    boards = _read_nodes(paths["boards"], "boards", progress)
+    edges = _read_edges(paths["edges"], pins, boards, progress)
+    try:
+        g = PinBoardGraph.from_edges(edges.pins, edges.boards, num_pins=len(pins.ids),
+                                     num_boards=len(boards.ids), weights=edges.weights,
+                                     timestamps=edges.timestamps, pin_external_ids=pins.ids,
+                                     board_external_ids=boards.ids)
+    except ValueError as exc:  # pragma: no cover - every input rule is checked above
+        raise DatasetError(edges.path, str(exc)) from None
+    num_raw_edges = len(edges.pins)
+    del edges
+    root = dataset_dir.absolute()
+    g.features = FeatureStore(pins.features, boards.features, root=root)
+
+    if cold_start_fraction is None and pins.has_fresh:
+        fresh = np.asarray(pins.features.column("fresh").to_numpy(zero_copy_only=False), dtype=bool)
+        g.splits = make_splits(g, val_fraction, test_fraction, cold_start_fraction=0.0, seed=seed,
+                               fresh_pins=fresh)
+        g.splits.params["cold_start_fraction"] = None  # taken from the fresh flags, not drawn
+    else:
+        frac = DEFAULT_COLD_START_FRACTION if cold_start_fraction is None else float(cold_start_fraction)
+        g.splits = make_splits(g, val_fraction, test_fraction, cold_start_fraction=frac, seed=seed)
+
+    g.manifest["source"] = {
+        "dataset_dir": str(root),
+        "tables": {name: p.name for name, p in paths.items()},
+        "rows": {"pins": len(pins.ids), "boards": len(boards.ids), "edges": num_raw_edges},
+        "duplicate_edges_merged": int(g.csr_numpy().num_duplicates),
+        # e.g. the synthetic world's ground truth, which evaluation reads from the dataset dir
+        "truth_files": sorted(p.name for p in dataset_dir.glob("truth_*") if p.is_file()),
+    }
+    return g
+
+
+def build_graph_from_dataset(dataset_dir: str | Path, out_dir: str | Path,
+                             cold_start_fraction: float | None = None, val_fraction: float = 0.05,
+                             test_fraction: float = 0.05, seed: int = 0,
+                             progress: bool = True) -> PinBoardGraph:
+    """Read a dataset directory and write its graph store to ``out_dir`` atomically.
+
+    Everything is read and validated before anything is written; the store is then built in a
+    temporary sibling and swapped into place, so on any failure ``out_dir`` is left as it was.
+    Returns the store opened (memory-mapped) from ``out_dir``. Arguments as
+    ``load_dataset_graph``.
+    """
+    _check_fractions(cold_start_fraction, val_fraction, test_fraction)
+    out_dir = Path(out_dir)
+    if out_dir.absolute() == Path(dataset_dir).absolute():
+        raise ValueError(f"{out_dir}: the graph store cannot replace its own dataset directory")
+    _check_replaceable(out_dir)  # fail before the (long) read, not after it
+    g = load_dataset_graph(dataset_dir, cold_start_fraction=cold_start_fraction,
+                           val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                           progress=progress)
+    g.save(out_dir)
+    return PinBoardGraph.open(out_dir)
+
+
+__all__ = ["DatasetError", "build_graph_from_dataset", "load_dataset_graph", "find_table", "TABLE_NAMES"]
