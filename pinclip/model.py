@@ -1,0 +1,167 @@
+"""PinCLIP: image tower + text tower + hybrid fusion -> image / text / fused embeddings.
+
+All three embeddings are projected to ``embed_dim`` and L2-normalized. ``image_emb`` depends on the
+image only (it serves a fresh pin with no graph edges and no trusted text); ``text_emb`` on the
+text only; ``fused_emb`` on both, through :class:`pinclip.fusion.HybridFusion`.
+
+With ``matryoshka_dims`` (e.g. [64, 128, 256]) the losses also train every prefix; serve a
+prefix with :func:`truncate_embedding`.
+
+A frozen text tower's token features can be computed once (:meth:`PinCLIP.text_features`, fp16)
+and passed back as ``forward(images, text_features=..., text_mask=...)``; the trainable text
+projection and fusion then run on the cached tokens.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PinCLIPConfig
+from .fusion import HybridFusion
+from .hf_towers import create_hf_vision_tower, pool_text
+from .text import create_text_tower
+from .vit import VisionTransformer, resolve_layers
+
+__all__ = ["PinCLIP", "truncate_embedding", "autocast"]
+
+
+def truncate_embedding(emb: torch.Tensor, dim: int) -> torch.Tensor:
+    """Matryoshka serving: the first ``dim`` coordinates of [..., D] embeddings, re-normalized."""
+    return F.normalize(emb[..., :dim].float(), dim=-1)
+
+
+def autocast(device_type: str, precision: str = "auto"):
+    """Mixed-precision context. ``auto``: bf16 autocast on CUDA, fp32 on CPU (bf16 autocast is
+    about 10x slower than fp32 on the development CPUs). ``bf16``: bf16 autocast on any device.
+    ``fp32``: no autocast."""
+    if precision == "auto":
+        precision = "bf16" if device_type == "cuda" else "fp32"
+    if precision == "fp32":
+        return nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r} (expected auto, fp32, bf16)")
+
+
+def _create_vision_tower(cfg: PinCLIPConfig) -> nn.Module:
+    v = cfg.vision
+    if v.type == "vit":
+        tower = VisionTransformer(v.image_size or 224, v.patch_size, v.width, v.layers, v.heads, v.mlp_ratio)
+    else:
+        tower = create_hf_vision_tower(v.type, v.pretrained, v.image_size)
+    tower.set_freeze(v.freeze, v.unfreeze_last_n)
+    return tower
+
+
+class PinCLIP(nn.Module):
+    """The PinCLIP model. Build it with :func:`pinclip.factory.create_model`.
+
+    Attributes: ``visual`` (image tower), ``text`` (text tower), ``fusion``, ``image_proj``,
+    ``text_proj``; parameters ``logit_scale`` (log of the image-text multiplier), ``logit_bias``
+    (SigLIP only, else None), ``neighbor_logit_scale`` (log multiplier of the neighbor alignment).
+    """
+
+    def __init__(self, cfg: PinCLIPConfig):
+        super().__init__()
+        self.config = cfg
+        d = cfg.embed_dim
+        self.embed_dim = d
+        self.visual = _create_vision_tower(cfg)
+        self.text = create_text_tower(cfg.text)
+        self.image_size = self.visual.image_size
+        gw = self.visual.global_width
+        self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
+        self.text_proj = nn.Sequential(nn.LayerNorm(self.text.width), nn.Linear(self.text.width, d))
+        patch_layers = resolve_layers(cfg.fusion.patch_layers, self.visual.num_layers)
+        self.fusion = HybridFusion(cfg.fusion, self.visual.width, gw, self.text.width, d,
+                                   patch_layers, self.visual.num_layers)
+        siglip = cfg.loss.image_text == "siglip"
+        init_scale = cfg.init_siglip_logit_scale if siglip else cfg.init_logit_scale
+        self.logit_scale = nn.Parameter(torch.tensor(float(init_scale)))
+        self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if siglip else None
+        self.neighbor_logit_scale = nn.Parameter(torch.tensor(float(cfg.init_neighbor_logit_scale)))
+        self.max_log_scale = math.log(cfg.max_logit_scale)
+
+    # -- towers -------------------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor, normalize: bool = True) -> dict:
+        """images: [B, 3, S, S] float (see :mod:`pinclip.transforms`). Returns ``image_emb`` [B, D]
+        float (L2-normalized if ``normalize``), ``image_vec`` [B, D] (before normalization) and
+        ``image_tower`` (the :data:`~pinclip.vit.ImageTowerOutput` the fusion reads)."""
+        tower = self.visual(images, layers=self.fusion.required_layers())
+        vec = self.image_proj(tower["global"])
+        emb = F.normalize(vec, dim=-1) if normalize else vec
+        return {"image_emb": emb, "image_vec": vec, "image_tower": tower}
+
+    @torch.no_grad()
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      dtype: torch.dtype = torch.float16) -> dict:
+        """Cacheable text tower output: ``{"tokens": [B, L, Wt] dtype, "mask": [B, L] bool}``.
+
+        Valid as a cache only while the text tower is frozen (``text.freeze = "frozen"``)."""
+        out = self.text(input_ids, attention_mask)
+        return {"tokens": out["tokens"].to(dtype), "mask": out["mask"]}
+
+    def encode_text(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                    text_features: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                    normalize: bool = True) -> dict:
+        """Either token ids (input_ids, attention_mask: [B, L] long) or cached tower features
+        (text_features: [B, L, Wt] float/fp16, text_mask: [B, L] bool). Returns ``text_emb`` [B, D],
+        ``text_vec`` [B, D] (before normalization), ``text_tokens`` [B, L, Wt], ``text_mask``."""
+        if text_features is not None:
+            if text_mask is None:
+                raise ValueError("text_features given without text_mask")
+            dtype = self.text_proj[1].weight.dtype
+            tokens, mask = text_features.to(dtype), text_mask.to(torch.bool)
+            pooled = pool_text(tokens, mask, self.config.text.pooling)
+        elif input_ids is not None:
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            out = self.text(input_ids, attention_mask)
+            tokens, mask, pooled = out["tokens"], out["mask"], out["pooled"]
+        else:
+            raise ValueError("encode_text needs input_ids or text_features")
+        vec = self.text_proj(pooled)
+        emb = F.normalize(vec, dim=-1) if normalize else vec
+        return {"text_emb": emb, "text_vec": vec, "text_tokens": tokens, "text_mask": mask}
+
+    # -- scales -------------------------------------------------------------------------------
+    def scales(self) -> dict:
+        """The exp'd, clamped multipliers the losses take (open_clip clamps log scale to log 100):
+        ``logit_scale``, ``neighbor_logit_scale`` (0-dim float) and ``logit_bias`` (or None)."""
+        return {
+            "logit_scale": self.logit_scale.clamp(max=self.max_log_scale).exp(),
+            "neighbor_logit_scale": self.neighbor_logit_scale.clamp(max=self.max_log_scale).exp(),
+            "logit_bias": self.logit_bias,
+        }
+
+    # -- full model ---------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> dict:
+        """images: [B, 3, S, S] float; text as ids ([B, L] long input_ids / attention_mask) or
+        cached features ([B, L, Wt] text_features, [B, L] bool text_mask).
+
+        Returns a dict with ``image_emb``, ``text_emb``, ``fused_emb`` ([B, D] float32 under fp32,
+        unit L2 norm; a key is absent when its input is missing: fused needs both) and the scales
+        ``logit_scale``, ``neighbor_logit_scale`` (0-dim) and ``logit_bias`` (0-dim or None).
+        """
+        out = dict(self.scales())
+        image = text = None
+        if images is not None:
+            image = self.encode_image(images)
+            out["image_emb"] = image["image_emb"]
+        if input_ids is not None or text_features is not None:
+            text = self.encode_text(input_ids, attention_mask, text_features, text_mask)
+            out["text_emb"] = text["text_emb"]
+        if image is not None and text is not None:
+            fused = self.fusion(image["image_tower"], image["image_vec"], text["text_vec"],
+                                text["text_tokens"], text["text_mask"])
+            out["fused_emb"] = F.normalize(fused, dim=-1)
+        return out
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]

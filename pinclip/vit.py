@@ -1,0 +1,83 @@
+"""From-scratch Vision Transformer (open_clip style) that also returns patch tokens of chosen layers.
+
+All image towers (this one and the Hugging Face ones in :mod:`pinclip.hf_towers`) share one output
+contract, :class:`ImageTowerOutput`, which the fusion reads.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence, TypedDict
+
+import torch
+from torch import nn
+
+from .freeze import FreezableTower
+from .transformer import Transformer
+
+__all__ = ["ImageTowerOutput", "VisionTransformer", "resolve_layers"]
+
+
+# ``global``: [B, W] float, the image-level token (CLS after the final norm, or the tower's pooled
+# output). ``layers``: {1-based block index: [B, N, W] patch tokens in raster order}.
+# ``grid``: (grid_h, grid_w) with grid_h * grid_w == N.
+ImageTowerOutput = TypedDict("ImageTowerOutput", {
+    "global": torch.Tensor, "layers": dict[int, torch.Tensor], "grid": tuple[int, int]})
+
+
+def resolve_layers(layers: Iterable[int], num_layers: int) -> list[int]:
+    """Map 1-based / negative layer indices to sorted unique 1-based indices; -1 is the last block."""
+    out = set()
+    for layer in layers:
+        idx = layer if layer > 0 else num_layers + 1 + layer
+        if not 1 <= idx <= num_layers:
+            raise ValueError(f"layer {layer} is outside 1..{num_layers} (or -1..-{num_layers})")
+        out.add(idx)
+    return sorted(out)
+
+
+class VisionTransformer(FreezableTower):
+    """ViT: patchify (conv), class token, learned positions, pre-LN transformer, final LayerNorm.
+
+    images: [B, 3, image_size, image_size] float (normalized). Width ``width`` is the token width.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int,
+                 mlp_ratio: float = 4.0):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.width = width
+        self.global_width = width
+        self.num_layers = layers
+        self.grid_size = (image_size // patch_size, image_size // patch_size)
+        n = self.grid_size[0] * self.grid_size[1]
+        scale = width ** -0.5
+        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(n + 1, width))
+        self.ln_pre = nn.LayerNorm(width)
+        self.transformer = Transformer(width, layers, heads, mlp_ratio)
+        self.ln_post = nn.LayerNorm(width)
+
+    def blocks(self) -> Sequence[nn.Module]:
+        return self.transformer.resblocks
+
+    def after_blocks(self) -> Sequence[nn.Module]:
+        return [self.ln_post]
+
+    def forward(self, images: torch.Tensor, layers: Iterable[int] = ()) -> ImageTowerOutput:
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected images of {self.image_size}x{self.image_size} px, got "
+                             f"{tuple(images.shape[-2:])}")
+        wanted = resolve_layers(layers, self.num_layers)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            x = self.conv1(images)                      # [B, W, gh, gw]
+            x = x.flatten(2).transpose(1, 2)            # [B, N, W]
+            cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
+            x = self.ln_pre(x)
+            x, taken = self.transformer(x, return_layers=wanted)
+            global_token = self.ln_post(x[:, 0])
+        return {"global": global_token, "layers": {i: t[:, 1:] for i, t in taken.items()},
+                "grid": self.grid_size}
