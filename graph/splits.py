@@ -74,7 +74,8 @@ def make_splits(g: "PinBoardGraph", val_fraction: float = 0.05, test_fraction: f
     """Draw the splits of ``g`` deterministically from ``seed``.
 
     Args:
-      val_fraction, test_fraction: share of warm edges held out (drawn among pins with >= 2 edges).
+      val_fraction, test_fraction: share of held-out edges among the eligible ones (edges of warm
+        pins with >= 2 edges; each such pin keeps at least one training edge).
       cold_start_fraction: share of pins (with at least one edge) made cold-start, used only
         when ``fresh_pins`` is None.
       fresh_pins: bool [P] or int ids of pins flagged fresh in the dataset; they become the
@@ -113,15 +114,18 @@ def make_splits(g: "PinBoardGraph", val_fraction: float = 0.05, test_fraction: f
     is_cold_pin[cold] = True
     split = np.zeros(E, dtype=np.int8)
     u = rng.random(E)
-    # Held-out edges only on warm pins with >= 2 edges; each keeps its min-u edge for training.
+    # Held-out edges only on warm pins with >= 2 edges; each keeps its max-u edge for training.
+    # The max-u edge is held out only when every edge of the pin was drawn held-out, so forcing
+    # it back to train changes the fractions as little as possible (keeping the min-u edge, the
+    # one most likely drawn into VAL, took most val edges of low-degree pins back to train).
     eligible = (~is_cold_pin[edge_pin]) & (degree[edge_pin] >= 2)
     split[eligible & (u < val_fraction)] = VAL
     split[eligible & (u >= val_fraction) & (u < val_fraction + test_fraction)] = TEST
     if E:
         starts = indptr[:-1][degree > 0]
-        min_u = np.minimum.reduceat(u, starts)
-        keep = np.zeros(P, dtype=np.float64)
-        keep[degree > 0] = min_u
+        max_u = np.maximum.reduceat(u, starts)
+        keep = np.full(P, -1.0, dtype=np.float64)
+        keep[degree > 0] = max_u
         split[(u == keep[edge_pin]) & ~is_cold_pin[edge_pin]] = TRAIN
     split[is_cold_pin[edge_pin]] = COLD
     params = {"val_fraction": val_fraction, "test_fraction": test_fraction,
