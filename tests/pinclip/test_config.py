@@ -1,0 +1,105 @@
+"""The model config registry: listing, user configs, overrides, and errors that name the key."""
+import json
+
+import pytest
+
+from pinclip import factory
+from pinclip.config import ConfigError, PinCLIPConfig, config_from_dict, config_to_dict
+from pinclip.factory import add_model_config, create_model, get_model_config, list_models
+
+from .conftest import tiny_config
+
+SHIPPED = {"pinclip-tiny-demo", "pinclip-vit-b16-minilm", "pinclip-clip-vit", "pinclip-siglip",
+           "pinclip-qwen2vl", "pinclip-tiny-scratch-text"}
+
+
+def test_shipped_configs_are_listed_and_parse():
+    assert SHIPPED <= set(list_models())
+    for name in SHIPPED:
+        cfg = get_model_config(name)
+        assert isinstance(cfg, PinCLIPConfig) and cfg.name == name
+        assert config_from_dict(config_to_dict(cfg)) == cfg  # round trip
+    demo = get_model_config("pinclip-tiny-demo")
+    assert (demo.vision.image_size, demo.vision.patch_size, demo.vision.width, demo.vision.layers) == (64, 8, 128, 4)
+    assert demo.text.freeze == "frozen" and demo.text.pretrained == "builtin:all-MiniLM-L6-v2"
+    assert get_model_config("pinclip-vit-b16-minilm").vision.image_size == 224
+
+
+def test_get_model_config_returns_a_copy():
+    cfg = get_model_config("pinclip-tiny-demo")
+    cfg.vision.layers = 99
+    assert get_model_config("pinclip-tiny-demo").vision.layers == 4
+
+
+def test_unknown_model_name_lists_available():
+    with pytest.raises(KeyError, match="pinclip-tiny-demo"):
+        get_model_config("no-such-model")
+
+
+def test_add_model_config_from_file_folder_and_dict(tmp_path):
+    data = tiny_config()
+    data.pop("name")
+    (tmp_path / "user-tiny.json").write_text(json.dumps(data))
+    assert add_model_config(tmp_path / "user-tiny.json") == ["user-tiny"]
+    folder = tmp_path / "more"
+    folder.mkdir()
+    (folder / "user-tiny-2.json").write_text(json.dumps(data))
+    assert add_model_config(folder) == ["user-tiny-2"]
+    assert add_model_config({**data, "embed_dim": 8}, name="user-tiny-3") == ["user-tiny-3"]
+    assert {"user-tiny", "user-tiny-2", "user-tiny-3"} <= set(list_models())
+    assert get_model_config("user-tiny-3").embed_dim == 8
+    model = create_model("user-tiny", embed_dim=8)
+    assert model.embed_dim == 8
+    # clean up the global registry for other tests
+    for name in ("user-tiny", "user-tiny-2", "user-tiny-3"):
+        factory._MODEL_CONFIGS.pop(name)
+    factory._MODEL_CONFIG_PATHS.remove(folder)
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"vision": {"widht": 32}}, "vision.widht"),
+    ({"fusion": {"regions": 2}}, "fusion.regions"),
+    ({"loss": {"clip_weight": 1.0}}, "loss.clip_weight"),
+    ({"embedding_dim": 8}, "embedding_dim"),
+])
+def test_unknown_keys_name_the_key_and_the_config(patch, key):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tiny_config(**patch), "my-model")
+    assert f"'{key}'" in str(err.value) and "'my-model'" in str(err.value)
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"vision": {"type": "resnet"}}, "vision.type"),
+    ({"vision": {"freeze": "some"}}, "vision.freeze"),
+    ({"vision": {"layers": "two"}}, "vision.layers"),
+    ({"vision": {"image_size": 30}}, "vision.image_size"),
+    ({"fusion": {"patch_layers": [5]}}, "fusion.patch_layers"),
+    ({"fusion": {"use_global": False, "region_grid": 0, "patch_layers": [], "use_text_tokens": False}},
+     "fusion.early_fusion"),
+    ({"matryoshka_dims": [8, 4]}, "matryoshka_dims"),
+    ({"loss": {"image_text": "triplet"}}, "loss.image_text"),
+    ({"vision": {"type": "hf_clip"}}, "vision.pretrained"),
+    ({"text": {"freeze": "train_last_n"}}, "text.unfreeze_last_n"),
+])
+def test_bad_values_name_the_key(patch, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        config_from_dict(tiny_config(**patch), "bad")
+
+
+def test_bad_registered_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps({"vision": {"patchsize": 8}}))
+    with pytest.raises(ConfigError, match="vision.patchsize") as err:
+        add_model_config(path)
+    assert str(path) in str(err.value) and "'broken'" in str(err.value)
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        add_model_config(path)
+
+
+def test_create_model_overrides_nested_and_dotted():
+    model = create_model(tiny_config(), embed_dim=8, vision={"layers": 1},
+                         **{"fusion.region_grid": 0, "fusion.patch_layers": [-1]})
+    assert model.embed_dim == 8 and model.visual.num_layers == 1 and model.fusion.region_grid == 0
+    with pytest.raises(ConfigError, match="vision.layerz"):
+        create_model(tiny_config(), vision={"layerz": 1})

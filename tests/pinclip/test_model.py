@@ -1,0 +1,175 @@
+"""PinCLIP model: output shapes and normalization, granularity switches, cached text features,
+freezing policies, gradients reaching every trainable parameter, Matryoshka, bf16 autocast."""
+import pytest
+import torch
+
+from pinclip.factory import create_model
+from pinclip.losses import PinCLIPLoss
+from pinclip.model import autocast, truncate_embedding
+
+from .conftest import random_text, tiny_config
+
+B = 4
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(B, 3, 32, 32, generator=g)
+    ids, mask = random_text(B, 12, generator=g)
+    return images, ids, mask
+
+
+def make(**over):
+    torch.manual_seed(0)
+    return create_model(tiny_config(**over)).eval()
+
+
+def test_outputs_shapes_dtypes_and_normalization(batch):
+    images, ids, mask = batch
+    model = make()
+    out = model(images, ids, mask)
+    for key in ("image_emb", "text_emb", "fused_emb"):
+        assert out[key].shape == (B, 16) and out[key].dtype == torch.float32
+        torch.testing.assert_close(out[key].norm(dim=-1), torch.ones(B))
+    assert out["logit_scale"].shape == () and out["logit_scale"].item() == pytest.approx(1 / 0.07, rel=1e-3)
+    assert out["neighbor_logit_scale"].shape == ()
+    assert out["logit_bias"] is None
+    siglip = make(loss={"image_text": "siglip"})(images, ids, mask)
+    assert siglip["logit_bias"].item() == pytest.approx(-10.0) and siglip["logit_scale"].item() == pytest.approx(10.0, rel=1e-3)
+    # partial inputs
+    assert set(model(images)) >= {"image_emb"} and "fused_emb" not in model(images)
+    assert "text_emb" in model(input_ids=ids, attention_mask=mask)
+
+
+def test_logit_scale_is_clamped():
+    model = make()
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    assert model.scales()["logit_scale"].item() == pytest.approx(100.0, rel=1e-4)
+
+
+def test_image_embedding_is_content_only(batch):
+    images, ids, mask = batch
+    model = make()
+    a = model(images, ids, mask)
+    b = model(images, torch.roll(ids, 1, 0), torch.roll(mask, 1, 0))
+    torch.testing.assert_close(a["image_emb"], b["image_emb"])
+    assert not torch.allclose(a["fused_emb"], b["fused_emb"])
+
+
+@pytest.mark.parametrize("switch, value", [
+    ("use_global", False), ("region_grid", 0), ("patch_layers", [2]), ("patch_layers", []),
+    ("use_text_tokens", False), ("early_fusion", False), ("late_fusion", False),
+])
+def test_each_granularity_switch_changes_the_fused_output(batch, switch, value):
+    images, ids, mask = batch
+    model = make()
+    before = model(images, ids, mask)
+    setattr(model.fusion, switch, value)
+    after = model(images, ids, mask)
+    assert not torch.allclose(before["fused_emb"], after["fused_emb"], atol=1e-5)
+    torch.testing.assert_close(before["image_emb"], after["image_emb"])
+    torch.testing.assert_close(after["fused_emb"].norm(dim=-1), torch.ones(B))
+
+
+def test_switches_at_construction_and_ablations_run(batch):
+    images, ids, mask = batch
+    for fusion in ({"use_global": False}, {"region_grid": 0, "patch_layers": []},
+                   {"early_fusion": False}, {"late_fusion": False}, {"use_text_tokens": False, "patch_pool": 2}):
+        out = make(fusion=fusion)(images, ids, mask)
+        assert out["fused_emb"].shape == (B, 16)
+    model = make(fusion={"use_global": False})
+    model.fusion.use_global = True
+    with pytest.raises(ValueError, match="config built"):
+        model(images, ids, mask)
+
+
+def test_region_and_patch_layers_read_only_needed_tower_layers():
+    model = make(fusion={"patch_layers": [1], "region_grid": 2})
+    assert model.fusion.required_layers() == [1, 2]
+    model.fusion.region_grid = 0
+    assert model.fusion.required_layers() == [1]
+
+
+def test_padding_tokens_do_not_matter(batch):
+    images, ids, mask = batch
+    model = make()
+    noisy = ids.clone()
+    noisy[mask == 0] = 1234
+    torch.testing.assert_close(model(images, ids, mask)["fused_emb"], model(images, noisy, mask)["fused_emb"])
+
+
+def test_cached_text_features_match_the_text_tower(batch):
+    images, ids, mask = batch
+    model = make(text={"freeze": "frozen"})
+    model.train()
+    assert not model.text.training  # a frozen tower stays in eval mode
+    direct = model(images, ids, mask)
+    cache = model.text_features(ids, mask)
+    assert cache["tokens"].dtype == torch.float16 and cache["tokens"].shape == (B, 12, 32)
+    cached = model(images, text_features=cache["tokens"], text_mask=cache["mask"])
+    for key in ("text_emb", "fused_emb"):
+        torch.testing.assert_close(cached[key], direct[key], atol=2e-3, rtol=1e-2)
+    exact = model(images, text_features=model.text_features(ids, mask, torch.float32)["tokens"], text_mask=mask)
+    torch.testing.assert_close(exact["fused_emb"], direct["fused_emb"])
+
+
+def _trainable(module):
+    return {n for n, p in module.named_parameters() if p.requires_grad}
+
+
+def test_freezing_policies():
+    frozen = make(vision={"freeze": "frozen"}, text={"freeze": "frozen"})
+    assert not _trainable(frozen.visual) and not _trainable(frozen.text)
+    assert _trainable(frozen.fusion) and _trainable(frozen.image_proj)
+    last = make(vision={"freeze": "train_last_n", "unfreeze_last_n": 1},
+                text={"freeze": "train_last_n", "unfreeze_last_n": 1})
+    assert _trainable(last.visual) and all(n.startswith(("transformer.resblocks.1.", "ln_post"))
+                                           for n in _trainable(last.visual))
+    assert all(n.startswith(("transformer.resblocks.1.", "ln_final")) for n in _trainable(last.text))
+    everything = make()
+    assert _trainable(everything.visual) == {n for n, _ in everything.visual.named_parameters()}
+
+
+@pytest.mark.parametrize("image_text", ["clip", "siglip"])
+def test_every_trainable_parameter_gets_a_gradient(batch, image_text):
+    """DDP fails on trainable parameters without gradients; the full loss reaches all of them."""
+    images, ids, mask = batch
+    model = make(loss={"image_text": image_text}, matryoshka_dims=[4, 16]).train()
+    s, k = 2, 2
+    out = model(images[:s], ids[:s], mask[:s])
+    nb = model(images, ids, mask)
+    weights = torch.tensor([[2.0, 1.0], [1.0, 0.0]])
+    losses = PinCLIPLoss.from_config(model.config)(out, nb, weights, None)
+    losses["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing
+
+
+def test_matryoshka_truncation():
+    x = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    t = truncate_embedding(x, 4)
+    assert t.shape == (3, 4)
+    torch.testing.assert_close(t.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(truncate_embedding(x, 16), x)
+
+
+def test_bf16_autocast_forward_backward_on_cpu(batch):
+    images, ids, mask = batch
+    model = make().train()
+    with autocast("cpu", "bf16"):
+        out = model(images, ids, mask)
+        loss = PinCLIPLoss.from_config(model.config)(out)["loss"]
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    assert model.visual.conv1.weight.grad is not None
+    with pytest.raises(ValueError, match="precision"):
+        autocast("cpu", "fp8")
+    assert isinstance(autocast("cpu"), type(autocast("cpu", "fp32")))  # auto = fp32 on CPU
+
+
+def test_wrong_image_size_is_reported(batch):
+    model = make()
+    with pytest.raises(ValueError, match="32x32"):
+        model(torch.randn(1, 3, 48, 48))
