@@ -1,15 +1,19 @@
 """Atomic directory writes: build in a temporary sibling, fsync, then rename into place.
 
 A writer that fails or is killed midway leaves whatever was at the target untouched, and the
-temporary sibling (named ``.NAME.tmp-*``) never looks like a finished store: readers require a
-``manifest.json``, which is written last.
+temporary sibling (named ``.NAME.tmp-HOST-PID-*``) never looks like a finished store: readers
+require a ``manifest.json``, which is written last. A writer killed outright (SIGKILL, power
+loss) cannot remove its temporary directory; the next write to the same target on the same host
+deletes it once its process is gone (``remove_stale_temporaries``).
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -48,6 +52,51 @@ def fsync_tree(root: Path) -> None:
         fsync_path(Path(dirpath))
 
 
+def _host_tag() -> str:
+    """This machine's name, reduced to characters safe in a file name."""
+    host = socket.gethostname() or "host"
+    return re.sub(r"[^A-Za-z0-9_.]", "_", host)[:40]
+
+
+def _temp_prefix(target: Path, kind: str) -> str:
+    # Host and pid in the name let a later writer recognise the leftovers of a killed one.
+    return f".{target.name}.{kind}-{_host_tag()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Delete temporary siblings of ``target`` left by writers that were killed.
+
+    Only directories created on this host by a process that no longer exists are removed (a
+    writer on another host sharing the file system, or a live one, is never touched). Returns
+    the removed paths.
+    """
+    target = Path(target).absolute()
+    if not target.parent.is_dir():
+        return []
+    removed = []
+    for kind in ("tmp", "old"):
+        prefix = f".{target.name}.{kind}-{_host_tag()}-"
+        for entry in target.parent.iterdir():
+            if not entry.name.startswith(prefix):
+                continue
+            pid_text = entry.name[len(prefix):].split("-", 1)[0]
+            if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
 def _current_umask() -> int:
     """The process umask, read without changing it where Linux allows (/proc), else set+reset."""
     try:
@@ -72,7 +121,8 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Itera
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target, "tmp"), dir=target.parent))
     try:
         # mkdtemp creates mode 0700; the finished directory should get the permissions a plain
         # mkdir would give it (shared datasets and stores must stay readable by the group).
@@ -84,7 +134,7 @@ def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Itera
             shutil.rmtree(tmp, ignore_errors=True)
         elif target.exists():
             # Fallback (no renameat2): two renames; the old store stays whole meanwhile.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target, "old"), dir=target.parent))
             os.rmdir(old)
             os.rename(target, old)
             try:
