@@ -85,7 +85,7 @@ class HFVisionTower(FreezableTower):
         return self._blocks
 
     def after_blocks(self) -> Sequence[nn.Module]:
-        vm = self.model.vision_model
+        vm = getattr(self.model, "vision_model", self.model)  # transformers 4.x nests it
         return [getattr(vm, "post_layernorm", None), getattr(vm, "head", None)]
 
     def forward(self, images: torch.Tensor, layers: Iterable[int] = ()) -> ImageTowerOutput:
