@@ -220,8 +220,9 @@ def _check_values(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:
         bad = np.flatnonzero(~np.isfinite(w) | (w < 0) | (w > _FLOAT32_MAX))
         if bad.size:
             i = int(bad[0])
-            why = "negative" if w[i] < 0 else ("not finite" if not np.isfinite(w[i]) else "too large for float32")
-            raise DatasetError(path, f"{c.name} {w[i]!r} is {why}; weights must be finite and >= 0",
+            x = float(w[i])
+            why = "not finite" if not np.isfinite(x) else ("negative" if x < 0 else "too large for float32")
+            raise DatasetError(path, f"{c.name} {x!r} is {why}; weights must be finite and >= 0",
                                offset + i, c.name)
     return arr
 
