@@ -76,23 +76,28 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     """Delete temporary siblings of ``target`` left by writers that were killed.
 
-    Only directories created on this host by a process that no longer exists are removed (a
-    writer on another host sharing the file system, or a live one, is never touched). Returns
-    the removed paths.
+    Only directories created on this host by a process that no longer exists are touched (a
+    writer on another host sharing the file system, or a live one, never is). A ``.old-``
+    directory is the previous store moved aside by the two-rename fallback: when the writer died
+    before putting the new one in place (``target`` missing) it is moved back, else deleted.
+    Returns the removed (or restored) paths.
     """
     target = Path(target).absolute()
     if not target.parent.is_dir():
         return []
     removed = []
-    for kind in ("tmp", "old"):
+    for kind in ("old", "tmp"):  # restore a moved-aside store before deleting anything
         prefix = f".{target.name}.{kind}-{_host_tag()}-"
-        for entry in target.parent.iterdir():
+        for entry in sorted(target.parent.iterdir()):
             if not entry.name.startswith(prefix):
                 continue
             pid_text = entry.name[len(prefix):].split("-", 1)[0]
             if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
                 continue
-            shutil.rmtree(entry, ignore_errors=True)
+            if kind == "old" and not target.exists() and not target.is_symlink():
+                os.rename(entry, target)
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 

@@ -165,3 +165,31 @@ def test_open_memory_maps_survive_a_replace(tmp_path, small_graph):
     PinBoardGraph.from_edges([0], [0]).save(target)
     assert np.array_equal(g.pin_indices.numpy(), expected.numpy())
     assert PinBoardGraph.open(target).num_edges == 1
+
+
+def test_store_moved_aside_by_a_killed_fallback_writer_is_restored(tmp_path, small_graph, helpers):
+    # the two-rename fallback (no renameat2) moves the old store to .NAME.old-*; a writer killed
+    # before the second rename leaves no target: the next writer must put the old store back
+    from graph.atomic import _host_tag
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    pid = int(dead.stdout)
+    target = tmp_path / "store"
+    small_graph.save(target)
+    before = helpers.tree_digest(target)
+    old = tmp_path / f".store.old-{_host_tag()}-{pid}-abc"
+    os.rename(target, old)
+    half = tmp_path / f".store.tmp-{_host_tag()}-{pid}-def"
+    half.mkdir()
+    assert remove_stale_temporaries(target) == [old, half]
+    assert helpers.tree_digest(target) == before and _siblings(target) == ["store"]
+
+
+def test_fallback_without_renameat2(tmp_path, small_graph, monkeypatch):
+    import graph.atomic
+    monkeypatch.setattr(graph.atomic, "_exchange", lambda a, b: False)
+    target = tmp_path / "store"
+    small_graph.save(target)
+    PinBoardGraph.from_edges([0, 1], [1, 0]).save(target)
+    assert PinBoardGraph.open(target, verify="full").num_edges == 2
+    assert _siblings(target) == ["store"]
