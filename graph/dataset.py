@@ -327,7 +327,7 @@ class _TableReader:
         offset = 0
         try:
             for batch in (self._csv_batches(stream, names) if self.is_csv else
-                          self._pq.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names)):
+                          self._parquet_batches(names)):
                 out = {}
                 for c in self.present:
                     arr = batch.column(batch.schema.get_field_index(c.name))
@@ -346,6 +346,15 @@ class _TableReader:
         self.num_rows = offset
         if offset == 0:
             raise DatasetError(self.path, f"no data rows; a dataset needs at least one {self._noun}")
+
+    def _parquet_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
+        rows = 0
+        try:
+            for batch in self._pq.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names):
+                rows += batch.num_rows
+                yield batch
+        except (pa.ArrowException, OSError) as exc:  # a damaged page or column chunk
+            raise DatasetError(self.path, f"unreadable Parquet data after data row {rows} ({exc})") from None
 
     def _csv_batches(self, stream: pa.NativeFile, names: list[str]) -> Iterator[pa.RecordBatch]:
         convert = pacsv.ConvertOptions(

@@ -313,6 +313,18 @@ def test_corrupt_parquet(tmp_path, helpers):
     expect_error(d, "boards.parquet", "not a readable Parquet file")
 
 
+def test_damaged_parquet_pages(tmp_path, helpers):
+    d = helpers.write_dataset(tmp_path / "d", "parquet")
+    n = 5000
+    pq.write_table(pa.table({"pin_id": np.full(n, 10), "board_id": ["fashion"] * n,
+                             "weight": np.linspace(0, 1, n)}), d / "edges.parquet")
+    data = bytearray((d / "edges.parquet").read_bytes())
+    for off in range(200, len(data) // 2, 97):  # footer intact, column data garbled
+        data[off] ^= 0x5A
+    (d / "edges.parquet").write_bytes(bytes(data))
+    expect_error(d, "edges.parquet", "unreadable Parquet data")
+
+
 def test_table_files_both_or_neither(tmp_path, helpers):
     d = helpers.write_dataset(tmp_path / "d", "csv")
     helpers.write_table(d, "boards", "parquet", helpers.default_tables()["boards"])
