@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import LossConfig, PinCLIPConfig
 from .distributed import all_gather_no_grad, gather_features, world_info
-from .neighbor_loss import NeighborAlignmentLoss, neighbor_alignment_loss
+from .neighbor_loss import NeighborAlignmentLoss, fp32, neighbor_alignment_loss
 
 __all__ = ["clip_loss", "siglip_loss", "positive_mask_from_ids", "ClipLoss", "SigLipLoss",
            "NeighborAlignmentLoss", "neighbor_alignment_loss", "PinCLIPLoss"]
@@ -48,6 +48,7 @@ def _soft_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | No
     return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+@fp32
 def _clip_local(image: torch.Tensor, text: torch.Tensor, all_image: torch.Tensor, all_text: torch.Tensor,
                 logit_scale, row_offset: int = 0, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
     image, text = image.float(), text.float()
@@ -76,6 +77,7 @@ def _siglip_block(image, text, logit_scale, logit_bias, labels) -> torch.Tensor:
     return -F.logsigmoid(labels * logits).sum()
 
 
+@fp32
 def _siglip_local(image: torch.Tensor, all_text: torch.Tensor, logit_scale, logit_bias,
                   row_offset: int = 0, positive_mask: torch.Tensor | None = None,
                   chunk_size: int | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ projection and fusion then run on the cached tokens.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -61,8 +62,10 @@ class PinCLIP(nn.Module):
     """The PinCLIP model. Build it with :func:`pinclip.factory.create_model`.
 
     Attributes: ``visual`` (image tower), ``text`` (text tower), ``fusion``, ``image_proj``,
-    ``text_proj``; parameters ``logit_scale`` (log of the image-text multiplier), ``logit_bias``
-    (SigLIP only, else None), ``neighbor_logit_scale`` (log multiplier of the neighbor alignment).
+    ``text_proj``; parameters ``logit_scale`` (log of the image-text multiplier; None when
+    ``loss.image_text`` is ``none`` or its weight 0), ``logit_bias`` (SigLIP only, else None),
+    ``neighbor_logit_scale`` (log multiplier of the neighbor alignment; None when every neighbor
+    term has weight 0).
     """
 
     def __init__(self, cfg: PinCLIPConfig):
@@ -79,11 +82,18 @@ class PinCLIP(nn.Module):
         patch_layers = resolve_layers(cfg.fusion.patch_layers, self.visual.num_layers)
         self.fusion = HybridFusion(cfg.fusion, self.visual.width, gw, self.text.width, d,
                                    patch_layers, self.visual.num_layers)
+        # Scales exist only when a loss term uses them: a trainable parameter that never gets a
+        # gradient makes DDP fail ("unused parameters").
         siglip = cfg.loss.image_text == "siglip"
         init_scale = cfg.init_siglip_logit_scale if siglip else cfg.init_logit_scale
-        self.logit_scale = nn.Parameter(torch.tensor(float(init_scale)))
-        self.logit_bias = nn.Parameter(torch.tensor(float(cfg.init_logit_bias))) if siglip else None
-        self.neighbor_logit_scale = nn.Parameter(torch.tensor(float(cfg.init_neighbor_logit_scale)))
+        self.logit_scale = (nn.Parameter(torch.tensor(float(init_scale)))
+                            if cfg.loss.image_text != "none" and cfg.loss.image_text_weight else None)
+        self.logit_bias = (nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
+                           if siglip and self.logit_scale is not None else None)
+        uses_neighbors = any((cfg.loss.neighbor_fused_weight, cfg.loss.neighbor_image_weight,
+                              cfg.loss.neighbor_cross_modal_weight and cfg.loss.cross_modal))
+        self.neighbor_logit_scale = (nn.Parameter(torch.tensor(float(cfg.init_neighbor_logit_scale)))
+                                     if uses_neighbors else None)
         self.max_log_scale = math.log(cfg.max_logit_scale)
 
     # -- towers -------------------------------------------------------------------------------
@@ -93,7 +103,7 @@ class PinCLIP(nn.Module):
         ``image_tower`` (the :data:`~pinclip.vit.ImageTowerOutput` the fusion reads)."""
         tower = self.visual(images, layers=self.fusion.required_layers())
         vec = self.image_proj(tower["global"])
-        emb = F.normalize(vec, dim=-1) if normalize else vec
+        emb = F.normalize(vec.float(), dim=-1) if normalize else vec
         return {"image_emb": emb, "image_vec": vec, "image_tower": tower}
 
     @torch.no_grad()
@@ -102,6 +112,9 @@ class PinCLIP(nn.Module):
         """Cacheable text tower output: ``{"tokens": [B, L, Wt] dtype, "mask": [B, L] bool}``.
 
         Valid as a cache only while the text tower is frozen (``text.freeze = "frozen"``)."""
+        if not self.text.frozen:
+            warnings.warn("text_features() of a trainable text tower: a cache of it goes stale as it trains",
+                          stacklevel=2)
         out = self.text(input_ids, attention_mask)
         return {"tokens": out["tokens"].to(dtype), "mask": out["mask"]}
 
@@ -125,18 +138,17 @@ class PinCLIP(nn.Module):
         else:
             raise ValueError("encode_text needs input_ids or text_features")
         vec = self.text_proj(pooled)
-        emb = F.normalize(vec, dim=-1) if normalize else vec
+        emb = F.normalize(vec.float(), dim=-1) if normalize else vec
         return {"text_emb": emb, "text_vec": vec, "text_tokens": tokens, "text_mask": mask}
 
     # -- scales -------------------------------------------------------------------------------
     def scales(self) -> dict:
         """The exp'd, clamped multipliers the losses take (open_clip clamps log scale to log 100):
         ``logit_scale``, ``neighbor_logit_scale`` (0-dim float) and ``logit_bias`` (or None)."""
-        return {
-            "logit_scale": self.logit_scale.clamp(max=self.max_log_scale).exp(),
-            "neighbor_logit_scale": self.neighbor_logit_scale.clamp(max=self.max_log_scale).exp(),
-            "logit_bias": self.logit_bias,
-        }
+        def exp(p):
+            return None if p is None else p.clamp(max=self.max_log_scale).exp()
+        return {"logit_scale": exp(self.logit_scale), "neighbor_logit_scale": exp(self.neighbor_logit_scale),
+                "logit_bias": self.logit_bias}
 
     # -- full model ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
@@ -145,9 +157,10 @@ class PinCLIP(nn.Module):
         """images: [B, 3, S, S] float; text as ids ([B, L] long input_ids / attention_mask) or
         cached features ([B, L, Wt] text_features, [B, L] bool text_mask).
 
-        Returns a dict with ``image_emb``, ``text_emb``, ``fused_emb`` ([B, D] float32 under fp32,
-        unit L2 norm; a key is absent when its input is missing: fused needs both) and the scales
-        ``logit_scale``, ``neighbor_logit_scale`` (0-dim) and ``logit_bias`` (0-dim or None).
+        Returns a dict with ``image_emb``, ``text_emb``, ``fused_emb`` ([B, D] float32, also under
+        autocast; unit L2 norm; a key is absent when its input is missing: fused needs both) and the
+        scales ``logit_scale``, ``neighbor_logit_scale`` (0-dim float, or None when no loss term
+        uses them) and ``logit_bias`` (0-dim, SigLIP only, else None).
         """
         out = dict(self.scales())
         image = text = None
@@ -160,7 +173,7 @@ class PinCLIP(nn.Module):
         if image is not None and text is not None:
             fused = self.fusion(image["image_tower"], image["image_vec"], text["text_vec"],
                                 text["text_tokens"], text["text_mask"])
-            out["fused_emb"] = F.normalize(fused, dim=-1)
+            out["fused_emb"] = F.normalize(fused.float(), dim=-1)
         return out
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -4,16 +4,32 @@ See :func:`neighbor_alignment_loss` for the exact semantics. Importable from :mo
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 from torch import nn
 
 from .distributed import all_gather_no_grad, gather_features, world_info
 
-__all__ = ["neighbor_alignment_loss", "neighbor_infonce", "NeighborAlignmentLoss"]
+__all__ = ["neighbor_alignment_loss", "neighbor_infonce", "NeighborAlignmentLoss", "fp32"]
 
 # A finite "minus infinity": exp() of it is 0 in float32, yet logsumexp over a row made only of it
 # stays finite, so its gradient is 0 rather than NaN (a seed can have no negatives at all).
 _MASKED = -1e9
+
+
+def fp32(fn):
+    """Run a loss in float32 even inside an autocast region: logits of unit vectors times a scale of
+    up to 100 lose the ranking signal in bf16, and the matrices are small next to the towers."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        devices = {a.device.type for a in args if isinstance(a, torch.Tensor)} or {"cpu"}
+        with contextlib.ExitStack() as stack:
+            for device in devices:
+                stack.enter_context(torch.autocast(device_type=device, enabled=False))
+            return fn(*args, **kwargs)
+    return wrapper
 
 
 def _flatten_neighbors(x: torch.Tensor, s: int, k: int, name: str) -> torch.Tensor:
@@ -26,6 +42,7 @@ def _flatten_neighbors(x: torch.Tensor, s: int, k: int, name: str) -> torch.Tens
     return x
 
 
+@fp32
 def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights: torch.Tensor,
                      valid_columns: torch.Tensor, false_negative_mask: torch.Tensor | None,
                      logit_scale: torch.Tensor | float, seed_offset: int = 0,
@@ -42,6 +59,8 @@ def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights
     """
     s, k = neighbor_weights.shape
     c = keys.shape[0]
+    if isinstance(logit_scale, torch.Tensor):
+        logit_scale = logit_scale.float()
     logits = logit_scale * queries.float() @ keys.float().T                      # [S, C]
     own_cols = ((seed_offset + torch.arange(s, device=logits.device))[:, None] * k
                 + torch.arange(k, device=logits.device)[None, :])                  # [S, K]

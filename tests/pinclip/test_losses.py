@@ -333,3 +333,16 @@ def test_pinclip_loss_matryoshka_averages_nested_prefixes():
     torch.testing.assert_close(res["clip_loss"], expected)
     # a list without the full dim still trains the full embedding
     assert PinCLIPLoss(LossConfig(), 8, matryoshka_dims=[2, 4]).dims == [2, 4, 8]
+
+
+def test_losses_run_in_float32_inside_autocast():
+    e, w, mask = _neighbor_inputs(3, 2, 8, 13)
+    g = torch.Generator().manual_seed(5)
+    img, txt = unit(6, 8, generator=g), unit(6, 8, generator=g)
+    plain = (clip_loss(img, txt, 50.0), siglip_loss(img, txt, 10.0, -3.0, chunk_size=2),
+             neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, 50.0)["neighbor_fused_loss"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = (clip_loss(img, txt, 50.0), siglip_loss(img, txt, 10.0, -3.0, chunk_size=2),
+                  neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, 50.0)["neighbor_fused_loss"])
+    for a, b in zip(plain, inside):
+        torch.testing.assert_close(a, b)

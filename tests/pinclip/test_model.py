@@ -42,6 +42,15 @@ def test_outputs_shapes_dtypes_and_normalization(batch):
     assert "text_emb" in model(input_ids=ids, attention_mask=mask)
 
 
+def test_scales_exist_only_for_used_loss_terms():
+    """DDP rejects trainable parameters that get no gradient."""
+    model = make(loss={"image_text": "none"})
+    assert model.logit_scale is None and model.logit_bias is None and model.neighbor_logit_scale is not None
+    model = make(loss={"neighbor_fused_weight": 0.0, "neighbor_image_weight": 0.0, "cross_modal": False})
+    assert model.logit_scale is not None and model.neighbor_logit_scale is None
+    assert model.scales()["neighbor_logit_scale"] is None
+
+
 def test_logit_scale_is_clamped():
     model = make()
     with torch.no_grad():
@@ -162,6 +171,13 @@ def test_bf16_autocast_forward_backward_on_cpu(batch):
         out = model(images, ids, mask)
         loss = PinCLIPLoss.from_config(model.config)(out)["loss"]
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(out[k].dtype == torch.float32 for k in ("image_emb", "text_emb", "fused_emb"))
+    torch.testing.assert_close(out["fused_emb"].norm(dim=-1), torch.ones(B))
+    # the loss itself runs in float32 inside autocast: same value as outside
+    detached = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    with autocast("cpu", "bf16"):
+        inside = PinCLIPLoss.from_config(model.config)(detached)["loss"]
+    torch.testing.assert_close(inside, PinCLIPLoss.from_config(model.config)(detached)["loss"])
     loss.backward()
     assert model.visual.conv1.weight.grad is not None
     with pytest.raises(ValueError, match="precision"):
