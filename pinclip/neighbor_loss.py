@@ -12,7 +12,7 @@ from torch import nn
 
 from .distributed import all_gather_no_grad, gather_features, world_info
 
-__all__ = ["neighbor_alignment_loss", "neighbor_infonce", "NeighborAlignmentLoss", "fp32"]
+__all__ = ["neighbor_alignment_loss", "neighbor_infonce", "NeighborAlignmentLoss", "fp32", "upcast"]
 
 # A finite "minus infinity": exp() of it is 0 in float32, yet logsumexp over a row made only of it
 # stays finite, so its gradient is 0 rather than NaN (a seed can have no negatives at all).
@@ -30,6 +30,11 @@ def fp32(fn):
                 stack.enter_context(torch.autocast(device_type=device, enabled=False))
             return fn(*args, **kwargs)
     return wrapper
+
+
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> float32; float32 and float64 stay as they are (so float64 gradchecks work)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _flatten_neighbors(x: torch.Tensor, s: int, k: int, name: str) -> torch.Tensor:
@@ -55,13 +60,15 @@ def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights
     seeds of all ranks, seed-major; neighbor_weights: [S, K] float (this rank's seeds);
     valid_columns: [C] bool (False = padded neighbor); false_negative_mask: [S, C] bool or None;
     seed_offset: global index of this rank's first seed; num_valid_seeds: seeds of all ranks with at
-    least one neighbor (default: this rank's). Returns a 0-dim float32 tensor.
+    least one neighbor (default: this rank's). Returns a 0-dim tensor (float32, or float64 for
+    float64 inputs).
     """
     s, k = neighbor_weights.shape
     c = keys.shape[0]
     if isinstance(logit_scale, torch.Tensor):
-        logit_scale = logit_scale.float()
-    logits = logit_scale * queries.float() @ keys.float().T                      # [S, C]
+        logit_scale = upcast(logit_scale)
+    queries, keys = upcast(queries), upcast(keys)
+    logits = logit_scale * queries @ keys.to(queries.dtype).T                     # [S, C]
     own_cols = ((seed_offset + torch.arange(s, device=logits.device))[:, None] * k
                 + torch.arange(k, device=logits.device)[None, :])                  # [S, K]
     own_logits = logits.gather(1, own_cols)                                        # [S, K]
@@ -81,7 +88,7 @@ def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights
     row_lse = torch.logsumexp(torch.cat([base_lse[:, None, None].expand(s, k, 1), own_part], dim=2), dim=2)
     row_loss = row_lse - own_logits                                                # [S, K]
 
-    w = neighbor_weights.float().clamp_min(0)
+    w = neighbor_weights.to(logits.dtype).clamp_min(0)
     w = w / w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
     if num_valid_seeds is None:
         num_valid_seeds = int((neighbor_weights > 0).any(dim=1).sum())

@@ -47,7 +47,7 @@ def random_text(batch: int, length: int = 12, vocab: int = 30522, generator=None
 @pytest.fixture(scope="session")
 def hf_checkpoints(tmp_path_factory):
     """Tiny random CLIP / SigLIP / Qwen2-VL (vision-only and full VLM) / BERT checkpoints."""
-    from transformers import (BertConfig, BertModel, CLIPImageProcessorPil, CLIPVisionConfig,
+    from transformers import (BertConfig, BertModel, CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPVisionConfig,
                               CLIPVisionModel, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
                               SiglipImageProcessorPil, SiglipVisionConfig, SiglipVisionModel)
     from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
@@ -62,6 +62,9 @@ def hf_checkpoints(tmp_path_factory):
     CLIPVisionModel(CLIPVisionConfig(**vision)).save_pretrained(paths["clip"])
     CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
         paths["clip"])
+    paths["clip_full"] = root / "clip_full"  # a full CLIPModel: the vision part is taken
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=100)
+    CLIPModel(CLIPConfig(vision_config=vision, text_config=text)).save_pretrained(paths["clip_full"])
     paths["siglip"] = root / "siglip"
     SiglipVisionModel(SiglipVisionConfig(**vision)).save_pretrained(paths["siglip"])
     SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(paths["siglip"])

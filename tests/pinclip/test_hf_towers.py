@@ -50,6 +50,21 @@ def test_clip_and_siglip_towers_through_registry(hf_checkpoints, name, key):
     assert out["image_emb"].dtype == torch.float32
 
 
+def test_clip_tower_from_a_full_clip_checkpoint(hf_checkpoints):
+    from transformers import CLIPModel
+    from pinclip.hf_towers import HFVisionTower
+    full = CLIPModel.from_pretrained(hf_checkpoints["clip_full"])
+    tower = HFVisionTower("hf_clip", hf_checkpoints["clip_full"])
+    for name, param in full.vision_model.state_dict().items():
+        torch.testing.assert_close(tower.model.state_dict()[name], param)
+
+
+def test_missing_checkpoint_names_the_config_key(tmp_path):
+    with pytest.raises(OSError, match="vision.pretrained"):
+        create_model("pinclip-clip-vit", text=TINY_TEXT, fusion=TINY_FUSION,
+                     vision={"pretrained": str(tmp_path / "nowhere")})
+
+
 @pytest.mark.parametrize("key", ["qwen2vl_vision", "qwen2vl_full"])
 def test_qwen2vl_vision_tower_through_registry(hf_checkpoints, key):
     model = create_model("pinclip-qwen2vl", embed_dim=16, matryoshka_dims=[], text=TINY_TEXT, fusion=TINY_FUSION,
