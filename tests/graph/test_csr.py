@@ -1,0 +1,199 @@
+"""The CSR build kernel (graph.csr) against a naive dictionary reference, on every code path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import graph.csr as csr
+from graph.csr import build_bipartite_csr, index_dtype_for
+
+FIELDS = ("pin_indptr", "pin_indices", "board_indptr", "board_indices", "pin_weights",
+          "board_weights", "pin_timestamps", "board_timestamps")
+
+
+def naive_csr(pins, boards, num_pins, num_boards, weights=None, timestamps=None) -> dict:
+    """The specification, one edge at a time: merge repeats (weights summed in float64 in input
+    order, earliest timestamp), pin-major order with boards ascending, pins ascending per board."""
+    merged: dict[tuple[int, int], list] = {}
+    for i, (p, b) in enumerate(zip(pins.tolist(), boards.tolist())):
+        w = None if weights is None else float(weights[i])
+        t = None if timestamps is None else int(timestamps[i])
+        if (p, b) not in merged:
+            merged[(p, b)] = [w, t]
+        else:
+            cur = merged[(p, b)]
+            if w is not None:
+                cur[0] = cur[0] + w  # python floats are float64
+            if t is not None:
+                cur[1] = min(cur[1], t)
+    by_pin = sorted(merged)
+    by_board = sorted(merged, key=lambda e: (e[1], e[0]))
+    out: dict = {
+        "pin_indptr": np.concatenate([[0], np.cumsum(np.bincount([p for p, _ in by_pin], minlength=num_pins))]),
+        "pin_indices": np.array([b for _, b in by_pin], dtype=np.int64),
+        "board_indptr": np.concatenate([[0], np.cumsum(np.bincount([b for _, b in by_board], minlength=num_boards))]),
+        "board_indices": np.array([p for p, _ in by_board], dtype=np.int64),
+    }
+    for name, col, dtype, on in (("weights", 0, np.float32, weights), ("timestamps", 1, np.int64, timestamps)):
+        out[f"pin_{name}"] = None if on is None else np.array([merged[e][col] for e in by_pin], dtype=dtype)
+        out[f"board_{name}"] = None if on is None else np.array([merged[e][col] for e in by_board], dtype=dtype)
+    out["num_duplicates"] = len(pins) - len(merged)
+    return out
+
+
+def assert_matches(got: csr.BipartiteCSR, want: dict, num_pins: int, num_boards: int) -> None:
+    idx_dtype = index_dtype_for(num_pins, num_boards)
+    assert got.num_duplicates == want["num_duplicates"]
+    for name in FIELDS:
+        g, w = getattr(got, name), want[name]
+        if w is None:
+            assert g is None, name
+            continue
+        assert isinstance(g, np.ndarray), name
+        if name.endswith("indptr"):
+            assert g.dtype == np.int64, name
+        elif name.endswith("indices"):
+            assert g.dtype == idx_dtype, name
+        elif name.endswith("weights"):
+            assert g.dtype == np.float32, name
+        else:
+            assert g.dtype == np.int64, name
+        if name.endswith("weights"):  # float64 sums in another association order: ulps
+            np.testing.assert_allclose(g, w, rtol=2e-7, atol=0, err_msg=name)
+        else:
+            np.testing.assert_array_equal(g, w.astype(g.dtype), err_msg=name)
+
+
+def random_edges(rng: np.random.Generator, num_pins: int, num_boards: int, num_edges: int,
+                 dup_share: float):
+    pins = rng.integers(0, num_pins, num_edges)
+    boards = rng.integers(0, num_boards, num_edges)
+    k = int(num_edges * dup_share)
+    if k and num_edges:  # repeat some earlier edges, at random later positions
+        src = rng.integers(0, num_edges, k)
+        dst = rng.integers(0, num_edges, k)
+        pins[dst], boards[dst] = pins[src], boards[src]
+    weights = (rng.random(num_edges) * 10.0 ** rng.integers(-4, 4, num_edges)).astype(np.float32)
+    timestamps = rng.integers(-(1 << 40), 1 << 40, num_edges)
+    return pins, boards, weights, timestamps
+
+
+@pytest.fixture(params=["packed", "packed_threads", "key_argsort", "argsort"])
+def path(request, monkeypatch):
+    """Run the kernel on one of its code paths (results must not depend on it)."""
+    if request.param == "packed_threads":
+        monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
+    elif request.param == "key_argsort":  # positions do not fit beside (pin, board): argsort
+        monkeypatch.setattr(csr, "_KEY_BITS", 20)
+        monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
+    elif request.param == "argsort":
+        def argsort_only(pins, boards, num_pins, num_boards, weights=None, timestamps=None):
+            pins, boards = np.asarray(pins, np.int64), np.asarray(boards, np.int64)
+            if weights is not None:
+                weights = np.asarray(weights)
+                weights = weights if weights.dtype == np.float32 else weights.astype(np.float64)
+            if timestamps is not None:
+                timestamps = np.asarray(timestamps, np.int64)
+            return csr._build_by_argsort(pins, boards, num_pins, num_boards, weights, timestamps,
+                                         index_dtype_for(num_pins, num_boards))
+        return argsort_only
+    else:
+        monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 1 << 62)
+    return build_bipartite_csr
+
+
+@pytest.mark.parametrize("attrs", ["none", "weights", "timestamps", "both"])
+@pytest.mark.parametrize("shape", [(1, 1, 5), (7, 5, 60), (40, 30, 500), (300, 3, 2000), (3, 500, 2000)])
+def test_matches_naive_reference(path, attrs, shape):
+    num_pins, num_boards, num_edges = shape
+    rng = np.random.default_rng(hash((attrs, shape)) % 2**32)
+    pins, boards, w, t = random_edges(rng, num_pins, num_boards, num_edges, dup_share=0.2)
+    w = w if attrs in ("weights", "both") else None
+    t = t if attrs in ("timestamps", "both") else None
+    got = path(pins, boards, num_pins, num_boards, w, t)
+    assert_matches(got, naive_csr(pins, boards, num_pins, num_boards, w, t), num_pins, num_boards)
+
+
+def test_long_runs_of_one_edge(path):
+    """Thousands of repeats of a few edges: sums in float64 in input order, as the reference."""
+    rng = np.random.default_rng(3)
+    pins = rng.integers(0, 2, 5000)
+    boards = rng.integers(0, 2, 5000)
+    w = (rng.random(5000) * 10.0 ** rng.integers(-8, 8, 5000)).astype(np.float32)
+    t = rng.integers(0, 10**9, 5000)
+    got = path(pins, boards, 3, 2, w, t)  # pin 2 has no edge
+    assert_matches(got, naive_csr(pins, boards, 3, 2, w, t), 3, 2)
+
+
+def test_no_duplicates_and_isolated_nodes(path):
+    rng = np.random.default_rng(4)
+    keys = rng.choice(50 * 40, size=300, replace=False)
+    pins, boards = keys // 40 * 2, keys % 40 * 3  # odd ids have no edges
+    w = rng.random(300, dtype=np.float32)
+    got = path(pins, boards, 100, 120, w, None)
+    assert got.num_duplicates == 0
+    assert_matches(got, naive_csr(pins, boards, 100, 120, w, None), 100, 120)
+
+
+def test_empty_edge_list(path):
+    e = np.zeros(0, dtype=np.int64)
+    got = path(e, e, 4, 3, np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert_matches(got, naive_csr(e, e, 4, 3, np.zeros(0, np.float32), np.zeros(0, np.int64)), 4, 3)
+
+
+def test_float64_weights_are_summed_in_float64(path):
+    pins = np.array([0, 0, 0, 1])
+    boards = np.array([0, 0, 0, 0])
+    w = np.array([1.0, 1e-9, 1e-9, 0.5])  # float32 first would lose the small terms differently
+    got = path(pins, boards, 2, 1, w, None)
+    assert_matches(got, naive_csr(pins, boards, 2, 1, w, None), 2, 1)
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4), st.floats(0, 100, width=32),
+                          st.integers(-50, 50)), max_size=60),
+       st.sampled_from(["packed", "threads", "argsort"]))
+def test_property_against_reference(edges, which):
+    pins = np.array([e[0] for e in edges], dtype=np.int64)
+    boards = np.array([e[1] for e in edges], dtype=np.int64)
+    w = np.array([e[2] for e in edges], dtype=np.float32)
+    t = np.array([e[3] for e in edges], dtype=np.int64)
+    old = csr._PARALLEL_MIN_EDGES
+    try:
+        csr._PARALLEL_MIN_EDGES = 0 if which == "threads" else 1 << 62
+        if which == "argsort":
+            got = csr._build_by_argsort(pins, boards, 7, 5, w, t, index_dtype_for(7, 5))
+        else:
+            got = build_bipartite_csr(pins, boards, 7, 5, w, t)
+    finally:
+        csr._PARALLEL_MIN_EDGES = old
+    assert_matches(got, naive_csr(pins, boards, 7, 5, w, t), 7, 5)
+
+
+@pytest.mark.parametrize("threads", [False, True])
+@pytest.mark.parametrize("key_bits", [63, 20])
+def test_fast_paths_equal_argsort_path_bit_for_bit(monkeypatch, threads, key_bits):
+    """The packed sort (and the key argsort) reproduce the stable-argsort algorithm exactly,
+    float sums included."""
+    monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0 if threads else 1 << 62)
+    monkeypatch.setattr(csr, "_KEY_BITS", key_bits)
+    rng = np.random.default_rng(5)
+    for num_pins, num_boards, num_edges, dup in ((5, 3, 4000, 0.0), (200, 50, 20000, 0.3), (3000, 2, 9000, 0.1)):
+        pins, boards, w, t = random_edges(rng, num_pins, num_boards, num_edges, dup)
+        for weights in (w, w.astype(np.float64)):
+            got = build_bipartite_csr(pins, boards, num_pins, num_boards, weights, t)
+            want = csr._build_by_argsort(pins, boards, num_pins, num_boards,
+                                         weights if weights.dtype == np.float32 else weights.astype(np.float64),
+                                         t, index_dtype_for(num_pins, num_boards))
+            assert got.num_duplicates == want.num_duplicates
+            for name in FIELDS:
+                g, e = getattr(got, name), getattr(want, name)
+                assert g.dtype == e.dtype, name
+                np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+def test_index_dtype_and_packing_bounds():
+    assert index_dtype_for(2**31 - 1, 5) == np.int32
+    assert index_dtype_for(5, 2**31) == np.int64
+    assert csr._bits(1) == 1 and csr._bits(2) == 1 and csr._bits(3) == 2 and csr._bits(2**20) == 20
