@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    load_before = os.getloadavg()[0]
     results = []
     for name in args.configs:
         batch = args.batch_size or DEFAULT_BATCH.get(name, 32)
@@ -121,7 +122,11 @@ def main(argv=None) -> int:
                   f"{r['samples_per_s']:8.1f} samples/s  text: {r['text']}")
     if args.json:
         print(json.dumps({"benchmark": "bench_model", "torch": torch.__version__, "threads": args.threads,
-                          "machine": platform.machine(), "processor": platform.processor(),
+                          "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                          # Why: the CPU may be shared; a 1-minute load above the thread count
+                          # means the timings include waiting for other processes.
+                          "loadavg_1min_before": round(load_before, 2),
+                          "loadavg_1min_after": round(os.getloadavg()[0], 2),
                           "results": results}, indent=2))
     return 0
 

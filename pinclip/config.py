@@ -290,7 +290,7 @@ def config_to_dict(cfg: PinCLIPConfig) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def merge_overrides(base: dict, overrides: dict, name: str, prefix: str = "") -> dict:
+def merge_overrides(base: dict, overrides: dict) -> dict:
     """Deep-merge ``overrides`` into a copy of ``base``. Nested dicts merge key by key; keys may also
     be dotted (``{"vision.layers": 2}``). Unknown keys are reported later by :func:`config_from_dict`."""
     out = copy.deepcopy(base)
@@ -299,11 +299,12 @@ def merge_overrides(base: dict, overrides: dict, name: str, prefix: str = "") ->
             head, rest = key.split(".", 1)
             value, key = {rest: value}, head
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_overrides(out[key], value, name, prefix + key + ".")
+            out[key] = merge_overrides(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
 
 
 def dumps(cfg: PinCLIPConfig) -> str:
+    """The config as indented JSON (what a run directory stores)."""
     return json.dumps(config_to_dict(cfg), indent=2)

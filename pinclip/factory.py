@@ -112,7 +112,7 @@ def _resolve_config(name_or_config, overrides: dict) -> PinCLIPConfig:
             raise KeyError(f"unknown model config {name!r}; available: {', '.join(sorted(_MODEL_CONFIGS))}")
         base = copy.deepcopy(_MODEL_CONFIGS[name])
     base.pop("name", None)
-    return config_from_dict(merge_overrides(base, overrides, name), name)
+    return config_from_dict(merge_overrides(base, overrides), name)
 
 
 def create_model(name_or_config: str | Path | dict | PinCLIPConfig, device: str | torch.device | None = None,

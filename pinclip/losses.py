@@ -25,10 +25,11 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import LossConfig, PinCLIPConfig
 from .distributed import all_gather_no_grad, gather_features, world_info
-from .neighbor_loss import NeighborAlignmentLoss, fp32, neighbor_alignment_loss, upcast
+from .neighbor_loss import (NeighborAlignmentLoss, false_negative_mask_from_ids, fp32, neighbor_alignment_loss,
+                            upcast)
 
 __all__ = ["clip_loss", "siglip_loss", "positive_mask_from_ids", "ClipLoss", "SigLipLoss",
-           "NeighborAlignmentLoss", "neighbor_alignment_loss", "PinCLIPLoss"]
+           "NeighborAlignmentLoss", "neighbor_alignment_loss", "false_negative_mask_from_ids", "PinCLIPLoss"]
 
 
 def positive_mask_from_ids(row_ids: torch.Tensor, col_ids: torch.Tensor | None = None) -> torch.Tensor:

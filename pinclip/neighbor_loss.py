@@ -12,7 +12,8 @@ from torch import nn
 
 from .distributed import all_gather_no_grad, gather_features, world_info
 
-__all__ = ["neighbor_alignment_loss", "neighbor_infonce", "NeighborAlignmentLoss", "fp32", "upcast"]
+__all__ = ["neighbor_alignment_loss", "neighbor_infonce", "NeighborAlignmentLoss", "false_negative_mask_from_ids",
+           "fp32", "upcast"]
 
 # A finite "minus infinity": exp() of it is 0 in float32, yet logsumexp over a row made only of it
 # stays finite, so its gradient is 0 rather than NaN (a seed can have no negatives at all).
@@ -45,6 +46,19 @@ def _flatten_neighbors(x: torch.Tensor, s: int, k: int, name: str) -> torch.Tens
     if x.dim() != 2 or x.shape[0] != s * k:
         raise ValueError(f"{name} has shape {tuple(x.shape)}, expected [{s}, {k}, D] or [{s * k}, D]")
     return x
+
+
+def false_negative_mask_from_ids(seed_ids: torch.Tensor, neighbor_ids: torch.Tensor) -> torch.Tensor:
+    """A false-negative mask from pin ids, for samplers that do not provide one.
+
+    seed_ids: [S] long; neighbor_ids: [S, K] long (-1 = padding). Returns [S, S*K] bool, True where
+    neighbor column c (pin ``neighbor_ids.flatten()[c]``) is seed s itself or one of seed s's own
+    neighbors (the same pin sampled for another seed): such a column is no negative for s.
+    """
+    cols = neighbor_ids.reshape(-1)
+    same_as_seed = cols[None, :] == seed_ids[:, None]
+    in_own = (neighbor_ids[:, :, None] == cols[None, None, :]).any(dim=1)
+    return (same_as_seed | in_own) & (cols >= 0)[None, :]
 
 
 @fp32

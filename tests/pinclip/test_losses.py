@@ -319,3 +319,15 @@ def test_losses_run_in_float32_inside_autocast():
                   neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, 50.0)["neighbor_fused_loss"])
     for a, b in zip(plain, inside):
         torch.testing.assert_close(a, b)
+
+
+def test_false_negative_mask_from_ids_matches_loops():
+    from pinclip.losses import false_negative_mask_from_ids
+    seeds = torch.tensor([10, 11, 12])
+    nbrs = torch.tensor([[20, 21], [20, 10], [22, -1]])
+    got = false_negative_mask_from_ids(seeds, nbrs)
+    flat = nbrs.reshape(-1).tolist()
+    for s in range(3):
+        own = set(nbrs[s].tolist())
+        for c, pin in enumerate(flat):
+            assert bool(got[s, c]) == (pin >= 0 and (pin == int(seeds[s]) or pin in own)), (s, c)
