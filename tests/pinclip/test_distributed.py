@@ -6,6 +6,7 @@ rank's feature gradient equals world_size x the single-process gradient of its s
 averages), and the DDP-averaged gradient of a shared parameter equals the single-process one.
 """
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,7 +83,10 @@ def _worker(rank, init_file, result_dir):
 
 
 @pytest.mark.timeout(120)
-def test_two_process_gloo_equals_single_process(tmp_path):
+def test_two_process_gloo_equals_single_process(tmp_path, monkeypatch):
+    # Why: spawned children unpickle _worker by its module name (tests.pinclip...), so the repo
+    # root must be importable in them whatever the working directory (sys.path is passed on).
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     data, weights, fn_mask, ids, scale = make_inputs()
