@@ -110,7 +110,7 @@ class _Runs:
 
 
 def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bits: int,
-                      edge_bits: int, positions: np.ndarray | None,
+                      edge_bits: int,
                       weights: np.ndarray | None, timestamps: np.ndarray | None,
                       idx_dtype: np.dtype):
     """One CSR direction: sort edges by (row, col, original position), merge repeats, index.
@@ -119,10 +119,9 @@ def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bit
     are unique, so the (unstable, SIMD) ``ndarray.sort`` orders edges exactly as a stable sort by
     (row, col) would, and the low bits give the permutation for the edge attributes. Repeated
     (row, col) pairs are then adjacent: their weights are summed in float64 in original order
-    and their earliest timestamp kept (``_Runs``). ``positions`` is ``arange(E)`` (int64,
-    shared by both directions, read only), or None when the packed key would not fit in 63 bits:
-    then a stable argsort of ``row << col_bits | col`` gives the order. Without attributes no
-    order is needed and the key alone is sorted.
+    and their earliest timestamp kept (``_Runs``). ``edge_bits`` is 0 when the packed key would
+    not fit in ``_KEY_BITS``: then a stable argsort of ``row << col_bits | col`` gives the order.
+    Without attributes no order is needed and the key alone is sorted.
 
     Returns (indptr int64 [num_rows + 1], indices idx_dtype [E'], weights float32 [E'] | None,
     timestamps int64 [E'] | None, num_duplicates).
@@ -131,11 +130,12 @@ def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bit
     key = np.left_shift(rows, col_bits)  # every step in place: no temporaries of size E
     key |= cols
     order = None
-    if positions is not None:
+    if edge_bits:
         key <<= edge_bits
-        key |= positions
+        order = np.arange(n, dtype=np.int64)
+        key |= order
         key.sort()
-        order = np.bitwise_and(key, (1 << edge_bits) - 1)
+        np.bitwise_and(key, (1 << edge_bits) - 1, out=order)  # the buffer is reused
         key >>= edge_bits
     elif weights is not None or timestamps is not None:  # positions do not fit beside the key
         order = np.argsort(key, kind="stable")
@@ -206,12 +206,10 @@ def build_bipartite_csr(
     with_attrs = weights is not None or timestamps is not None
     pin_bits, board_bits, edge_bits = _bits(num_pins), _bits(num_boards), _bits(n)
     if n and pin_bits + board_bits <= _KEY_BITS:
-        pack_positions = with_attrs and pin_bits + board_bits + edge_bits <= _KEY_BITS
-        positions = np.arange(n, dtype=np.int64) if pack_positions else None
-        args_pin = (pins, boards, num_pins, board_bits, edge_bits, positions, weights,
-                    timestamps, idx_dtype)
-        args_board = (boards, pins, num_boards, pin_bits, edge_bits, positions, weights,
-                      timestamps, idx_dtype)
+        if not with_attrs or pin_bits + board_bits + edge_bits > _KEY_BITS:
+            edge_bits = 0  # no positions in the key
+        args_pin = (pins, boards, num_pins, board_bits, edge_bits, weights, timestamps, idx_dtype)
+        args_board = (boards, pins, num_boards, pin_bits, edge_bits, weights, timestamps, idx_dtype)
         if n >= _PARALLEL_MIN_EDGES and (os.cpu_count() or 1) > 1:
             # numpy releases the GIL in sorts and ufunc loops: the directions run concurrently.
             with ThreadPoolExecutor(max_workers=1) as pool:
