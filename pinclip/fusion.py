@@ -49,7 +49,7 @@ class HybridFusion(nn.Module):
         self.patch_pool = cfg.patch_pool
         self.use_text_tokens = cfg.use_text_tokens and cfg.early_fusion
         self.last_layer = last_layer
-        self._built = {"global": self.use_global, "regions": self.region_grid,
+        self._built = {"early": cfg.early_fusion, "late": cfg.late_fusion, "global": self.use_global, "regions": self.region_grid,
                        "patch_layers": tuple(self.patch_layers), "text": self.use_text_tokens}
         if cfg.early_fusion:
             self.queries = nn.Parameter(torch.randn(cfg.num_queries, w) * w ** -0.5)
@@ -83,6 +83,8 @@ class HybridFusion(nn.Module):
         return sorted(layers)
 
     def _check_switches(self) -> None:
+        if self.early_fusion and not self._built["early"] or self.late_fusion and not self._built["late"]:
+            raise ValueError("fusion.early_fusion / late_fusion can only be switched on if the config built it")
         if self.use_global and not self._built["global"] or self.use_text_tokens and not self._built["text"]:
             raise ValueError("a fusion granularity can only be switched on if the config built it")
         if self.region_grid and self.region_grid != self._built["regions"]:
@@ -94,7 +96,6 @@ class HybridFusion(nn.Module):
     def context(self, image: dict, text_tokens: torch.Tensor | None, text_mask: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """The early-fusion context: ([B, T, width] float, [B, T] bool mask)."""
-        self._check_switches()
         parts, masks = [], []
         b = image["global"].shape[0]
         device = image["global"].device
@@ -138,6 +139,7 @@ class HybridFusion(nn.Module):
         text embeddings; text_tokens: [B, L, Wt]; text_mask: [B, L] bool. Returns [B, D]."""
         if not (self.early_fusion or self.late_fusion):
             raise ValueError("both early and late fusion are switched off")
+        self._check_switches()
         fused = 0
         if self.early_fusion:
             ctx, mask = self.context(image, text_tokens, text_mask)

@@ -92,6 +92,10 @@ def test_switches_at_construction_and_ablations_run(batch):
     model.fusion.use_global = True
     with pytest.raises(ValueError, match="config built"):
         model(images, ids, mask)
+    model = make(fusion={"late_fusion": False})
+    model.fusion.late_fusion = True
+    with pytest.raises(ValueError, match="config built"):
+        model(images, ids, mask)
 
 
 def test_region_and_patch_layers_read_only_needed_tower_layers():
