@@ -33,11 +33,27 @@ import torch
 if TYPE_CHECKING:  # pragma: no cover
     from graph.store import PinBoardGraph
 
-__all__ = ["Adjacency", "SamplingGraph", "EdgeExclusion", "DirectionExclusion", "as_sampling_graph",
+__all__ = ["GeneratorStateMixin", "Adjacency", "SamplingGraph", "EdgeExclusion", "DirectionExclusion", "as_sampling_graph",
            "segment_search", "expand_segments"]
 
 
 # ---------------------------------------------------------------------------------- helpers
+class GeneratorStateMixin:
+    """Pickle a sampler's ``self.generator`` as (device, state) (older torch cannot pickle it)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        gen = state.pop("generator")
+        state["_generator_state"] = (str(gen.device), gen.get_state())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        device, gstate = state.pop("_generator_state")
+        self.__dict__.update(state)
+        self.generator = torch.Generator(device=device)
+        self.generator.set_state(gstate)
+
+
 def expand_segments(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate the index ranges ``[starts[i], starts[i] + lengths[i])``.
 
@@ -197,7 +213,7 @@ class SamplingGraph:
     """
 
     def __init__(self, pins: Adjacency, boards: Adjacency, num_pins: int, num_boards: int,
-                 source_path: str | None = None) -> None:
+                 source_path: str | None = None, source_weights: bool = True) -> None:
         if pins.num_edges != boards.num_edges:
             raise ValueError(f"pin CSR has {pins.num_edges} edges but board CSR has {boards.num_edges}")
         self.pins = pins
@@ -209,6 +225,7 @@ class SamplingGraph:
         # pickling then sends the path and the receiver re-opens the store memory-mapped instead of
         # copying the arrays (DataLoader workers started with 'spawn' or 'forkserver').
         self._source_path = source_path
+        self._source_weights = bool(source_weights)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -233,9 +250,7 @@ class SamplingGraph:
         path = None
         if same and device.type == "cpu" and getattr(g, "path", None) is not None:
             path = os.fspath(g.path)
-        sg = cls(pins, boards, g.num_pins, g.num_boards, source_path=path)
-        sg._weights_kept = weights
-        return sg
+        return cls(pins, boards, g.num_pins, g.num_boards, source_path=path, source_weights=weights)
 
     def to(self, device: torch.device | str) -> "SamplingGraph":
         device = torch.device(device)
@@ -258,8 +273,7 @@ class SamplingGraph:
     # ---------------------------------------------------------------- pickling (workers)
     def __getstate__(self) -> dict[str, Any]:
         if self._source_path is not None:
-            return {"source_path": self._source_path,
-                    "weights": getattr(self, "_weights_kept", True)}
+            return {"source_path": self._source_path, "weights": self._source_weights}
         return {"pins": self.pins, "boards": self.boards, "num_pins": self.num_pins,
                 "num_boards": self.num_boards}
 
@@ -340,11 +354,10 @@ class SamplingGraph:
         Edge ids of the result are positions in *its* pin-major CSR.
         """
         ids = torch.unique(self._check_edge_ids(edge_ids))
-        board_pos = self.board_positions(ids)
+        board_pos = torch.sort(self.board_positions(ids)).values
         pins = _drop_positions(self.pins, ids, self.edge_pins(ids))
-        boards_rows = torch.searchsorted(self.boards.indptr, board_pos, right=True) - 1
-        boards = _drop_positions(self.boards, torch.sort(board_pos).values,
-                                 torch.sort(boards_rows).values)
+        boards = _drop_positions(self.boards, board_pos,
+                                 torch.searchsorted(self.boards.indptr, board_pos, right=True) - 1)
         return SamplingGraph(pins, boards, self.num_pins, self.num_boards)
 
 

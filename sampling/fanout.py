@@ -29,6 +29,7 @@ import torch
 
 from sampling.adjacency import Adjacency, DirectionExclusion, as_sampling_graph, expand_segments
 from sampling.steps import draw_positions
+from sampling.adjacency import GeneratorStateMixin
 from sampling.walks import _as_exclusion, _prepare_seeds
 
 __all__ = ["FanoutSampler", "FanoutOutput", "PIN_TO_BOARD", "BOARD_TO_PIN", "EdgeType"]
@@ -240,7 +241,7 @@ def _sample_hop(adj: Adjacency, nodes: torch.Tensor, k: int, *, weighted: bool, 
     return pos[valid], owner[valid]
 
 
-class FanoutSampler:
+class FanoutSampler(GeneratorStateMixin):
     """k-hop fanout sampling over the Pin-Board graph (see the module docstring).
 
     Args:

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
-__all__ = ["ImportanceNeighbors", "count_visits", "top_per_row"]
+__all__ = ["ImportanceNeighbors", "count_visits", "top_per_row", "sorted_values"]
+
+
+def sorted_values(x: torch.Tensor) -> torch.Tensor:
+    """``x`` sorted ascending (1-D integer tensor). On CPU numpy's single-threaded SIMD sort:
+    2-4x faster than ``torch.sort`` here, and immune to the stalls of torch's multi-threaded sort
+    when other processes compete for the cores."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sort(x.numpy()))
+    return torch.sort(x).values
 
 
 @dataclass
@@ -69,7 +79,7 @@ def count_visits(rows: torch.Tensor, items: torch.Tensor, num_items: int,
         keep = items != drop[rows]
         rows, items = rows[keep], items[keep]
     key = rows * num_items + items
-    uniq, counts = torch.unique_consecutive(torch.sort(key).values, return_counts=True)
+    uniq, counts = torch.unique_consecutive(sorted_values(key), return_counts=True)
     r = torch.div(uniq, num_items, rounding_mode="floor")
     return r, uniq - r * num_items, counts
 

@@ -23,6 +23,7 @@ import torch
 from sampling.adjacency import EdgeExclusion, SamplingGraph, as_sampling_graph
 from sampling.neighborhoods import ImportanceNeighbors, count_visits, top_per_row
 from sampling.steps import draw_positions, uniform
+from sampling.adjacency import GeneratorStateMixin
 from sampling.walks import _as_exclusion, _prepare_seeds
 
 __all__ = ["PinSageSampler", "pinsage_visits"]
@@ -68,7 +69,7 @@ def pinsage_visits(sg: SamplingGraph, seeds: torch.Tensor, num_traversals: int, 
     return torch.cat(vis_rows), torch.cat(vis_pins)
 
 
-class PinSageSampler:
+class PinSageSampler(GeneratorStateMixin):
     """PinSage importance neighborhoods (see the module docstring).
 
     Args:

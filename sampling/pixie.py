@@ -24,13 +24,14 @@ from typing import Any
 import torch
 
 from sampling.adjacency import as_sampling_graph
-from sampling.neighborhoods import ImportanceNeighbors, top_per_row
+from sampling.neighborhoods import ImportanceNeighbors, sorted_values, top_per_row
+from sampling.adjacency import GeneratorStateMixin
 from sampling.walks import _as_exclusion, _bipartite_walk
 
 __all__ = ["PixieSampler"]
 
 
-class PixieSampler:
+class PixieSampler(GeneratorStateMixin):
     """Pixie random walks with restart from weighted multi-pin queries.
 
     Args:
@@ -125,7 +126,7 @@ class PixieSampler:
         total = torch.bincount(row, minlength=s)
         # V_q[p]: count per (query slot, pin); then combine per (row, pin).
         key = owner * sg.num_pins + visited
-        uniq, counts = torch.unique_consecutive(torch.sort(key).values, return_counts=True)
+        uniq, counts = torch.unique_consecutive(sorted_values(key), return_counts=True)
         slot_of = torch.div(uniq, sg.num_pins, rounding_mode="floor")
         pin_of = uniq - slot_of * sg.num_pins
         row_of = torch.div(slot_of, q, rounding_mode="floor")

@@ -1,0 +1,443 @@
+"""Sampler configs: a dataclass schema, YAML presets researchers edit, strict validation.
+
+    from sampling.config import load_sampler_config, build_sampler, list_sampler_configs
+    cfg = load_sampler_config("pinsage_default", ["pinsage.num_neighbors=20"])
+    cfg = load_sampler_config("my_sampler.yaml")
+    sampler = build_sampler(cfg, graph)
+
+A YAML file holds any subset of the ``SamplerConfig`` keys; the rest keep their defaults.
+Presets live in ``sampling/configs/*.yaml`` (``list_sampler_configs()``). Every problem raises
+``SamplerConfigError`` naming the file and the dotted key: unknown keys (with the closest known
+key suggested), wrong types, out-of-range values. Only PyYAML is needed (no OmegaConf), so the
+configs also load in the DGL side environment.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+__all__ = ["SamplerConfig", "RandomWalkConfig", "PinSageConfig", "PixieConfig", "FanoutConfig",
+           "PairConfig", "LoaderConfig", "SamplerConfigError", "load_sampler_config",
+           "list_sampler_configs", "config_from_dict", "config_to_dict", "save_sampler_config",
+           "build_sampler", "build_pair_loader", "CONFIG_DIR", "KINDS"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+KINDS = ("random_walk", "pinsage", "pixie", "fanout", "pairs")
+
+
+class SamplerConfigError(ValueError):
+    """A sampler config is invalid; the message names the file (when any) and the key."""
+
+
+@dataclass
+class RandomWalkConfig:
+    """``random_walk``: pin -> board -> pin walks, one per seed."""
+    num_hops: int = 4
+    restart_prob: float = 0.0
+    termination_prob: float = 0.0
+    weighted: bool = False
+
+
+@dataclass
+class PinSageConfig:
+    """``PinSageSampler``: top-T most visited pins of short walks."""
+    num_traversals: int = 3
+    termination_prob: float = 0.5
+    num_random_walks: int = 200
+    num_neighbors: int = 10
+    weighted: bool = False
+
+
+@dataclass
+class PixieConfig:
+    """``PixieSampler``: restart walks from weighted multi-pin queries, multi-hit booster."""
+    num_walks: int = 1000
+    num_hops: int = 4
+    restart_prob: float = 0.5
+    num_neighbors: int = 10
+    boost: bool = True
+    degree_scaling: bool = True
+    weighted: bool = False
+
+
+@dataclass
+class FanoutConfig:
+    """``FanoutSampler``: k-hop neighbor sampling, hops alternating pin -> board -> pin."""
+    fanouts: list[int] = field(default_factory=lambda: [10, 5])
+    seed_type: str = "pin"
+    weighted: bool = False
+    replace: bool = False
+
+
+@dataclass
+class PairConfig:
+    """``NeighborPairSampler``: positives from the ``pinsage`` section's walk, negatives, masks."""
+    num_positives: int = 4
+    positive_weighting: str = "visits"
+    num_negatives: int = 0
+    num_hard_negatives: int = 0
+    hard_rank_range: list[int] = field(default_factory=lambda: [10, 100])
+    hard_num_random_walks: int = 400
+    hard_num_traversals: int = 4
+    hard_termination_prob: float = 0.3
+    hard_curriculum: bool = False
+    mask_shared_boards: bool = True
+
+
+@dataclass
+class LoaderConfig:
+    """``NeighborPairDataset`` / ``NeighborPairLoader``."""
+    batch_size: int = 256
+    num_workers: int = 0
+    shuffle: bool = True
+    drop_last: bool = False
+    persistent_workers: bool = False
+
+
+@dataclass
+class SamplerConfig:
+    """The whole sampler config. ``kind`` picks the sampler ``build_sampler`` makes; the other
+    sections are ignored by it (``pairs`` also uses ``pinsage``).
+
+    exclude_splits: edge splits removed from the graph before sampling, when it has splits
+    (leakage control; names from ``graph.splits.SPLIT_NAMES``: train, val, test, cold_start).
+    device: ``null`` (where the graph is), ``cpu``, ``cuda``, ``cuda:1``...
+    """
+    name: str = ""
+    kind: str = "pinsage"
+    seed: int = 0
+    device: Optional[str] = None
+    exclude_splits: list[str] = field(default_factory=lambda: ["val", "test", "cold_start"])
+    random_walk: RandomWalkConfig = field(default_factory=RandomWalkConfig)
+    pinsage: PinSageConfig = field(default_factory=PinSageConfig)
+    pixie: PixieConfig = field(default_factory=PixieConfig)
+    fanout: FanoutConfig = field(default_factory=FanoutConfig)
+    pairs: PairConfig = field(default_factory=PairConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+
+
+# ---------------------------------------------------------------------------------- rules
+def _prob(lo_open: bool = False, hi_open: bool = False):
+    def check(v: float) -> str | None:
+        lo_ok = v > 0 if lo_open else v >= 0
+        hi_ok = v < 1 if hi_open else v <= 1
+        if not (lo_ok and hi_ok):
+            return f"must be in {'(' if lo_open else '['}0, 1{')' if hi_open else ']'}"
+        return None
+    return check
+
+
+def _at_least(n: int):
+    return lambda v: None if v >= n else f"must be >= {n}"
+
+
+def _choice(*options: str):
+    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
+
+
+def _fanouts(v: list[int]) -> str | None:
+    if not v:
+        return "must list at least one hop"
+    for i, k in enumerate(v):
+        if k < -1 or k == 0:
+            return f"entry {i} = {k} must be >= 1 (or -1 for all neighbors)"
+    return None
+
+
+def _rank_range(v: list[int]) -> str | None:
+    if len(v) != 2 or not 0 <= v[0] < v[1]:
+        return "must be [lo, hi] with 0 <= lo < hi"
+    return None
+
+
+def _splits(v: list[str]) -> str | None:
+    for s in v:
+        if s not in ("train", "val", "test", "cold_start"):
+            return f"unknown split {s!r} (expected train, val, test, cold_start)"
+    return None
+
+
+def _device(v: str | None) -> str | None:
+    if v is None:
+        return None
+    import torch
+    try:
+        torch.device(v)
+    except (RuntimeError, TypeError):
+        return f"{v!r} is not a torch device"
+    return None
+
+
+_RULES = {
+    "kind": _choice(*KINDS), "seed": _at_least(0), "device": _device, "exclude_splits": _splits,
+    "random_walk.num_hops": _at_least(1), "random_walk.restart_prob": _prob(hi_open=True),
+    "random_walk.termination_prob": _prob(hi_open=True),
+    "pinsage.num_traversals": _at_least(1), "pinsage.termination_prob": _prob(),
+    "pinsage.num_random_walks": _at_least(1), "pinsage.num_neighbors": _at_least(1),
+    "pixie.num_walks": _at_least(1), "pixie.num_hops": _at_least(1),
+    "pixie.restart_prob": _prob(hi_open=True), "pixie.num_neighbors": _at_least(1),
+    "fanout.fanouts": _fanouts, "fanout.seed_type": _choice("pin", "board"),
+    "pairs.num_positives": _at_least(1), "pairs.positive_weighting": _choice("visits", "uniform"),
+    "pairs.num_negatives": _at_least(0), "pairs.num_hard_negatives": _at_least(0),
+    "pairs.hard_rank_range": _rank_range, "pairs.hard_num_random_walks": _at_least(1),
+    "pairs.hard_num_traversals": _at_least(1), "pairs.hard_termination_prob": _prob(),
+    "loader.batch_size": _at_least(1), "loader.num_workers": _at_least(0),
+}
+
+
+# ---------------------------------------------------------------------------------- building
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, where)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise SamplerConfigError(f"{where}key '{key}': expected a list of {_type_name(item_tp)}, "
+                                     f"got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise SamplerConfigError(f"{where}key '{key}': {value!r} is not a finite number")
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema types are the ones above
+        return value
+    raise SamplerConfigError(f"{where}key '{key}': expected {_type_name(tp)}, got "
+                             f"{type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        what = f"key '{prefix[:-1]}'" if prefix else "the top level"
+        raise SamplerConfigError(f"{where}{what}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            full = f"{prefix}{key}"
+            choices = [f"{prefix}{k}" for k in known]
+            close = difflib.get_close_matches(full, choices, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(choices)})"
+            raise SamplerConfigError(f"{where}unknown key '{full}'{hint}")
+    kwargs = {}
+    for name, f in known.items():
+        tp = hints[name]
+        full = f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data.get(name), f"{full}.", where)
+        elif name in data:
+            kwargs[name] = _coerce(data[name], tp, full, where)
+    return cls(**kwargs)
+
+
+def _validate(cfg: SamplerConfig, where: str) -> None:
+    for key, rule in _RULES.items():
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        problem = rule(obj)
+        if problem:
+            raise SamplerConfigError(f"{where}key '{key}' = {obj!r}: {problem}")
+    if cfg.pairs.num_positives > cfg.pinsage.num_neighbors:
+        raise SamplerConfigError(f"{where}key 'pairs.num_positives' = {cfg.pairs.num_positives}: must be <= "
+                                 f"pinsage.num_neighbors = {cfg.pinsage.num_neighbors} (positives are drawn "
+                                 "from the top-T neighborhood)")
+
+
+def config_from_dict(data: dict[str, Any], source: str | None = None) -> SamplerConfig:
+    """Build and validate a ``SamplerConfig`` from nested dicts (``source`` names it in errors)."""
+    where = f"{source}: " if source else ""
+    cfg = _build(SamplerConfig, data, "", where)
+    _validate(cfg, where)
+    return cfg
+
+
+def config_to_dict(cfg: SamplerConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise SamplerConfigError(f"{where}override '{dotted}': '{p}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def list_sampler_configs() -> list[str]:
+    """Names of the shipped presets (``sampling/configs/*.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
+                        overrides: Sequence[str] | dict[str, Any] | None = None) -> SamplerConfig:
+    """Load a config: a preset name, a YAML path, a dict, or None (the defaults).
+
+    overrides: ``["pinsage.num_neighbors=20", ...]`` (values parsed as YAML) or a
+    ``{dotted_key: value}`` dict, applied on top. Raises ``SamplerConfigError``.
+    """
+    name = None
+    if source is None:
+        data: Any = {}
+    elif isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if not path.suffix and not path.exists():
+            path = CONFIG_DIR / f"{source}.yaml"
+            if not path.exists():
+                raise SamplerConfigError(f"unknown sampler config {str(source)!r}: not a file and not a preset "
+                                         f"({', '.join(list_sampler_configs())})")
+        name = str(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SamplerConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SamplerConfigError(f"{path}: invalid YAML: {exc}") from None
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise SamplerConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = _deepcopy(data)
+    if overrides:
+        items = overrides.items() if isinstance(overrides, dict) else []
+        if not isinstance(overrides, dict):
+            parsed = []
+            for o in overrides:
+                if "=" not in o:
+                    raise SamplerConfigError(f"override {o!r}: expected key=value")
+                k, v = o.split("=", 1)
+                try:
+                    parsed.append((k.strip(), yaml.safe_load(v)))
+                except yaml.YAMLError as exc:
+                    raise SamplerConfigError(f"override {o!r}: invalid value: {exc}") from None
+            items = parsed
+        for k, v in items:
+            _set_dotted(data, k, v, f"{name}: " if name else "")
+    cfg = config_from_dict(data, name)
+    if not cfg.name and name is not None:
+        cfg.name = Path(name).stem
+    return cfg
+
+
+def _deepcopy(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _deepcopy(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_deepcopy(v) for v in x]
+    return x
+
+
+def save_sampler_config(cfg: SamplerConfig, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+# ---------------------------------------------------------------------------------- factories
+def _sampling_graph(cfg: SamplerConfig, g: Any):
+    from sampling.adjacency import as_sampling_graph
+
+    sg = as_sampling_graph(g, cfg.device)
+    splits = getattr(g, "splits", None)
+    if splits is not None and cfg.exclude_splits:
+        import numpy as np
+        import torch
+        from graph.splits import SPLIT_NAMES
+
+        codes = [c for c, n in SPLIT_NAMES.items() if n in cfg.exclude_splits]
+        mask = np.isin(np.asarray(splits.edge_split), codes)
+        if mask.any():
+            sg = sg.without_edges(torch.from_numpy(mask).to(sg.device))
+    return sg
+
+
+def build_sampler(cfg: SamplerConfig, g: Any):
+    """The sampler ``cfg.kind`` names, on ``g`` (a ``PinBoardGraph`` or ``SamplingGraph``).
+
+    ``random_walk`` returns a callable ``f(seeds, generator=None) -> traces``; the others return
+    ``PinSageSampler``, ``PixieSampler``, ``FanoutSampler`` or ``NeighborPairSampler``. Edges of
+    ``cfg.exclude_splits`` are removed first when ``g`` has splits.
+    """
+    import functools
+
+    from sampling.fanout import FanoutSampler
+    from sampling.pairs import NeighborPairSampler
+    from sampling.pinsage import PinSageSampler
+    from sampling.pixie import PixieSampler
+    from sampling.walks import random_walk
+
+    sg = _sampling_graph(cfg, g)
+    if cfg.kind == "random_walk":
+        c = cfg.random_walk
+        return functools.partial(random_walk, sg, num_hops=c.num_hops, restart_prob=c.restart_prob,
+                                 termination_prob=c.termination_prob, weighted=c.weighted)
+    if cfg.kind == "pinsage":
+        c = cfg.pinsage
+        return PinSageSampler(sg, c.num_traversals, c.termination_prob, c.num_random_walks, c.num_neighbors,
+                              cfg.seed, weighted=c.weighted)
+    if cfg.kind == "pixie":
+        c = cfg.pixie
+        return PixieSampler(sg, c.num_walks, c.num_hops, c.restart_prob, c.num_neighbors, c.boost,
+                            c.degree_scaling, weighted=c.weighted, seed=cfg.seed)
+    if cfg.kind == "fanout":
+        c = cfg.fanout
+        return FanoutSampler(sg, c.fanouts, c.seed_type, weighted=c.weighted, replace=c.replace, seed=cfg.seed)
+    c, w = cfg.pairs, cfg.pinsage
+    return NeighborPairSampler(
+        sg, c.num_positives, num_traversals=w.num_traversals, termination_prob=w.termination_prob,
+        num_random_walks=w.num_random_walks, num_neighbors=w.num_neighbors,
+        positive_weighting=c.positive_weighting, num_negatives=c.num_negatives,
+        num_hard_negatives=c.num_hard_negatives, hard_rank_range=c.hard_rank_range,
+        hard_num_random_walks=c.hard_num_random_walks, hard_num_traversals=c.hard_num_traversals,
+        hard_termination_prob=c.hard_termination_prob, mask_shared_boards=c.mask_shared_boards,
+        weighted=w.weighted, seed=cfg.seed)
+
+
+def build_pair_loader(cfg: SamplerConfig, g: Any, seeds: Any, *, rank: int = 0, world_size: int = 1,
+                      sampler: Any = None):
+    """A ``NeighborPairLoader`` over ``seeds`` (int [N] pin ids) from a ``pairs`` config."""
+    from sampling.loader import NeighborPairDataset, NeighborPairLoader, SeedBatches
+
+    if cfg.kind != "pairs" and sampler is None:
+        raise SamplerConfigError(f"build_pair_loader needs kind 'pairs', got kind {cfg.kind!r}")
+    sampler = sampler if sampler is not None else build_sampler(cfg, g)
+    lc = cfg.loader
+    batches = SeedBatches(seeds, lc.batch_size, shuffle=lc.shuffle, drop_last=lc.drop_last, seed=cfg.seed,
+                          rank=rank, world_size=world_size)
+    ds = NeighborPairDataset(sampler, batches, seed=cfg.seed, hard_curriculum=cfg.pairs.hard_curriculum)
+    return NeighborPairLoader(ds, lc.num_workers, persistent_workers=lc.persistent_workers)
