@@ -142,7 +142,14 @@ def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bit
         key = key[order]
     else:
         key.sort()
-    # key: (row << col_bits) | col, ascending; repeats adjacent
+    # key: (row << col_bits) | col, ascending; repeats adjacent. Attributes are gathered first
+    # so that the order (8 bytes an edge) is freed before the other arrays are made.
+    if order is not None:
+        if weights is not None:
+            weights = weights.take(order)
+        if timestamps is not None:
+            timestamps = timestamps.take(order)
+        del order
     indices = np.bitwise_and(key, (1 << col_bits) - 1, out=np.empty(n, dtype=idx_dtype),
                              casting="unsafe")
     indptr = np.searchsorted(key, np.arange(num_rows + 1, dtype=np.int64) << col_bits)
@@ -155,17 +162,10 @@ def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bit
         indices = indices[runs.keep]
         indptr -= np.searchsorted(runs.repeats, indptr)  # repeats dropped before each row start
         if weights is not None:  # float64 sums (weights arrive float32, or float64 as given)
-            weights = runs.merge(weights.take(order), np.add, np.float64)
+            weights = runs.merge(weights, np.add, np.float64)
         if timestamps is not None:
-            timestamps = runs.merge(timestamps.take(order), np.minimum)
+            timestamps = runs.merge(timestamps, np.minimum)
         del runs
-    else:
-        del dup
-        if weights is not None:
-            weights = weights.take(order)
-        if timestamps is not None:
-            timestamps = timestamps.take(order)
-    del order
     if weights is not None:
         weights = weights.astype(np.float32, copy=False)
     return indptr, indices, weights, timestamps, num_dup
