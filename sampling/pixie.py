@@ -92,56 +92,81 @@ class PixieSampler(GeneratorStateMixin):
             weights = torch.as_tensor(weights, device=self.graph.device).reshape(1, -1)
         return self.query_batch(pins, weights, **kwargs)
 
-    def query_batch(self, pins: Any, weights: Any = None, *, generator: torch.Generator | None = None,
-                    exclude_edges: Any = None, exclude_query: bool = True) -> ImportanceNeighbors:
-        """S queries at once. pins: int [S, Q] (-1 pads shorter queries); weights: float [S, Q]
-        (default 1 for present pins). exclude_query: drop the query pins from the answer.
-        Returns ``ImportanceNeighbors``: neighbors int64 [S, T]; weights float32 [S, T] = boosted
-        scores ``V``; total_visits int64 [S]."""
-        sg = self.graph
-        device = sg.device
+    def _prepare(self, pins: Any, weights: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.graph.device
         pins = torch.as_tensor(pins, device=device)
         if pins.dim() == 1:
             pins = pins[:, None]
+        if pins.dim() != 2 or pins.is_floating_point():
+            raise ValueError(f"query pins: expected int [S, Q], got {pins.dtype}{list(pins.shape)}")
         pins = pins.long()
-        if pins.numel() and int(pins.max()) >= sg.num_pins:
-            raise ValueError(f"query pins: id {int(pins.max())} is out of range [0, {sg.num_pins})")
+        if pins.numel() and int(pins.max()) >= self.graph.num_pins:
+            raise ValueError(f"query pins: id {int(pins.max())} is out of range [0, {self.graph.num_pins})")
         if weights is None:
             weights = (pins >= 0).double()
         weights = torch.as_tensor(weights, device=device).double().reshape(pins.shape)
         if bool((weights < 0).any()) or not bool(torch.isfinite(weights).all()):
             raise ValueError("query weights must be finite and >= 0")
+        return pins, weights
+
+    def visit_counts(self, pins: Any, weights: Any = None, *, generator: torch.Generator | None = None,
+                     exclude_edges: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per query pin visit counts ``V_q[p]``.
+
+        Returns (row int64 [U], slot int64 [U] (which query pin, 0 <= slot < Q), pin int64 [U],
+        count int64 [U]) sorted by (row, slot, pin), and total_visits int64 [S].
+        """
+        sg = self.graph
+        device = sg.device
+        pins, weights = self._prepare(pins, weights)
         s, q = pins.shape
         gen = self.generator if generator is None else generator
-        budget = self.walk_budget(pins, weights).flatten()              # [S * Q]
-        slot = torch.arange(s * q, device=device).repeat_interleave(budget)   # walker -> (row, pin)
-        starts = pins.flatten()[slot]
-        trace = _bipartite_walk(sg, starts, self.num_hops, self.restart_prob, 0.0, self.weighted,
-                                _as_exclusion(sg, exclude_edges), gen)
-        visited = trace[:, 2::2]                                        # [walkers, num_hops]
-        owner = slot[:, None].expand_as(visited)
+        budget = self.walk_budget(pins, weights).flatten()                     # [S * Q]
+        owner = torch.arange(s * q, device=device).repeat_interleave(budget)   # walker -> row * Q + slot
+        trace = _bipartite_walk(sg, pins.flatten()[owner], self.num_hops, self.restart_prob, 0.0,
+                                self.weighted, _as_exclusion(sg, exclude_edges), gen)
+        visited = trace[:, 2::2]                                               # [walkers, num_hops]
         ok = visited >= 0
-        visited, owner = visited[ok], owner[ok]
-        row = torch.div(owner, q, rounding_mode="floor")
-        total = torch.bincount(row, minlength=s)
-        # V_q[p]: count per (query slot, pin); then combine per (row, pin).
+        owner = owner[:, None].expand_as(visited)[ok]
+        visited = visited[ok]
+        total = torch.bincount(torch.div(owner, q, rounding_mode="floor"), minlength=s)
         key = owner * sg.num_pins + visited
         uniq, counts = torch.unique_consecutive(sorted_values(key), return_counts=True)
-        slot_of = torch.div(uniq, sg.num_pins, rounding_mode="floor")
-        pin_of = uniq - slot_of * sg.num_pins
-        row_of = torch.div(slot_of, q, rounding_mode="floor")
-        key2 = row_of * sg.num_pins + pin_of
-        k2, inverse = torch.unique(key2, sorted=True, return_inverse=True)
-        contrib = counts.double().sqrt() if self.boost else counts.double()
-        score = torch.zeros(k2.shape[0], dtype=torch.float64, device=device).index_add_(0, inverse, contrib)
-        if self.boost:
+        slot = torch.div(uniq, sg.num_pins, rounding_mode="floor")
+        row = torch.div(slot, q, rounding_mode="floor")
+        return row, slot - row * q, uniq - slot * sg.num_pins, counts, total
+
+    @staticmethod
+    def combine(row: torch.Tensor, pin: torch.Tensor, count: torch.Tensor, num_pins: int, boost: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Combine per query pin counts into one score per (row, pin): ``(sum_q sqrt V_q) ** 2``
+        with the booster, ``sum_q V_q`` without. Returns (row, pin, score float64) sorted by
+        (row, pin)."""
+        key = row * num_pins + pin
+        k2, inverse = torch.unique(key, sorted=True, return_inverse=True)
+        contrib = count.double().sqrt() if boost else count.double()
+        score = torch.zeros(k2.shape[0], dtype=torch.float64, device=key.device).index_add_(0, inverse, contrib)
+        if boost:
             score = score * score
-        r = torch.div(k2, sg.num_pins, rounding_mode="floor")
-        p = k2 - r * sg.num_pins
+        r = torch.div(k2, num_pins, rounding_mode="floor")
+        return r, k2 - r * num_pins, score
+
+    def query_batch(self, pins: Any, weights: Any = None, *, generator: torch.Generator | None = None,
+                    exclude_edges: Any = None, exclude_query: bool = True) -> ImportanceNeighbors:
+        """S queries at once. pins: int [S, Q] (-1 pads shorter queries); weights: float [S, Q]
+        (default 1 for present pins). exclude_query: drop the query pins from the answer.
+        Returns ``ImportanceNeighbors``: neighbors int64 [S, T]; weights float32 [S, T] = the
+        (boosted) scores ``V``; total_visits int64 [S]."""
+        sg = self.graph
+        device = sg.device
+        pins, weights = self._prepare(pins, weights)
+        s = pins.shape[0]
+        row, _, pin, count, total = self.visit_counts(pins, weights, generator=generator,
+                                                      exclude_edges=exclude_edges)
+        r, p, score = self.combine(row, pin, count, sg.num_pins, self.boost)
         if exclude_query:
             qkey = torch.arange(s, device=device)[:, None] * sg.num_pins + pins.clamp_min(0)
-            qkey = torch.unique(qkey[pins >= 0])
-            is_query = torch.isin(k2, qkey)
+            is_query = torch.isin(r * sg.num_pins + p, qkey[pins >= 0])
             r, p, score = r[~is_query], p[~is_query], score[~is_query]
         if not self.boost:
             score = score.round().long()
