@@ -109,6 +109,24 @@ class _Runs:
         return out
 
 
+def _is_constant(values: np.ndarray | None) -> bool:
+    return values is not None and values.strides == (0,)
+
+
+def _gather(values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """``values[order]``; a constant column (a stride-0 broadcast) is filled, not gathered."""
+    if _is_constant(values):
+        return np.full(values.shape[0], values[0], dtype=values.dtype)
+    return values.take(order)
+
+
+def _constant_as_broadcast(values: np.ndarray | None) -> np.ndarray | None:
+    """A column whose values are all equal (all 1.0 weights, say) as a stride-0 view of one."""
+    if values is not None and values.shape[0] > 1 and values.min() == values.max():
+        return np.broadcast_to(values[:1], values.shape)
+    return values
+
+
 def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bits: int,
                       edge_bits: int,
                       weights: np.ndarray | None, timestamps: np.ndarray | None,
@@ -137,19 +155,19 @@ def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bit
         key.sort()
         np.bitwise_and(key, (1 << edge_bits) - 1, out=order)  # the buffer is reused
         key >>= edge_bits
-    elif weights is not None or timestamps is not None:  # positions do not fit beside the key
-        order = np.argsort(key, kind="stable")
+    elif (weights is not None and not _is_constant(weights)) or (
+            timestamps is not None and not _is_constant(timestamps)):
+        order = np.argsort(key, kind="stable")  # positions do not fit beside the key
         key = key[order]
-    else:
+    else:  # no attribute, or only constant ones: the order is not needed
         key.sort()
     # key: (row << col_bits) | col, ascending; repeats adjacent. Attributes are gathered first
     # so that the order (8 bytes an edge) is freed before the other arrays are made.
-    if order is not None:
-        if weights is not None:
-            weights = weights.take(order)
-        if timestamps is not None:
-            timestamps = timestamps.take(order)
-        del order
+    if weights is not None:
+        weights = _gather(weights, order)
+    if timestamps is not None:
+        timestamps = _gather(timestamps, order)
+    del order
     indices = np.bitwise_and(key, (1 << col_bits) - 1, out=np.empty(n, dtype=idx_dtype),
                              casting="unsafe")
     indptr = np.searchsorted(key, np.arange(num_rows + 1, dtype=np.int64) << col_bits)
@@ -203,10 +221,11 @@ def build_bipartite_csr(
     if timestamps is not None:
         timestamps = np.asarray(timestamps, dtype=np.int64)
     n = pins.shape[0]
-    with_attrs = weights is not None or timestamps is not None
     pin_bits, board_bits, edge_bits = _bits(num_pins), _bits(num_boards), _bits(n)
     if n and pin_bits + board_bits <= _KEY_BITS:
-        if not with_attrs or pin_bits + board_bits + edge_bits > _KEY_BITS:
+        weights, timestamps = _constant_as_broadcast(weights), _constant_as_broadcast(timestamps)
+        need_order = any(v is not None and not _is_constant(v) for v in (weights, timestamps))
+        if not need_order or pin_bits + board_bits + edge_bits > _KEY_BITS:
             edge_bits = 0  # no positions in the key
         args_pin = (pins, boards, num_pins, board_bits, edge_bits, weights, timestamps, idx_dtype)
         args_board = (boards, pins, num_boards, pin_bits, edge_bits, weights, timestamps, idx_dtype)

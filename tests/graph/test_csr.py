@@ -143,6 +143,20 @@ def test_empty_edge_list(path):
     assert_matches(got, naive_csr(e, e, 4, 3, np.zeros(0, np.float32), np.zeros(0, np.int64)), 4, 3)
 
 
+@pytest.mark.parametrize("constant", ["weights", "timestamps", "both"])
+def test_constant_attributes(path, constant):
+    """All-equal columns (weights all 1.0, say) skip the gather: same results."""
+    rng = np.random.default_rng(6)
+    pins, boards, w, t = random_edges(rng, 30, 20, 400, dup_share=0.3)
+    if constant in ("weights", "both"):
+        w = np.full(400, 0.7, dtype=np.float32)
+    if constant in ("timestamps", "both"):
+        t = np.full(400, 12345, dtype=np.int64)
+    got = path(pins, boards, 30, 20, w, t)
+    assert_matches(got, naive_csr(pins, boards, 30, 20, w, t), 30, 20)
+    assert got.pin_weights.flags.writeable and got.board_timestamps.flags.writeable
+
+
 def test_float64_weights_are_summed_in_float64(path):
     pins = np.array([0, 0, 0, 1])
     boards = np.array([0, 0, 0, 0])
@@ -181,7 +195,7 @@ def test_fast_paths_equal_argsort_path_bit_for_bit(monkeypatch, threads, key_bit
     rng = np.random.default_rng(5)
     for num_pins, num_boards, num_edges, dup in ((5, 3, 4000, 0.0), (200, 50, 20000, 0.3), (3000, 2, 9000, 0.1)):
         pins, boards, w, t = random_edges(rng, num_pins, num_boards, num_edges, dup)
-        for weights in (w, w.astype(np.float64)):
+        for weights in (w, w.astype(np.float64), np.ones_like(w)):
             got = build_bipartite_csr(pins, boards, num_pins, num_boards, weights, t)
             want = csr._build_by_argsort(pins, boards, num_pins, num_boards,
                                          weights if weights.dtype == np.float32 else weights.astype(np.float64),
