@@ -44,14 +44,16 @@ class GeneratorStateMixin:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         gen = state.pop("generator")
-        state["_generator_state"] = (str(gen.device), gen.get_state())
+        # bytes, not the state tensor: a tensor made here dies before a spawned worker could map
+        # its shared-memory storage.
+        state["_generator_state"] = (str(gen.device), gen.get_state().numpy().tobytes())
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         device, gstate = state.pop("_generator_state")
         self.__dict__.update(state)
         self.generator = torch.Generator(device=device)
-        self.generator.set_state(gstate)
+        self.generator.set_state(torch.frombuffer(bytearray(gstate), dtype=torch.uint8))
 
 
 def expand_segments(starts: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -267,7 +267,7 @@ def _validate(cfg: SamplerConfig, where: str) -> None:
         problem = rule(obj)
         if problem:
             raise SamplerConfigError(f"{where}key '{key}' = {obj!r}: {problem}")
-    if cfg.pairs.num_positives > cfg.pinsage.num_neighbors:
+    if cfg.kind == "pairs" and cfg.pairs.num_positives > cfg.pinsage.num_neighbors:
         raise SamplerConfigError(f"{where}key 'pairs.num_positives' = {cfg.pairs.num_positives}: must be <= "
                                  f"pinsage.num_neighbors = {cfg.pinsage.num_neighbors} (positives are drawn "
                                  "from the top-T neighborhood)")
