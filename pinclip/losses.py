@@ -203,10 +203,12 @@ class PinCLIPLoss(nn.Module):
     """The weighted total of image-text and neighbor alignment terms, over Matryoshka prefixes.
 
     forward(outputs, neighbor_outputs=None, neighbor_weights=None, false_negative_mask=None,
-            positive_mask=None, positive_ids=None) -> dict
+            positive_mask=None, positive_ids=None, negative_outputs=None, negative_mask=None) -> dict
       outputs: the model's forward dict for the seeds ([S, D] ``image_emb``, ``text_emb``,
         ``fused_emb`` and the scales); neighbor_outputs: the model's dict for their neighbors,
-        [S*K, D] seed-major; neighbor_weights [S, K]; false_negative_mask [S, S*K] bool.
+        [S*K, D] seed-major; neighbor_weights [S, K]; false_negative_mask [S, S*K] bool;
+        negative_outputs: the model's dict for M extra negatives, negative_mask [S, M] bool (see
+        :func:`neighbor_alignment_loss`); positive_mask / positive_ids: image-text multi-positives.
     Returns the *weighted* terms ``clip_loss`` or ``siglip_loss``, ``neighbor_fused_loss``,
     ``neighbor_image_loss``, ``neighbor_cross_modal_loss`` (those with weight > 0 whose inputs are
     present) and ``loss``, their sum. Each term is the weighted mean of the term over the nested
@@ -238,7 +240,7 @@ class PinCLIPLoss(nn.Module):
         return cls(cfg.loss, cfg.embed_dim, cfg.matryoshka_dims, rank, world_size)
 
     def _terms(self, out: dict, nb: dict | None, dim: int, neighbor_weights, false_negative_mask,
-               positive_mask, positive_ids) -> dict[str, torch.Tensor]:
+               positive_mask, positive_ids, neg: dict | None, negative_mask) -> dict[str, torch.Tensor]:
         cfg, full = self.cfg, self.embed_dim
         t = {k: _truncate(out.get(k), dim, full) for k in ("image_emb", "text_emb", "fused_emb")}
         terms = {}
@@ -263,18 +265,22 @@ class PinCLIPLoss(nn.Module):
                 seed_image=t["image_emb"] if cross else None,
                 neighbor_image=n["image_emb"] if (weights["neighbor_image_loss"] or cross) else None,
                 seed_text=t["text_emb"] if cross else None,
-                neighbor_text=n["text_emb"] if cross else None)
+                neighbor_text=n["text_emb"] if cross else None,
+                negatives=None if neg is None else {
+                    key: _truncate(neg.get(key), dim, full) for key in ("image_emb", "text_emb", "fused_emb")},
+                negative_mask=negative_mask)
             terms.update({k: weights[k] * v for k, v in r.items() if weights[k]})
         return terms
 
     def forward(self, outputs: dict, neighbor_outputs: dict | None = None,
                 neighbor_weights: torch.Tensor | None = None, false_negative_mask: torch.Tensor | None = None,
-                positive_mask: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None
+                positive_mask: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+                negative_outputs: dict | None = None, negative_mask: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor]:
         result: dict[str, torch.Tensor] = {}
         for dim, w in zip(self.dims, self.dim_weights):
-            for k, v in self._terms(outputs, neighbor_outputs, dim, neighbor_weights,
-                                    false_negative_mask, positive_mask, positive_ids).items():
+            for k, v in self._terms(outputs, neighbor_outputs, dim, neighbor_weights, false_negative_mask,
+                                    positive_mask, positive_ids, negative_outputs, negative_mask).items():
                 result[k] = result[k] + w * v if k in result else w * v
         if not result:
             raise ValueError("PinCLIPLoss: no term could be computed (missing embeddings or all weights 0)")

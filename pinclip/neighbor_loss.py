@@ -66,7 +66,8 @@ def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights
                      valid_columns: torch.Tensor, false_negative_mask: torch.Tensor | None,
                      logit_scale: torch.Tensor | float, seed_offset: int = 0,
                      num_valid_seeds: int | None = None, world_size: int = 1,
-                     exclude_own_neighbors: bool = True) -> torch.Tensor:
+                     exclude_own_neighbors: bool = True, extra_keys: torch.Tensor | None = None,
+                     extra_mask: torch.Tensor | None = None) -> torch.Tensor:
     """One neighbor InfoNCE term on already-gathered keys (the building block; see
     :func:`neighbor_alignment_loss` for the semantics).
 
@@ -74,8 +75,9 @@ def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights
     seeds of all ranks, seed-major; neighbor_weights: [S, K] float (this rank's seeds);
     valid_columns: [C] bool (False = padded neighbor); false_negative_mask: [S, C] bool or None;
     seed_offset: global index of this rank's first seed; num_valid_seeds: seeds of all ranks with at
-    least one neighbor (default: this rank's). Returns a 0-dim tensor (float32, or float64 for
-    float64 inputs).
+    least one neighbor (default: this rank's); extra_keys: [M, D] additional negatives (shared and
+    hard negatives) with extra_mask [S, M] bool (True: not a negative for that seed).
+    Returns a 0-dim tensor (float32, or float64 for float64 inputs).
     """
     s, k = neighbor_weights.shape
     c = keys.shape[0]
@@ -92,7 +94,13 @@ def neighbor_infonce(queries: torch.Tensor, keys: torch.Tensor, neighbor_weights
         negatives &= ~false_negative_mask
     own_allowed = negatives.gather(1, own_cols)                                    # [S, K]
     negatives.scatter_(1, own_cols, False)  # the own block is handled per row below
-    base_lse = torch.logsumexp(logits.masked_fill(~negatives, _MASKED), dim=1)     # [S]
+    negative_logits = logits.masked_fill(~negatives, _MASKED)
+    if extra_keys is not None:
+        extra = logit_scale * queries @ upcast(extra_keys).to(queries.dtype).T    # [S, M]
+        if extra_mask is not None:
+            extra = extra.masked_fill(extra_mask, _MASKED)
+        negative_logits = torch.cat([negative_logits, extra], dim=1)
+    base_lse = torch.logsumexp(negative_logits, dim=1)                            # [S]
 
     # Row (s, k): the positive itself, plus the seed's other neighbors only when they count as
     # negatives (exclude_own_neighbors=False), plus every other-seed negative (base_lse).
@@ -116,7 +124,8 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
                             logit_scale: torch.Tensor | float,
                             seed_image: torch.Tensor | None = None, neighbor_image: torch.Tensor | None = None,
                             seed_text: torch.Tensor | None = None, neighbor_text: torch.Tensor | None = None,
-                            cross_modal: bool = True, *, exclude_own_neighbors: bool = True,
+                            cross_modal: bool = True, *, negatives: dict | None = None,
+                            negative_mask: torch.Tensor | None = None, exclude_own_neighbors: bool = True,
                             gather_with_grad: bool = True, rank: int | None = None,
                             world_size: int = 1) -> dict[str, torch.Tensor]:
     """Neighbor alignment InfoNCE with in-batch negatives, weighted by visit counts.
@@ -137,6 +146,15 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
       * rows are weighted by normalized visit count ``w[s,k] / sum_k w[s,k]`` (each seed with at
         least one neighbor counts once) and the sum is divided by the number of such seeds.
 
+    Extra negatives (optional; the sampler's shared random and hard negatives): ``negatives`` is
+    a dict of [M, D] embeddings keyed like the model's outputs (``fused_emb``, ``image_emb``,
+    ``text_emb``); each term takes the modality of its keys (fused term: ``fused_emb``; terms
+    against neighbor images: ``image_emb``; against neighbor texts: ``text_emb``) and a term whose
+    modality is missing gets none. ``negative_mask`` [S, M] bool, True where column m is not a
+    negative for seed s (a false negative, or padding such as a -1 hard negative). Per-seed hard
+    negatives [S, H] go in flattened (M = S*H); other seeds' hard negatives then count as plain
+    random negatives unless masked.
+
     Terms (dict keys; a term is present when its inputs are):
       ``neighbor_fused_loss``: seed_fused vs neighbor_fused;
       ``neighbor_image_loss``: seed_fused vs neighbor_image (content-only side, for cold start);
@@ -146,8 +164,9 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
     Distributed (``world_size`` > 1, used by :class:`NeighborAlignmentLoss`): neighbor keys, weights
     are gathered from all ranks (keys with gradient if ``gather_with_grad``); columns are global,
     ``rank * S * K + ...``; a [S, S*K] false_negative_mask covers this rank's columns only (other
-    ranks' columns are not masked), a [S, world_size*S*K] mask covers all. The mean over ranks of
-    the returned values equals the single-process loss on the concatenated batch.
+    ranks' columns are not masked), a [S, world_size*S*K] mask covers all; extra negatives are
+    gathered too, with the same rule for a [S, M] / [S, world_size*M] negative_mask. The mean over
+    ranks of the returned values equals the single-process loss on the concatenated batch.
     Returns {name: 0-dim float32 tensor}.
     """
     s, k = neighbor_weights.shape
@@ -173,21 +192,44 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
             raise ValueError(f"false_negative_mask has shape {tuple(fn.shape)}, expected [{s}, {s * k}]"
                              + (f" or [{s}, {c}]" if world_size > 1 else ""))
 
-    def term(queries: torch.Tensor, keys: torch.Tensor, name: str) -> torch.Tensor:
+    negatives = {key: v for key, v in (negatives or {}).items() if v is not None}
+    extra_mask = None
+    if negatives:
+        m = next(iter(negatives.values())).shape[0]
+        if negative_mask is not None:
+            extra_mask = negative_mask.to(torch.bool)
+            if extra_mask.shape == (s, m) and world_size > 1:
+                full = torch.zeros(s, world_size * m, dtype=torch.bool, device=extra_mask.device)
+                full[:, rank * m:(rank + 1) * m] = extra_mask
+                extra_mask = full
+            elif extra_mask.shape != (s, world_size * m):
+                raise ValueError(f"negative_mask has shape {tuple(negative_mask.shape)}, expected [{s}, {m}]"
+                                 + (f" or [{s}, {world_size * m}]" if world_size > 1 else ""))
+    gathered_negatives: dict[str, torch.Tensor] = {}
+
+    def extra(modality: str) -> torch.Tensor | None:
+        if modality not in negatives:
+            return None
+        if modality not in gathered_negatives:
+            gathered_negatives[modality] = gather(negatives[modality])
+        return gathered_negatives[modality]
+
+    def term(queries: torch.Tensor, keys: torch.Tensor, name: str, modality: str) -> torch.Tensor:
         keys = gather(_flatten_neighbors(keys, s, k, name))
         return neighbor_infonce(queries, keys, neighbor_weights, valid_columns, fn, logit_scale,
                                 seed_offset=rank * s, num_valid_seeds=num_valid_seeds,
-                                world_size=world_size, exclude_own_neighbors=exclude_own_neighbors)
+                                world_size=world_size, exclude_own_neighbors=exclude_own_neighbors,
+                                extra_keys=extra(modality), extra_mask=extra_mask)
 
-    out = {"neighbor_fused_loss": term(seed_fused, neighbor_fused, "neighbor_fused")}
+    out = {"neighbor_fused_loss": term(seed_fused, neighbor_fused, "neighbor_fused", "fused_emb")}
     if neighbor_image is not None:
-        out["neighbor_image_loss"] = term(seed_fused, neighbor_image, "neighbor_image")
+        out["neighbor_image_loss"] = term(seed_fused, neighbor_image, "neighbor_image", "image_emb")
     if cross_modal:
         parts = []
         if seed_image is not None and neighbor_text is not None:
-            parts.append(term(seed_image, neighbor_text, "neighbor_text"))
+            parts.append(term(seed_image, neighbor_text, "neighbor_text", "text_emb"))
         if seed_text is not None and neighbor_image is not None:
-            parts.append(term(seed_text, neighbor_image, "neighbor_image"))
+            parts.append(term(seed_text, neighbor_image, "neighbor_image", "image_emb"))
         if parts:
             out["neighbor_cross_modal_loss"] = sum(parts) / len(parts)
     return out
@@ -206,11 +248,12 @@ class NeighborAlignmentLoss(nn.Module):
         self.rank, self.world_size = rank, world_size
 
     def forward(self, seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
-                seed_image=None, neighbor_image=None, seed_text=None, neighbor_text=None
-                ) -> dict[str, torch.Tensor]:
+                seed_image=None, neighbor_image=None, seed_text=None, neighbor_text=None,
+                negatives=None, negative_mask=None) -> dict[str, torch.Tensor]:
         rank, world_size = world_info(self.rank, self.world_size)
         return neighbor_alignment_loss(
             seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
             seed_image, neighbor_image, seed_text, neighbor_text, cross_modal=self.cross_modal,
+            negatives=negatives, negative_mask=negative_mask,
             exclude_own_neighbors=self.exclude_own_neighbors, gather_with_grad=self.gather_with_grad,
             rank=rank, world_size=world_size)

@@ -43,9 +43,10 @@ def ref_siglip(img, txt, scale, bias, mask=None):
     return total / n
 
 
-def ref_neighbor(q, keys, w, fn, scale, exclude_own=True):
+def ref_neighbor(q, keys, w, fn, scale, exclude_own=True, extra=None, extra_mask=None):
     s, k = w.shape
     keys = keys.reshape(s * k, -1)
+    extra = torch.zeros(0, keys.shape[1]) if extra is None else extra
     num_seeds = sum(1 for a in range(s) if any(w[a, b] > 0 for b in range(k)))
     total = 0.0
     for a in range(s):
@@ -64,6 +65,8 @@ def ref_neighbor(q, keys, w, fn, scale, exclude_own=True):
                     continue
                 cols.append(c)
             logits = [scale * float(q[a] @ keys[c]) for c in cols]
+            logits += [scale * float(q[a] @ extra[m]) for m in range(extra.shape[0])
+                       if extra_mask is None or not extra_mask[a, m]]
             lse = math.log(sum(math.exp(v) for v in logits))
             total += float(w[a, b]) / wsum * (lse - logits[0])
     return total / max(num_seeds, 1)
@@ -173,20 +176,29 @@ def _neighbor_inputs(s, k, d, seed, pad=True, fn=True):
 
 
 @given(s=st.integers(1, 5), k=st.integers(1, 4), d=st.integers(2, 6), seed=st.integers(0, 10_000),
-       pad=st.booleans(), fn=st.booleans(), exclude_own=st.booleans(), scale=st.floats(1.0, 20.0))
-def test_neighbor_alignment_matches_loop_reference(s, k, d, seed, pad, fn, exclude_own, scale):
+       pad=st.booleans(), fn=st.booleans(), exclude_own=st.booleans(), scale=st.floats(1.0, 20.0),
+       num_extra=st.sampled_from([0, 1, 3]))
+def test_neighbor_alignment_matches_loop_reference(s, k, d, seed, pad, fn, exclude_own, scale, num_extra):
     e, w, mask = _neighbor_inputs(s, k, d, seed, pad, fn)
+    g = torch.Generator().manual_seed(seed + 1)
+    negatives = {key: unit(num_extra, d, generator=g) for key in ("fused_emb", "image_emb", "text_emb")}
+    negative_mask = torch.rand(s, num_extra, generator=g) < 0.3
     out = neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, torch.tensor(scale),
                                   seed_image=e["seed_image"], neighbor_image=e["neighbor_image"],
                                   seed_text=e["seed_text"], neighbor_text=e["neighbor_text"],
-                                  exclude_own_neighbors=exclude_own)
+                                  exclude_own_neighbors=exclude_own,
+                                  negatives=negatives if num_extra else None, negative_mask=negative_mask)
     assert set(out) == {"neighbor_fused_loss", "neighbor_image_loss", "neighbor_cross_modal_loss"}
-    ref = lambda q, keys: ref_neighbor(q, keys, w, mask, scale, exclude_own)  # noqa: E731
+
+    def ref(q, keys, modality):
+        return ref_neighbor(q, keys, w, mask, scale, exclude_own, negatives[modality], negative_mask)
+
     assert out["neighbor_fused_loss"].item() == pytest.approx(
-        ref(e["seed_fused"], e["neighbor_fused"]), rel=1e-4, abs=1e-5)
+        ref(e["seed_fused"], e["neighbor_fused"], "fused_emb"), rel=1e-4, abs=1e-5)
     assert out["neighbor_image_loss"].item() == pytest.approx(
-        ref(e["seed_fused"], e["neighbor_image"]), rel=1e-4, abs=1e-5)
-    cross = (ref(e["seed_image"], e["neighbor_text"]) + ref(e["seed_text"], e["neighbor_image"])) / 2
+        ref(e["seed_fused"], e["neighbor_image"], "image_emb"), rel=1e-4, abs=1e-5)
+    cross = (ref(e["seed_image"], e["neighbor_text"], "text_emb")
+             + ref(e["seed_text"], e["neighbor_image"], "image_emb")) / 2
     assert out["neighbor_cross_modal_loss"].item() == pytest.approx(cross, rel=1e-4, abs=1e-5)
 
 
@@ -293,6 +305,14 @@ def test_pinclip_loss_weighted_total():
     torch.testing.assert_close(res["siglip_loss"], siglip_loss(out["image_emb"], out["text_emb"], 10.0, -5.0))
     # without neighbors, only the image-text term
     assert set(PinCLIPLoss(LossConfig(), d)(out)) == {"clip_loss", "loss"}
+    # extra negatives reach the neighbor terms
+    neg = _outputs(5, d, g)
+    neg_mask = torch.zeros(s, 5, dtype=torch.bool)
+    with_neg = PinCLIPLoss(cfg, d)(out, nb, w, None, negative_outputs=neg, negative_mask=neg_mask)
+    raw = neighbor_alignment_loss(out["fused_emb"], nb["fused_emb"], w, None, 8.0,
+                                  negatives={"fused_emb": neg["fused_emb"]}, negative_mask=neg_mask)
+    torch.testing.assert_close(with_neg["neighbor_fused_loss"], raw["neighbor_fused_loss"])
+    assert with_neg["neighbor_fused_loss"] > res["neighbor_fused_loss"]
 
 
 def test_pinclip_loss_matryoshka_averages_nested_prefixes():
