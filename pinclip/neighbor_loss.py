@@ -167,7 +167,7 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
     ranks' columns are not masked), a [S, world_size*S*K] mask covers all; extra negatives are
     gathered too, with the same rule for a [S, M] / [S, world_size*M] negative_mask. The mean over
     ranks of the returned values equals the single-process loss on the concatenated batch.
-    Returns {name: 0-dim float32 tensor}.
+    Returns {name: 0-dim tensor} (float32; float64 for float64 inputs).
     """
     s, k = neighbor_weights.shape
     if seed_fused.shape[0] != s:
