@@ -19,6 +19,7 @@ from sampling.neighborhoods import ImportanceNeighbors
 from sampling.pairs import NeighborPairs, NeighborPairSampler, false_negative_mask
 from sampling.pinsage import PinSageSampler
 from sampling.pixie import PixieSampler
+from sampling.threads import get_num_threads, set_num_threads
 from sampling.walks import metapath_random_walk, random_walk
 
 __all__ = [
@@ -29,5 +30,5 @@ __all__ = [
     "SeedBatches", "NeighborPairDataset", "NeighborPairLoader", "PairBatch", "batch_generator",
     "SamplingGraph", "Adjacency", "EdgeExclusion", "as_sampling_graph",
     "SamplerConfig", "SamplerConfigError", "load_sampler_config", "list_sampler_configs",
-    "build_sampler", "build_pair_loader",
+    "build_sampler", "build_pair_loader", "set_num_threads", "get_num_threads",
 ]

@@ -27,9 +27,10 @@ from typing import Any, Sequence
 
 import torch
 
-from sampling.adjacency import Adjacency, DirectionExclusion, as_sampling_graph, expand_segments
+from sampling.adjacency import (Adjacency, DirectionExclusion, GeneratorStateMixin, as_sampling_graph,
+                                expand_segments)
 from sampling.steps import draw_positions
-from sampling.adjacency import GeneratorStateMixin
+from sampling.threads import with_sampler_threads
 from sampling.walks import _as_exclusion, _prepare_seeds
 
 __all__ = ["FanoutSampler", "FanoutOutput", "PIN_TO_BOARD", "BOARD_TO_PIN", "EdgeType"]
@@ -281,6 +282,7 @@ class FanoutSampler(GeneratorStateMixin):
             t = _OTHER[t]
         return out
 
+    @with_sampler_threads
     def sample(self, seeds: Any, *, generator: torch.Generator | None = None,
                exclude_edges: Any = None) -> FanoutOutput:
         """Sample the k-hop subgraph around ``seeds`` (int [S] ids of ``seed_type``).

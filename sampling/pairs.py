@@ -27,9 +27,10 @@ from typing import Any, Sequence
 
 import torch
 
-from sampling.adjacency import SamplingGraph, as_sampling_graph, expand_segments
+from sampling.adjacency import SamplingGraph, expand_segments
 from sampling.neighborhoods import ImportanceNeighbors, count_visits, top_per_row
 from sampling.pinsage import PinSageSampler, pinsage_visits
+from sampling.threads import with_sampler_threads
 from sampling.walks import _as_exclusion, _prepare_seeds
 
 __all__ = ["NeighborPairs", "NeighborPairSampler", "false_negative_mask", "shares_board"]
@@ -215,6 +216,7 @@ class NeighborPairSampler:
         """The sampler's own generator (shared with its ``PinSageSampler``)."""
         return self.pinsage.generator
 
+    @with_sampler_threads
     def sample(self, seeds: Any, *, generator: torch.Generator | None = None, exclude_edges: Any = None,
                num_hard_negatives: int | None = None) -> NeighborPairs:
         """Pairs for ``seeds`` (int [S] pin ids). exclude_edges: edges not traversed in this call

@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from sampling.adjacency import EdgeExclusion, SamplingGraph, as_sampling_graph
+from sampling.adjacency import EdgeExclusion, GeneratorStateMixin, SamplingGraph, as_sampling_graph
 from sampling.neighborhoods import ImportanceNeighbors, count_visits, top_per_row
 from sampling.steps import draw_positions, uniform
-from sampling.adjacency import GeneratorStateMixin
+from sampling.threads import with_sampler_threads
 from sampling.walks import _as_exclusion, _prepare_seeds
 
 __all__ = ["PinSageSampler", "pinsage_visits"]
@@ -118,6 +118,7 @@ class PinSageSampler(GeneratorStateMixin):
                 f"num_random_walks={self.num_random_walks}, num_neighbors={self.num_neighbors}, "
                 f"weighted={self.weighted}, graph={self.graph})")
 
+    @with_sampler_threads
     def sample(self, seeds: Any, *, generator: torch.Generator | None = None, exclude_edges: Any = None,
                num_neighbors: int | None = None) -> ImportanceNeighbors:
         """Importance neighborhoods of ``seeds`` (int [S] pin ids; duplicates are sampled apart).
@@ -142,6 +143,7 @@ class PinSageSampler(GeneratorStateMixin):
 
     __call__ = sample
 
+    @with_sampler_threads
     def visit_counts(self, seeds: Any, *, generator: torch.Generator | None = None,
                      exclude_edges: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every visited pin with its count, seed excluded: (row int64 [U], pin int64 [U],

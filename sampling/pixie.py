@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from sampling.adjacency import as_sampling_graph
+from sampling.adjacency import GeneratorStateMixin, as_sampling_graph
 from sampling.neighborhoods import ImportanceNeighbors, sorted_values, top_per_row
-from sampling.adjacency import GeneratorStateMixin
+from sampling.threads import with_sampler_threads
 from sampling.walks import _as_exclusion, _bipartite_walk
 
 __all__ = ["PixieSampler"]
@@ -109,6 +109,7 @@ class PixieSampler(GeneratorStateMixin):
             raise ValueError("query weights must be finite and >= 0")
         return pins, weights
 
+    @with_sampler_threads
     def visit_counts(self, pins: Any, weights: Any = None, *, generator: torch.Generator | None = None,
                      exclude_edges: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per query pin visit counts ``V_q[p]``.
@@ -151,6 +152,7 @@ class PixieSampler(GeneratorStateMixin):
         r = torch.div(k2, num_pins, rounding_mode="floor")
         return r, k2 - r * num_pins, score
 
+    @with_sampler_threads
     def query_batch(self, pins: Any, weights: Any = None, *, generator: torch.Generator | None = None,
                     exclude_edges: Any = None, exclude_query: bool = True) -> ImportanceNeighbors:
         """S queries at once. pins: int [S, Q] (-1 pads shorter queries); weights: float [S, Q]

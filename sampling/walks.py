@@ -26,6 +26,7 @@ import torch
 
 from sampling.adjacency import Adjacency, DirectionExclusion, EdgeExclusion, SamplingGraph, as_sampling_graph
 from sampling.steps import draw_positions, uniform
+from sampling.threads import with_sampler_threads
 
 __all__ = ["metapath_random_walk", "random_walk", "pin_positions"]
 
@@ -60,6 +61,7 @@ def _prepare_seeds(seeds: Any, num_nodes: int, device: torch.device, what: str =
     return seeds
 
 
+@with_sampler_threads
 def metapath_random_walk(adjacencies: Sequence[Adjacency], seeds: torch.Tensor, *,
                          termination_prob: float | Sequence[float] | None = None,
                          restart_prob: float | Sequence[float] | None = None,
@@ -108,6 +110,7 @@ def metapath_random_walk(adjacencies: Sequence[Adjacency], seeds: torch.Tensor, 
     return trace
 
 
+@with_sampler_threads
 def random_walk(g: Any, seeds: Any, num_hops: int = 4, restart_prob: float = 0.0,
                 generator: torch.Generator | None = None, *, termination_prob: float = 0.0,
                 weighted: bool = False, exclude_edges: Any = None,

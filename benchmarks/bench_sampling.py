@@ -1,0 +1,241 @@
+"""Sampler benchmark: our random walks, PinSage neighborhoods and fanout against DGL's, same edges.
+
+    python benchmarks/bench_sampling.py --json                  # 1M pins, 100k boards, 10M edges
+    python benchmarks/bench_sampling.py --json --threads 1,2 --repeats 7 --out results.json
+    python benchmarks/bench_sampling.py --json --device cuda --no-dgl      # on a GPU
+    python benchmarks/bench_sampling.py --pins 10000 --boards 1000 --edges 100000 --repeats 3
+
+The edges come from ``benchmarks/powerlaw_edges.py`` (deterministic, cached in
+``benchmarks/_data/``); our store deduplicates them and DGL gets exactly the deduplicated edges
+(``benchmarks/dgl_side/sampling_dgl.py serve``, a persistent process in the side environment
+``.venv-dgl``, made by ``benchmarks/make_dgl_env.sh``). Workloads:
+
+  random_walk  100k seeds, 4 pin -> board -> pin traversals = 8 steps per walk; steps per second
+               (ours ``random_walk``; DGL ``random_walk`` with metapath [saved_to, contains] * 4)
+  pinsage      1024 seeds, 200 walks, 3 traversals, termination 0.5, T = 10; neighborhoods per
+               second (ours ``PinSageSampler.sample``; DGL ``PinSAGESampler``)
+  fanout       1024 seed pins, fanouts [10, 5] (10 boards per pin, then 5 pins per board), uniform
+               without replacement, relabeled to local ids; seeds per second (ours
+               ``FanoutSampler``; DGL ``NeighborSampler.sample_blocks``)
+
+Every method runs once per round, methods in a rotating order, ours in this process and DGL's in
+its server, after one warm-up call each; seeds are ``numpy.random.default_rng(round).integers``
+for both. The report gives each method's median over rounds, every sample, the ratio of medians
+(ours / DGL throughput) and whether the targets hold (random walk >= 3x DGL, PinSage >= 2x DGL;
+on a GPU: >= 100M walk steps per second). The machine is shared: compare only within one run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from graph import PinBoardGraph  # noqa: E402
+from powerlaw_edges import ensure_dataset  # noqa: E402
+from sampling import FanoutSampler, PinSageSampler, SamplingGraph, random_walk  # noqa: E402
+
+DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
+TARGETS = {"random_walk": 3.0, "pinsage": 2.0}
+GPU_TARGET_STEPS = 100e6
+
+
+class DGLServer:
+    """The persistent DGL process: one JSON command per line, one JSON reply per line."""
+
+    def __init__(self, python: Path, edges_dir: Path, threads: int) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), DGLBACKEND="pytorch")
+        self.proc = subprocess.Popen([str(python), str(HERE / "dgl_side" / "sampling_dgl.py"), "serve",
+                                      "--edges", str(edges_dir), "--threads", str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            err = self.proc.stderr.read()
+            raise RuntimeError(f"DGL server died: {err[-2000:]}")
+        return json.loads(line)
+
+    def call(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=30)
+        except Exception:  # pragma: no cover
+            self.proc.kill()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pins", type=int, default=1_000_000)
+    ap.add_argument("--boards", type=int, default=100_000)
+    ap.add_argument("--edges", type=int, default=10_000_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", default="2", help="comma-separated intra-op thread counts, e.g. 1,2")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--walk-seeds", type=int, default=100_000)
+    ap.add_argument("--walk-hops", type=int, default=4)
+    ap.add_argument("--pinsage-seeds", type=int, default=1024)
+    ap.add_argument("--fanout-seeds", type=int, default=1024)
+    ap.add_argument("--no-dgl", action="store_true")
+    ap.add_argument("--dgl-python", type=Path, default=DEFAULT_DGL_PYTHON)
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--out", type=Path, help="also write the JSON report here")
+    args = ap.parse_args(argv)
+    threads_list = [int(t) for t in args.threads.split(",")]
+    device = torch.device(args.device)
+
+    data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, verbose=not args.json)
+    meta = json.loads((data / "meta.json").read_text())
+    t0 = time.perf_counter()
+    g = PinBoardGraph.from_edges(np.load(data / "edges_pins.npy"), np.load(data / "edges_boards.npy"),
+                                 meta["num_pins"], meta["num_boards"])
+    build_s = time.perf_counter() - t0
+    sg = SamplingGraph.from_graph(g, device)
+    P = g.num_pins
+
+    use_dgl = not args.no_dgl and args.dgl_python.exists()
+    dgl_note = None if use_dgl else ("--no-dgl" if args.no_dgl else f"{args.dgl_python} missing (make dgl-env)")
+    tmp = tempfile.TemporaryDirectory(prefix="bench_sampling_")
+    if use_dgl:
+        pins, boards = g.edges()
+        np.save(Path(tmp.name) / "edges_pins.npy", pins.numpy())
+        np.save(Path(tmp.name) / "edges_boards.npy", boards.numpy())
+        (Path(tmp.name) / "meta.json").write_text(json.dumps({"num_pins": P, "num_boards": g.num_boards}))
+        del pins, boards
+
+    workloads = {
+        "random_walk": {"num_seeds": args.walk_seeds, "num_hops": args.walk_hops},
+        "pinsage": {"num_seeds": args.pinsage_seeds, "num_traversals": 3, "termination_prob": 0.5,
+                    "num_random_walks": 200, "num_neighbors": 10},
+        "fanout": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5]},
+    }
+    pinsage = PinSageSampler(sg, 3, 0.5, 200, 10, seed=0)
+    fanout = FanoutSampler(sg, [10, 5], seed=0)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def seeds(r: int, n: int) -> torch.Tensor:
+        return torch.from_numpy(np.random.default_rng(r).integers(0, P, n)).to(device)
+
+    def ours(op: str, r: int) -> float:
+        w = workloads[op]
+        s = seeds(r, w["num_seeds"])
+        _sync(device)
+        t = time.perf_counter()
+        if op == "random_walk":
+            random_walk(sg, s, w["num_hops"], 0.0, gen)
+        elif op == "pinsage":
+            pinsage.sample(s)
+        else:
+            fanout.sample(s)
+        _sync(device)
+        return time.perf_counter() - t
+
+    def units(op: str, seconds: float) -> float:
+        w = workloads[op]
+        if op == "random_walk":
+            return w["num_seeds"] * 2 * w["num_hops"] / seconds
+        return w["num_seeds"] / seconds
+
+    unit_names = {"random_walk": "walk steps/s", "pinsage": "neighborhoods/s", "fanout": "seeds/s"}
+    report: dict = {
+        "benchmark": "sampling", "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "graph": {"num_pins": P, "num_boards": g.num_boards, "num_edges": g.num_edges,
+                  "input_edges": meta["num_edges"], "dataset": data.name, "build_s": round(build_s, 3)},
+        "workloads": workloads, "repeats": args.repeats, "device": str(device),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
+        "runs": {},
+    }
+    if dgl_note:
+        report["dgl"] = dgl_note
+    try:
+        for threads in threads_list:
+            torch.set_num_threads(threads)
+            server = DGLServer(args.dgl_python, Path(tmp.name), threads) if use_dgl else None
+            if server:
+                report["versions"]["dgl_side"] = server.info["versions"]
+                report["graph"]["dgl_build_s"] = round(server.info["build_s"], 3)
+            methods = [(op, who) for op in workloads for who in (("ours", "dgl") if server else ("ours",))]
+            samples: dict = {f"{who}_{op}": [] for op, who in methods}
+            for op, who in methods:  # warm-up
+                ours(op, 10_000) if who == "ours" else server.call(op=op, seed=10_000, **workloads[op])
+            for r in range(args.repeats):
+                k = r % len(methods)
+                for op, who in methods[k:] + methods[:k]:
+                    dt = ours(op, r) if who == "ours" else server.call(op=op, seed=r, **workloads[op])["seconds"]
+                    samples[f"{who}_{op}"].append(dt)
+            if server:
+                server.close()
+            run: dict = {"threads": threads, "methods": {}}
+            for name, xs in samples.items():
+                op = name.split("_", 1)[1]
+                med = statistics.median(xs)
+                run["methods"][name] = {"median_s": med, "throughput": units(op, med), "unit": unit_names[op],
+                                        "samples_s": [round(x, 5) for x in xs]}
+            if server:
+                run["ratios"] = {op: run["methods"][f"ours_{op}"]["throughput"] / run["methods"][f"dgl_{op}"]["throughput"]
+                                 for op in workloads}
+                run["targets_met"] = {op: run["ratios"][op] >= TARGETS[op] for op in TARGETS}
+            if device.type == "cuda":
+                run["gpu_target_met"] = run["methods"]["ours_random_walk"]["throughput"] >= GPU_TARGET_STEPS
+            report["runs"][str(threads)] = run
+    finally:
+        tmp.cleanup()
+    report["machine"]["loadavg_end"] = _loadavg()
+
+    text = json.dumps(report, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        for threads, run in report["runs"].items():
+            print(f"threads={threads}")
+            for name, m in run["methods"].items():
+                print(f"  {name:18s} {m['median_s'] * 1e3:9.2f} ms   {m['throughput']:14,.0f} {m['unit']}")
+            for op, ratio in run.get("ratios", {}).items():
+                tgt = TARGETS.get(op)
+                print(f"  ours/DGL {op:12s} {ratio:6.2f}x" + (f"  (target {tgt}x: {'met' if ratio >= tgt else 'NOT met'})" if tgt else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
