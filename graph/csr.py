@@ -121,15 +121,20 @@ def _gather(values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
 
 
 def _constant_as_broadcast(values: np.ndarray | None) -> np.ndarray | None:
-    """A column whose values are all equal (all 1.0 weights, say) as a stride-0 view of one."""
-    if values is not None and values.shape[0] > 1 and values.min() == values.max():
+    """A column whose values are all equal (all 1.0 weights, say) as a stride-0 view of one.
+
+    Equal means equal bit patterns (compared as unsigned integers), so 0.0 and -0.0 differ.
+    """
+    if values is None or values.shape[0] < 2:
+        return values
+    bits = values.view(np.dtype(f"u{values.dtype.itemsize}"))
+    if bits.min() == bits.max():
         return np.broadcast_to(values[:1], values.shape)
     return values
 
 
 def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bits: int,
-                      edge_bits: int,
-                      weights: np.ndarray | None, timestamps: np.ndarray | None,
+                      edge_bits: int, weights: np.ndarray | None, timestamps: np.ndarray | None,
                       idx_dtype: np.dtype):
     """One CSR direction: sort edges by (row, col, original position), merge repeats, index.
 

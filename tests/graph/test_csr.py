@@ -157,6 +157,15 @@ def test_constant_attributes(path, constant):
     assert got.pin_weights.flags.writeable and got.board_timestamps.flags.writeable
 
 
+def test_signed_zero_weights_are_not_constant(path):
+    pins, boards = np.array([0, 0, 1]), np.array([0, 0, 0])
+    w = np.array([-0.0, 0.0, -0.0], dtype=np.float32)
+    got = path(pins, boards, 2, 1, w, None)
+    want = csr._build_by_argsort(pins, boards, 2, 1, w, None, index_dtype_for(2, 1))
+    np.testing.assert_array_equal(np.signbit(got.pin_weights), np.signbit(want.pin_weights))
+    np.testing.assert_array_equal(np.signbit(got.board_weights), np.signbit(want.board_weights))
+
+
 def test_float64_weights_are_summed_in_float64(path):
     pins = np.array([0, 0, 0, 1])
     boards = np.array([0, 0, 0, 0])
