@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,27 +80,64 @@ def segment_search(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tens
     indptr int64 [N + 1]; indices int [E] (ascending within each row); rows, values int [n].
     Returns int64 [n]: the position in ``indices`` (a CSR position, i.e. an edge position of that
     direction) where ``indices[pos] == values[i]`` inside row ``rows[i]``, or -1 when absent.
-    Costs ``ceil(log2(max row length + 1))`` vectorized rounds.
+    Lower-bound search, one vectorized round per halving; searches that have converged leave
+    the working set, so rows of a few neighbors cost a few rounds even when some rows are huge.
+    On CPU the same loop runs in numpy on views of the tensors (its per-call overhead is a
+    fraction of torch's, and this loop is many small calls).
     """
+    if indices.device.type == "cpu":
+        return torch.from_numpy(_segment_search_numpy(indptr.numpy(), indices.numpy(),
+                                                      rows.long().numpy(), values.long().numpy()))
+    return _segment_search_torch(indptr, indices, rows, values)
+
+
+def _segment_search_numpy(indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray,
+                          values: np.ndarray) -> np.ndarray:
+    lo = indptr[rows]
+    end = indptr[rows + 1]
+    if rows.shape[0] == 0 or indices.shape[0] == 0:
+        return np.full(rows.shape[0], -1, dtype=np.int64)
+    act = np.flatnonzero(lo < end)
+    a_lo, a_hi, a_val = lo[act], end[act], values[act]
+    while act.size:
+        mid = (a_lo + a_hi) >> 1
+        right = indices[mid] < a_val
+        a_lo = np.where(right, mid + 1, a_lo)
+        a_hi = np.where(right, a_hi, mid)
+        going = a_lo < a_hi
+        if not going.all():
+            lo[act] = a_lo                      # converged entries keep their final lower bound
+            keep = np.flatnonzero(going)
+            act, a_lo, a_hi, a_val = act[keep], a_lo[keep], a_hi[keep], a_val[keep]
+    found = lo < end
+    found &= indices[np.where(found, lo, 0)] == values
+    return np.where(found, lo, -1).astype(np.int64, copy=False)
+
+
+def _segment_search_torch(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor,
+                          values: torch.Tensor) -> torch.Tensor:
+    """``segment_search`` in torch (any device)."""
     rows = rows.long()
     values = values.long()
-    lo = indptr[rows].clone()
+    lo = indptr[rows]
     end = indptr[rows + 1]
-    hi = end.clone()
-    if rows.numel() == 0:
-        return lo
-    rounds = int((hi - lo).max()).bit_length()
-    last = max(indices.shape[0] - 1, 0)
-    for _ in range(rounds):
-        active = lo < hi
-        mid = torch.div(lo + hi, 2, rounding_mode="floor")
-        v = indices[mid.clamp(max=last)].long()
-        right = active & (v < values)
-        lo = torch.where(right, mid + 1, lo)
-        hi = torch.where(active & ~right, mid, hi)
-    if indices.shape[0] == 0:
+    n = rows.shape[0]
+    if n == 0 or indices.shape[0] == 0:
         return torch.full_like(lo, -1)
-    found = (lo < end) & (indices[lo.clamp(max=last)].long() == values)
+    act = (lo < end).nonzero().flatten()
+    a_lo, a_hi, a_val = lo[act], end[act], values[act]
+    while act.numel():
+        mid = torch.div(a_lo + a_hi, 2, rounding_mode="floor")
+        right = indices.index_select(0, mid).long() < a_val
+        a_lo = torch.where(right, mid + 1, a_lo)
+        a_hi = torch.where(right, a_hi, mid)
+        going = a_lo < a_hi
+        if not bool(going.all()):
+            lo[act] = a_lo                      # converged entries keep their final lower bound
+            keep = going.nonzero().flatten()
+            act, a_lo, a_hi, a_val = act[keep], a_lo[keep], a_hi[keep], a_val[keep]
+    found = lo < end
+    found &= indices.index_select(0, torch.where(found, lo, torch.zeros_like(lo))).long() == values
     return torch.where(found, lo, torch.full_like(lo, -1))
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from sampling.adjacency import (Adjacency, DirectionExclusion, GeneratorStateMixin, as_sampling_graph,
@@ -117,11 +118,25 @@ class FanoutOutput:
 
 
 class _NodeSet:
-    """Global -> local ids of one node type, in order of first appearance."""
+    """Global -> local ids of one node type, in order of first appearance.
+
+    On CPU the bookkeeping is numpy on packed int64 keys ``id << 32 | local`` (one SIMD sort
+    where torch would need several sorts and argsorts); elsewhere torch sorts.
+    """
+
+    _SHIFT = 32
 
     def __init__(self, ids: torch.Tensor) -> None:
         self.ids = ids
-        self._sort()
+        self.numpy = ids.device.type == "cpu"
+        if self.numpy:
+            a = ids.numpy()
+            if a.size and int(a.max()) >= 2**31:
+                self.numpy = False
+            else:
+                self._keys = np.sort((a << self._SHIFT) | np.arange(a.size, dtype=np.int64))
+        if not self.numpy:
+            self._sort()
 
     def _sort(self) -> None:
         self.sorted_ids, self.sorted_local = torch.sort(self.ids, stable=True)
@@ -129,6 +144,49 @@ class _NodeSet:
     def add(self, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Local ids of ``cand`` (int64 [n]), appending the unseen ones. Returns (local int64 [n],
         new global ids int64 [a])."""
+        if self.numpy:
+            local, new = self._add_numpy(cand.numpy())
+            return torch.from_numpy(local), torch.from_numpy(new)
+        return self._add_torch(cand)
+
+    def _add_numpy(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sh = self._SHIFT
+        keys = self._keys
+        n_old = self.ids.shape[0]
+        local = np.empty(c.shape[0], dtype=np.int64)
+        if keys.size:
+            pos = np.searchsorted(keys, c << sh).clip(max=keys.size - 1)
+            hit = keys[pos]
+            found = (hit >> sh) == c
+            local[found] = hit[found] & ((1 << sh) - 1)
+        else:
+            found = np.zeros(c.shape[0], dtype=bool)
+        miss = np.flatnonzero(~found)
+        if miss.size == 0:
+            return local, np.zeros(0, dtype=np.int64)
+        m = c[miss]
+        k = m.size
+        ks = np.sort(m * k + np.arange(k, dtype=np.int64))      # (id, position) pairs, sorted
+        ids_sorted, pos_sorted = ks // k, ks % k
+        group_start = np.empty(k, dtype=bool)
+        group_start[0] = True
+        np.not_equal(ids_sorted[1:], ids_sorted[:-1], out=group_start[1:])
+        first = pos_sorted[group_start]                          # first position of each new id
+        is_first = np.zeros(k, dtype=bool)
+        is_first[first] = True
+        rank = np.cumsum(is_first) - 1                           # order of first appearance
+        group = np.cumsum(group_start) - 1
+        local_m = np.empty(k, dtype=np.int64)
+        local_m[pos_sorted] = n_old + rank[first[group]]
+        local[miss] = local_m
+        new = m[is_first]
+        if new.size and int(new.max()) >= 2**31:  # pragma: no cover - ids beyond 2^31: torch path
+            raise OverflowError("node ids beyond 2^31 need the torch path")
+        self.ids = torch.cat([self.ids, torch.from_numpy(new)])
+        self._keys = np.sort(np.concatenate([keys, (new << sh) | np.arange(n_old, n_old + new.size, dtype=np.int64)]))
+        return local, new
+
+    def _add_torch(self, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n_old = self.ids.shape[0]
         local = torch.empty_like(cand)
         if n_old:

@@ -173,3 +173,20 @@ def test_devices(medium_graph, device):
     out = FanoutSampler(medium_graph, [3, 3], device=device).sample(torch.arange(10))
     assert out.node["pin"].device.type == device
     check_output(medium_graph, out.to("cpu"), [3, 3])
+
+
+def test_node_set_cpu_and_generic_paths_agree():
+    """The numpy bookkeeping (CPU) and the torch one (other devices) assign the same local ids."""
+    from sampling.fanout import _NodeSet
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        seeds = torch.from_numpy(rng.integers(0, 50, rng.integers(0, 10)))
+        a, b = _NodeSet(seeds.clone()), _NodeSet(seeds.clone())
+        b.numpy = False
+        b._sort()
+        for _ in range(3):
+            c = torch.from_numpy(rng.integers(0, 60, rng.integers(0, 30)))
+            (la, na), (lb, nb) = a.add(c), b.add(c)
+            assert torch.equal(la, lb) and torch.equal(na, nb) and torch.equal(a.ids, b.ids)
+            assert torch.equal(a.ids[la], c)

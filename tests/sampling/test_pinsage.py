@@ -223,3 +223,17 @@ def test_pixie_restart_concentrates_near_the_query(medium_graph):
         for b in medium_graph.boards_of(0).tolist()])].tolist())
     share = lambda nb: np.mean([p in one_hop for p in nb.neighbors[0].tolist() if p >= 0])  # noqa: E731
     assert share(near) > share(far)
+
+
+def test_segment_search_cpu_and_generic_paths_agree(medium_graph):
+    from sampling.adjacency import _segment_search_numpy, _segment_search_torch
+
+    sg = SamplingGraph.from_graph(medium_graph)
+    rng = np.random.default_rng(1)
+    rows = torch.from_numpy(rng.integers(0, medium_graph.num_pins, 5000))
+    values = torch.from_numpy(rng.integers(0, medium_graph.num_boards, 5000))
+    a = _segment_search_torch(sg.pins.indptr, sg.pins.indices, rows, values)
+    b = _segment_search_numpy(sg.pins.indptr.numpy(), sg.pins.indices.numpy(), rows.numpy(), values.numpy())
+    assert torch.equal(a, torch.from_numpy(b)) and (a >= 0).any() and (a < 0).any()
+    hit = a >= 0
+    assert torch.equal(sg.pins.indices[a[hit]].long(), values[hit])
