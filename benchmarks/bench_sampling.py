@@ -48,7 +48,7 @@ sys.path.insert(0, str(HERE))
 
 from graph import PinBoardGraph  # noqa: E402
 from powerlaw_edges import ensure_dataset  # noqa: E402
-from sampling import FanoutSampler, PinSageSampler, SamplingGraph, random_walk  # noqa: E402
+from sampling import FanoutSampler, PinSageSampler, SamplingGraph, random_walk, set_num_threads  # noqa: E402
 
 DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
 TARGETS = {"random_walk": 3.0, "pinsage": 2.0}
@@ -106,7 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edges", type=int, default=10_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", default="2", help="comma-separated intra-op thread counts, e.g. 1,2")
+    ap.add_argument("--threads", default="2",
+                    help="comma-separated thread counts, e.g. 1,2: DGL's OpenMP threads and torch's global "
+                         "setting, one run each")
+    ap.add_argument("--sampler-threads", default="1",
+                    help="threads of our samplers' CPU kernels (sampling.set_num_threads; default 1); "
+                         "'torch' uses torch's global setting, i.e. --threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--walk-seeds", type=int, default=100_000)
     ap.add_argument("--walk-hops", type=int, default=4)
@@ -118,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="also write the JSON report here")
     args = ap.parse_args(argv)
     threads_list = [int(t) for t in args.threads.split(",")]
+    set_num_threads(None if args.sampler_threads == "torch" else int(args.sampler_threads))
     device = torch.device(args.device)
 
     data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, verbose=not args.json)
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "graph": {"num_pins": P, "num_boards": g.num_boards, "num_edges": g.num_edges,
                   "input_edges": meta["num_edges"], "dataset": data.name, "build_s": round(build_s, 3)},
         "workloads": workloads, "repeats": args.repeats, "device": str(device),
+        "sampler_threads": args.sampler_threads,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
@@ -204,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                     samples[f"{who}_{op}"].append(dt)
             if server:
                 server.close()
-            run: dict = {"threads": threads, "methods": {}}
+            run: dict = {"threads": threads, "dgl_threads": threads if server else None,
+                         "ours_threads": torch.get_num_threads() if args.sampler_threads == "torch" else int(args.sampler_threads),
+                         "methods": {}}
             for name, xs in samples.items():
                 op = name.split("_", 1)[1]
                 med = statistics.median(xs)

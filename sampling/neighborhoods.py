@@ -76,8 +76,8 @@ def count_visits(rows: torch.Tensor, items: torch.Tensor, num_items: int,
     rows = rows.long()
     items = items.long()
     if drop is not None:
-        keep = items != drop[rows]
-        rows, items = rows[keep], items[keep]
+        keep = (items != drop.index_select(0, rows)).nonzero().flatten()
+        rows, items = rows.index_select(0, keep), items.index_select(0, keep)
     key = rows * num_items + items
     uniq, counts = torch.unique_consecutive(sorted_values(key), return_counts=True)
     r = torch.div(uniq, num_items, rounding_mode="floor")

@@ -48,15 +48,16 @@ def pinsage_visits(sg: SamplingGraph, seeds: torch.Tensor, num_traversals: int, 
         return rows[:0], cur[:0]
     for t in range(num_traversals):
         if t > 0 and termination_prob > 0:
-            keep = uniform(rows.shape[0], generator, device) >= termination_prob
-            rows, cur = rows[keep], cur[keep]
+            keep = (uniform(rows.shape[0], generator, device) >= termination_prob).nonzero().flatten()
+            rows, cur = rows.index_select(0, keep), cur.index_select(0, keep)
         n = rows.shape[0]
         if n == 0:
             break
         pos, ok = draw_positions(sg.pins, cur, uniform(n, generator, device), weighted=weighted,
                                  exclude=pe, check=(t == 0))
         if t == 0 and not bool(ok.all()):
-            rows, pos = rows[ok], pos[ok]   # seeds without boards: no walk
+            keep = ok.nonzero().flatten()   # seeds without boards: no walk
+            rows, pos = rows.index_select(0, keep), pos.index_select(0, keep)
             n = rows.shape[0]
         board = sg.pins.indices.index_select(0, pos)
         pos, _ = draw_positions(sg.boards, board, uniform(n, generator, device), weighted=weighted,
