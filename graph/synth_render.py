@@ -13,6 +13,7 @@ byte-identical PNG files.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -85,6 +86,14 @@ _POLYGONS: dict[str, list[tuple[float, float]]] = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.int32)
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
+
+
 def background(style: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """The style's textured background: float32 ``[size, size, 3]`` in 0..255."""
     texture = TEXTURES[style]
@@ -92,7 +101,7 @@ def background(style: int, size: int, rng: np.random.Generator) -> np.ndarray:
     dark = base * np.float32(rng.uniform(0.62, 0.74))
     period = int(rng.integers(max(4, size // 10), max(6, size // 6) + 1))
     phase_x, phase_y = (int(v) for v in rng.integers(0, period, 2))
-    yy, xx = np.mgrid[0:size, 0:size]
+    yy, xx = _grid(size)
     half = max(1, period // 2)
     if texture == "hstripes":
         mask = ((yy + phase_y) // half) % 2 == 1

@@ -215,7 +215,7 @@ def test_style_is_visible_in_images(world):
     centroids = np.stack([x[train & (y == s)].mean(0) for s in styles])
     pred = np.asarray(styles)[np.argmin(((x[test, None] - centroids[None]) ** 2).sum(-1), axis=1)]
     accuracy = (pred == y[test]).mean()
-    assert accuracy > 0.6, accuracy  # chance is 1/8
+    assert accuracy > 0.8, accuracy  # chance is 1/8 (measured: 0.97)
 
 
 def test_failure_leaves_existing_directory_untouched(tmp_path, monkeypatch, helpers):
