@@ -78,8 +78,31 @@ def count_visits(rows: torch.Tensor, items: torch.Tensor, num_items: int,
     if drop is not None:
         keep = (items != drop.index_select(0, rows)).nonzero().flatten()
         rows, items = rows.index_select(0, keep), items.index_select(0, keep)
-    key = rows * num_items + items
-    uniq, counts = torch.unique_consecutive(sorted_values(key), return_counts=True)
+    if rows.device.type == "cpu":
+        # numpy: a 32-bit key when it fits (its SIMD sort is twice as fast as on 64 bits)
+        n_rows = int(rows.max()) + 1 if rows.numel() else 0
+        dtype = np.int32 if n_rows * num_items < 2**31 else np.int64
+        key = rows.numpy().astype(dtype) * dtype(num_items) + items.numpy().astype(dtype)
+        key.sort()
+        if key.size == 0:
+            e = torch.zeros(0, dtype=torch.int64)
+            return e, e.clone(), e.clone()
+        start = np.empty(key.size, dtype=bool)
+        start[0] = True
+        np.not_equal(key[1:], key[:-1], out=start[1:])
+        idx = np.flatnonzero(start)
+        uniq = key[idx].astype(np.int64)
+        counts = np.diff(np.append(idx, key.size))
+        r = uniq // num_items
+        return torch.from_numpy(r), torch.from_numpy(uniq - r * num_items), torch.from_numpy(counts.astype(np.int64))
+    return _count_torch(rows, items, num_items)
+
+
+def _count_torch(rows: torch.Tensor, items: torch.Tensor, num_items: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``count_visits``' counting in torch (any device)."""
+    key = rows.long() * num_items + items.long()
+    uniq, counts = torch.unique_consecutive(torch.sort(key).values, return_counts=True)
     r = torch.div(uniq, num_items, rounding_mode="floor")
     return r, uniq - r * num_items, counts
 

@@ -237,3 +237,17 @@ def test_segment_search_cpu_and_generic_paths_agree(medium_graph):
     assert torch.equal(a, torch.from_numpy(b)) and (a >= 0).any() and (a < 0).any()
     hit = a >= 0
     assert torch.equal(sg.pins.indices[a[hit]].long(), values[hit])
+
+
+def test_count_visits_cpu_and_generic_paths_agree():
+    from sampling.neighborhoods import _count_torch
+
+    rng = np.random.default_rng(2)
+    for num_items in (50, 3_000_000):          # 32-bit and 64-bit keys
+        rows = torch.from_numpy(rng.integers(0, 900, 20_000))
+        items = torch.from_numpy(rng.integers(0, num_items, 20_000) % 60)
+        got = count_visits(rows, items, num_items)
+        ref = _count_torch(rows, items, num_items)
+        assert all(torch.equal(a, b) for a, b in zip(got, ref))
+    empty = count_visits(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 10)
+    assert all(t.numel() == 0 for t in empty)
