@@ -46,6 +46,11 @@ class ImportanceNeighbors:
         return int(self.neighbors.shape[1])
 
     @property
+    def counts(self) -> torch.Tensor:
+        """int64 [S, T]: ``weights`` as integers (PinSage visit counts; Pixie scores rounded)."""
+        return self.weights.round().long()
+
+    @property
     def mask(self) -> torch.Tensor:
         """bool [S, T]: True where a neighbor is present."""
         return self.neighbors >= 0

@@ -218,16 +218,18 @@ class NeighborPairSampler:
 
     @with_sampler_threads
     def sample(self, seeds: Any, *, generator: torch.Generator | None = None, exclude_edges: Any = None,
-               num_hard_negatives: int | None = None) -> NeighborPairs:
+               exclude_neighbors: Any = None, num_hard_negatives: int | None = None) -> NeighborPairs:
         """Pairs for ``seeds`` (int [S] pin ids). exclude_edges: edges not traversed in this call
-        (e.g. the target pairs of the batch); num_hard_negatives: override H (curriculum)."""
+        (e.g. the target pairs of the batch); exclude_neighbors: int [S] or [S, X] pins that must
+        not be positives of the seed in the same row (see ``PinSageSampler.sample``);
+        num_hard_negatives: override H (curriculum)."""
         sg = self.graph
         device = sg.device
         gen = self.generator if generator is None else generator
         seeds = _prepare_seeds(seeds, sg.num_pins, device)
         excl = _as_exclusion(sg, exclude_edges)
         s, k = seeds.shape[0], self.num_positives
-        nb = self.pinsage.sample(seeds, generator=gen, exclude_edges=excl)
+        nb = self.pinsage.sample(seeds, generator=gen, exclude_edges=excl, exclude_neighbors=exclude_neighbors)
 
         # Positives: Gumbel top-K over log visit counts (K draws without replacement, each in
         # proportion to count among the ones not drawn yet).

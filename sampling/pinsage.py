@@ -70,6 +70,21 @@ def pinsage_visits(sg: SamplingGraph, seeds: torch.Tensor, num_traversals: int, 
     return torch.cat(vis_rows), torch.cat(vis_pins)
 
 
+def _drop_pairs(rows: torch.Tensor, items: torch.Tensor, counts: torch.Tensor, exclude: Any, num_rows: int,
+                num_items: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Remove the (row, item) entries listed per row in ``exclude`` (int [S] or [S, X], -1 = none)."""
+    ex = torch.as_tensor(exclude, device=rows.device).long()
+    if ex.dim() == 1:
+        ex = ex[:, None]
+    if ex.dim() != 2 or ex.shape[0] != num_rows:
+        raise ValueError(f"exclude_neighbors: expected [{num_rows}] or [{num_rows}, X], got {list(ex.shape)}")
+    row_of = torch.arange(num_rows, device=rows.device)[:, None].expand_as(ex)
+    ok = ex >= 0
+    bad = torch.isin(rows * num_items + items, row_of[ok] * num_items + ex[ok])
+    keep = (~bad).nonzero().flatten()
+    return rows[keep], items[keep], counts[keep]
+
+
 class PinSageSampler(GeneratorStateMixin):
     """PinSage importance neighborhoods (see the module docstring).
 
@@ -121,13 +136,16 @@ class PinSageSampler(GeneratorStateMixin):
 
     @with_sampler_threads
     def sample(self, seeds: Any, *, generator: torch.Generator | None = None, exclude_edges: Any = None,
-               num_neighbors: int | None = None) -> ImportanceNeighbors:
+               exclude_neighbors: Any = None, num_neighbors: int | None = None) -> ImportanceNeighbors:
         """Importance neighborhoods of ``seeds`` (int [S] pin ids; duplicates are sampled apart).
 
         generator: draw from this ``torch.Generator`` (on the graph's device) instead of the
         sampler's own. exclude_edges: edges not to traverse in this call only (pin-major ids, a bool
         mask or an ``EdgeExclusion``, e.g. ``sampler.graph.exclusion_of_pairs(pins, boards)`` for
-        the target pairs of a training batch). num_neighbors: override T for this call.
+        the target pairs of a training batch). exclude_neighbors: int [S] or [S, X] pins (-1 =
+        none) that must not be neighbors of the seed in the same row, e.g. the tail pin of a
+        (head, tail) training pair (DGL's PinSAGE example removes that edge from the frontier).
+        num_neighbors: override T for this call.
         Returns ``ImportanceNeighbors`` (neighbors int64 [S, T], weights float32 [S, T]).
         """
         sg = self.graph
@@ -139,6 +157,8 @@ class PinSageSampler(GeneratorStateMixin):
                                     exclude=_as_exclusion(sg, exclude_edges))
         total = torch.bincount(rows, minlength=seeds.shape[0])
         r, items, counts = count_visits(rows, pins, sg.num_pins, drop=seeds)
+        if exclude_neighbors is not None:
+            r, items, counts = _drop_pairs(r, items, counts, exclude_neighbors, seeds.shape[0], sg.num_pins)
         top, best = top_per_row(r, items, counts, seeds.shape[0], k, sg.num_pins)
         return ImportanceNeighbors(seeds, top, best.float(), total)
 

@@ -251,3 +251,18 @@ def test_count_visits_cpu_and_generic_paths_agree():
         assert all(torch.equal(a, b) for a, b in zip(got, ref))
     empty = count_visits(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), 10)
     assert all(t.numel() == 0 for t in empty)
+
+
+def test_exclude_neighbors_drops_target_pins(medium_graph):
+    s = PinSageSampler(medium_graph, seed=0)
+    seeds = torch.tensor([3, 4, 5])
+    full = s.sample(seeds, generator=torch.Generator().manual_seed(0))
+    targets = full.neighbors[:, 0].clone()
+    cut = s.sample(seeds, generator=torch.Generator().manual_seed(0), exclude_neighbors=targets)
+    assert not (cut.neighbors == targets[:, None]).any()
+    assert torch.equal(cut.neighbors[:, :-1], full.neighbors[:, 1:])      # everything else moves up
+    two = s.sample(seeds, generator=torch.Generator().manual_seed(0),
+                   exclude_neighbors=torch.stack([targets, torch.tensor([-1, -1, -1])], 1))
+    assert torch.equal(two.neighbors, cut.neighbors)
+    with pytest.raises(ValueError, match="exclude_neighbors"):
+        s.sample(seeds, exclude_neighbors=torch.tensor([1, 2]))
