@@ -9,6 +9,9 @@ run their kernels on ``get_num_threads()`` threads (1 by default; the environmen
 ``PINCLIP_SAMPLER_THREADS`` or ``set_num_threads`` changes it; ``None`` leaves torch's setting
 alone), restoring torch's setting afterwards. Parallelism across batches comes from DataLoader
 workers instead, which torch runs single-threaded anyway. GPU sampling is unaffected.
+
+torch's thread count is process-wide: a process that samples on CPU in a background thread while
+another thread runs multi-threaded torch work should call ``set_num_threads(None)``.
 """
 from __future__ import annotations
 
