@@ -14,7 +14,8 @@ For a batch of S seed pins:
     through ``neighbor_weights == 0``);
   * negatives [N]: uniform random pins shared by the whole batch (PinSage's shared negatives),
     with negative_mask [S, N] marking those that are false negatives for a seed (same rule);
-  * hard_negatives [S, H]: pins ranked between ``hard_rank_range[0]`` and ``hard_rank_range[1]``
+  * hard_negatives [S, H] with hard_negative_mask [S, S*H] (the same rule for other seeds' hard
+    negatives, and padding): pins ranked between ``hard_rank_range[0]`` and ``hard_rank_range[1]``
     by visit count in a longer walk from the seed (PinSage's curriculum negatives), drawn
     uniformly from that band, never the seed, one of its top-T neighbors, or a pin sharing a
     board with it (-1 padding when the band is short).
@@ -48,7 +49,13 @@ class NeighborPairs:
     negatives           int64 [N]       uniform negatives shared by the batch
     negative_mask       bool [S, N]     True: negative n is a false negative for seed i
     hard_negatives      int64 [S, H]    hard negatives, -1 padding (H may be 0)
+    hard_negative_mask  bool [S, S*H]   True: column j*H+h (hard negative h of seed j) is not a
+                                        negative for seed i (padding, or a false negative of i;
+                                        seed i's own hard negatives are never false negatives)
     neighborhoods       ImportanceNeighbors (the top-T the positives were drawn from)
+
+    ``extra_negatives()`` packs the shared and hard negatives the way
+    ``neighbor_alignment_loss(..., negatives=, negative_mask=)`` takes them.
     """
 
     seeds: torch.Tensor
@@ -58,11 +65,21 @@ class NeighborPairs:
     negatives: torch.Tensor
     negative_mask: torch.Tensor
     hard_negatives: torch.Tensor
+    hard_negative_mask: torch.Tensor
     neighborhoods: ImportanceNeighbors
 
     @property
     def num_positives(self) -> int:
         return int(self.positives.shape[1])
+
+    def extra_negatives(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids int64 [M], mask bool [S, M]) with M = N + S*H: the shared negatives, then every
+        seed's hard negatives flattened (-1 = padding); mask True where column m is not a
+        negative for seed s. Embed ``ids.clamp_min(0)`` and pass the embeddings (a dict keyed like the
+        model outputs, e.g. ``{"fused_emb": ...}``) and ``mask`` to ``neighbor_alignment_loss`` as
+        ``negatives`` / ``negative_mask``."""
+        ids = torch.cat([self.negatives, self.hard_negatives.flatten()])
+        return ids, torch.cat([self.negative_mask, self.hard_negative_mask], dim=1)
 
     def pins(self) -> torch.Tensor:
         """int64 [U]: every distinct pin id of the batch (to fetch features once), sorted."""
@@ -252,13 +269,15 @@ class NeighborPairSampler:
             pick = torch.randint(0, self.negative_pool.shape[0], (n,), generator=gen, device=device)
             negatives = self.negative_pool[pick]
 
-        cand = torch.cat([positives.flatten(), negatives])
-        mask = false_negative_mask(sg, seeds, cand, nb.neighbors, self.mask_shared_boards)
-        fn_mask, neg_mask = mask[:, : s * k], mask[:, s * k:]
-
         h = self.num_hard_negatives if num_hard_negatives is None else int(num_hard_negatives)
         hard = self._hard_negatives(seeds, nb, h, gen, excl)
-        return NeighborPairs(seeds, positives, pw.float(), fn_mask, negatives, neg_mask, hard, nb)
+
+        # One mask computation over every candidate column: positives, shared, hard negatives.
+        cand = torch.cat([positives.flatten(), negatives, hard.flatten()])
+        mask = false_negative_mask(sg, seeds, cand, nb.neighbors, self.mask_shared_boards)
+        fn_mask, neg_mask = mask[:, : s * k], mask[:, s * k: s * k + n]
+        hard_mask = mask[:, s * k + n:] | (hard.flatten() < 0)[None, :]
+        return NeighborPairs(seeds, positives, pw.float(), fn_mask, negatives, neg_mask, hard, hard_mask, nb)
 
     __call__ = sample
 

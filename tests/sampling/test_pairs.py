@@ -47,13 +47,20 @@ def test_shapes_and_contract(medium_graph):
 
 
 def test_masks_match_brute_force(medium_graph):
-    s = NeighborPairSampler(medium_graph, 3, num_negatives=40, seed=1)
+    s = NeighborPairSampler(medium_graph, 3, num_negatives=40, num_hard_negatives=4, hard_rank_range=(10, 13),
+                            seed=1)
     seeds = torch.tensor([1, 2, 3, 50, 51, 700, 1999])
     pr = s.sample(seeds)
     nbrs = pr.neighborhoods.neighbors.tolist()
     cand = pr.positives.flatten().tolist()
     assert (pr.false_negative_mask.numpy() == brute_mask(medium_graph, seeds.tolist(), cand, nbrs)).all()
     assert (pr.negative_mask.numpy() == brute_mask(medium_graph, seeds.tolist(), pr.negatives.tolist(), nbrs)).all()
+    hard = pr.hard_negatives.flatten()
+    assert (hard < 0).any()                  # a 3-wide band for 4 hard negatives: padding present
+    expect = brute_mask(medium_graph, seeds.tolist(), hard.tolist(), nbrs) | (hard < 0).numpy()[None, :]
+    assert (pr.hard_negative_mask.numpy() == expect).all()
+    ids, mask = pr.extra_negatives()
+    assert ids.shape == (40 + 7 * 4,) and mask.shape == (7, 40 + 7 * 4)
     # own positives are importance neighbors -> masked; padding columns are not
     own = pr.false_negative_mask.reshape(len(seeds), len(seeds), 3)[torch.arange(len(seeds)), torch.arange(len(seeds))]
     assert torch.equal(own, pr.positives >= 0)
@@ -155,4 +162,12 @@ def test_feeds_the_neighbor_alignment_loss(medium_graph):
     neighbor_fused = emb[pr.positives.clamp_min(0)]
     out = losses.neighbor_alignment_loss(seed_fused, neighbor_fused, pr.positive_weights,
                                          pr.false_negative_mask, 10.0)
+    assert all(torch.isfinite(v) for v in out.values())
+    ids, mask = pr.extra_negatives()
+    try:
+        out = losses.neighbor_alignment_loss(seed_fused, neighbor_fused, pr.positive_weights,
+                                             pr.false_negative_mask, 10.0,
+                                             negatives={"fused_emb": emb[ids.clamp_min(0)]}, negative_mask=mask)
+    except TypeError:  # an older loss without extra negatives
+        return
     assert all(torch.isfinite(v) for v in out.values())
