@@ -50,7 +50,7 @@ PIP=("$ENV_DIR/bin/python" -m pip --disable-pip-version-check -q)
 #    CUDA libraries: exactly the versions torch 2.2.1 pins (needed to load its .so files).
 #    pandas, pyyaml, pydantic: imported by `import dgl` (graphbolt, data) but not declared by it.
 "${PIP[@]}" install \
-    "numpy<2" "pandas<3" scipy "pyarrow<20" psutil \
+    "numpy<2" "pandas<3" scipy "pyarrow<20" psutil pytest pytest-timeout hypothesis \
     filelock "typing-extensions>=4.8.0" sympy networkx jinja2 fsspec \
     requests urllib3 tqdm pyyaml pydantic \
     nvidia-cuda-nvrtc-cu12==12.1.105 nvidia-cuda-runtime-cu12==12.1.105 \
