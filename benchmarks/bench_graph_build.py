@@ -315,11 +315,11 @@ def _print_table(report: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(HERE))
+    from powerlaw_edges import add_graph_size_args
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pins", type=int, default=1_000_000)
-    ap.add_argument("--boards", type=int, default=100_000)
-    ap.add_argument("--edges", type=int, default=10_000_000)
-    ap.add_argument("--seed", type=int, default=0)
+    add_graph_size_args(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--open-calls", type=int, default=50)
     ap.add_argument("--methods", help="comma-separated subset of: ours_dataset, ours_kernel, "

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from graph import PinBoardGraph  # noqa: E402
-from powerlaw_edges import ensure_dataset  # noqa: E402
+from powerlaw_edges import add_graph_size_args, ensure_dataset  # noqa: E402
 from sampling import FanoutSampler, PinSageSampler, SamplingGraph, random_walk, set_num_threads  # noqa: E402
 
 DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
@@ -101,10 +101,7 @@ def _loadavg() -> list[float] | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--pins", type=int, default=1_000_000)
-    ap.add_argument("--boards", type=int, default=100_000)
-    ap.add_argument("--edges", type=int, default=10_000_000)
-    ap.add_argument("--seed", type=int, default=0)
+    add_graph_size_args(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", default="2",
                     help="comma-separated thread counts, e.g. 1,2: DGL's OpenMP threads and torch's global "

@@ -128,12 +128,17 @@ def ensure_dataset(num_pins: int = 1_000_000, num_boards: int = 100_000,
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_graph_size_args(ap: argparse.ArgumentParser) -> None:
+    """The benchmark graph's size flags, shared by every benchmark that uses these edges."""
     ap.add_argument("--pins", type=int, default=1_000_000)
     ap.add_argument("--boards", type=int, default=100_000)
     ap.add_argument("--edges", type=int, default=10_000_000)
     ap.add_argument("--seed", type=int, default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_graph_size_args(ap)
     ap.add_argument("--root", type=Path, default=DATA_DIR)
     args = ap.parse_args(argv)
     out = ensure_dataset(args.pins, args.boards, args.edges, args.seed, args.root, verbose=True)
