@@ -1,0 +1,193 @@
+"""Training checkpoints: atomic, verified, and complete enough for an exact resume.
+
+Files, in ``RUN_DIR/checkpoints/``::
+
+    step_00000100.pt     torch.save of the training state (loaded with weights_only=True)
+    step_00000100.json   its record: step, size and sha256 of the .pt (written after it)
+
+A checkpoint is written to a temporary sibling, fsynced and renamed into place; its record is
+written the same way afterwards, and only then are old checkpoints pruned. A checkpoint counts
+only once its record exists, so a process killed at any instant leaves either the previous
+checkpoint or the new one, never a half-written file that a resume would read. On resume the
+newest record is taken and the file is checked against its size and sha256: any mismatch, an
+unreadable file, another format version, or a state that does not fit the model (missing or
+extra keys, other shapes) raises :class:`CheckpointError` naming the file and the problem; a
+resume never silently falls back to a fresh start or to an older checkpoint.
+
+The state (``Trainer.state_dict``): step, the model's *trainable* parameters and buffers (frozen
+towers are rebuilt from their pretrained weights; a digest of them is stored and checked),
+optimizer, scheduler, loader position and RNG states of every rank, the non-finite-step counters
+and the resolved config.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from graph.atomic import atomic_write_bytes, fsync_path
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
+           "model_state", "load_model_state", "FORMAT", "VERSION"]
+
+FORMAT = "pinclip-train-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^step_(\d{8,})\.json$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or incompatible; the message names the file."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, record path) of every published checkpoint, oldest first."""
+    d = checkpoint_dir(run_dir)
+    if not d.is_dir():
+        return []
+    out = []
+    for p in d.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The record (``step_N.json``) of the newest published checkpoint, or None."""
+    items = list_checkpoints(run_dir)
+    return items[-1][1] if items else None
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write ``state`` as the checkpoint of ``step`` atomically, publish it, prune to ``keep``.
+    Returns the record path."""
+    d = checkpoint_dir(run_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    target = d / f"{name}.pt"
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.pt.tmp-", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        fsync_path(d)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    record = {"format": FORMAT, "version": VERSION, "step": int(step), "file": target.name,
+              "bytes": target.stat().st_size, "sha256": _sha256(target)}
+    record_path = d / f"{name}.json"
+    atomic_write_bytes(record_path, (json.dumps(record, indent=2) + "\n").encode())
+    _prune(d, keep)
+    return record_path
+
+
+def _prune(d: Path, keep: int) -> None:
+    published = sorted((int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name)))
+    keep_names = set()
+    for _, rec in published[-keep:]:
+        keep_names |= {rec.name, rec.with_suffix(".pt").name}
+    for p in d.iterdir():
+        # Old checkpoints, unpublished .pt files (a writer killed before its record) and
+        # temporaries of killed writers. Only the training process writes here.
+        if p.name in keep_names:
+            continue
+        if p.suffix in (".pt", ".json") or ".tmp-" in p.name:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a checkpoint from its record (``step_N.json``), its ``.pt`` file, or a run directory
+    (the newest). Verifies size and sha256 against the record. Raises :class:`CheckpointError`."""
+    path = Path(path)
+    if path.is_dir():
+        rec = latest_checkpoint(path)
+        if rec is None:
+            raise CheckpointError(f"{path}: no checkpoint (no checkpoints/step_*.json)")
+        path = rec
+    if path.suffix == ".pt":
+        path = path.with_suffix(".json")
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint record") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint record ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} record")
+    if record.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {record.get('version')!r}, this code reads {VERSION}")
+    pt = path.parent / str(record.get("file"))
+    if not pt.is_file():
+        raise CheckpointError(f"{pt}: checkpoint file missing (its record {path.name} exists)")
+    size = pt.stat().st_size
+    if size != record.get("bytes"):
+        raise CheckpointError(f"{pt}: corrupt checkpoint: {size} bytes, its record says {record.get('bytes')}")
+    digest = _sha256(pt)
+    if digest != record.get("sha256"):
+        raise CheckpointError(f"{pt}: corrupt checkpoint: sha256 {digest[:16]}... does not match its record "
+                              f"({str(record.get('sha256'))[:16]}...)")
+    try:
+        state = torch.load(pt, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a corrupt file to the user
+        raise CheckpointError(f"{pt}: cannot load checkpoint: {type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
+        raise CheckpointError(f"{pt}: not a {FORMAT} v{VERSION} checkpoint")
+    if state.get("step") != record.get("step"):
+        raise CheckpointError(f"{pt}: holds step {state.get('step')} but its record says {record.get('step')}")
+    state["_path"] = str(pt)
+    return state
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters and all buffers (frozen parameters are rebuilt, not stored)."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load :func:`model_state` output; every trainable key must be present with its shape."""
+    own = model.state_dict()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    expected = set(own) - frozen
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} keys this model lacks (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        k = shapes[0]
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+    if problems:
+        raise CheckpointError(f"{source}: incompatible with the model: " + "; ".join(problems)
+                              + " (was the model config changed?)")
+    model.load_state_dict(state, strict=False)

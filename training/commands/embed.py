@@ -1,0 +1,49 @@
+"""``pinclip embed RUN_DIR --out DIR``: image, text and fused embeddings of every pin.
+
+Loads the run's model from its newest checkpoint (or ``--checkpoint``), encodes every pin of the
+run's graph in batches (eval transform, DataLoader workers, progress bar) and writes DIR
+atomically: ``image.npy``, ``text.npy``, ``fused.npy`` ([P, D] float32 or float16, L2-normalized,
+memory-mappable), ``pin_ids.npy`` (internal ids, row order), ``pin_external_ids.arrow`` (the
+dataset's pin ids), ``image_missing.npy``, ``cold_start.npy`` and ``manifest.json``.
+Read it back with ``training.embed.load_embeddings(DIR)``.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("embed", help="embed every pin with a trained run", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="training run directory")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (replaced atomically)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint record (default: the newest)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--workers", type=int, default=None, help="data workers (default: the run's data.num_workers)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.checkpoint import CheckpointError
+    from training.cli import CLIError
+    from training.config import TrainConfigError
+    from training.embed import embed_run
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
+    t0 = time.perf_counter()
+    try:
+        out = embed_run(args.run_dir, args.out, checkpoint=args.checkpoint, batch_size=args.batch_size,
+                        device=args.device, dtype=args.dtype, num_workers=args.workers, progress=not args.quiet)
+    except (TrainConfigError, CheckpointError) as exc:
+        raise CLIError(str(exc)) from None
+    import json
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"wrote {out} in {time.perf_counter() - t0:.1f} s: {manifest['num_pins']:,} pins x {manifest['dim']} "
+          f"({manifest['dtype']}) image / text / fused embeddings from step {manifest['step']}")
+    return 0

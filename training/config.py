@@ -1,0 +1,443 @@
+"""Training configs: a dataclass schema (OmegaConf structured configs), YAML files, ``key=value``
+overrides, strict validation.
+
+    from training.config import load_train_config, save_train_config
+    cfg = load_train_config("training/configs/demo.yaml", ["data.dataset=/data/world", "train.max_steps=40"])
+
+Sections: ``data``, ``sampler``, ``model``, ``loss``, ``optim``, ``train``, ``eval``. A YAML file
+holds any subset of the keys; the rest keep the schema defaults. A file may name a ``base:`` file
+(relative to itself) that it is merged on top of (``clip_only.yaml`` is ``demo.yaml`` with the
+neighbor terms off). Overrides are OmegaConf dotlist items, values parsed as YAML.
+
+Every problem raises :class:`TrainConfigError` naming the file (or ``override``) and the dotted
+key: unknown keys (with the closest known key), values of the wrong type, values out of range.
+The model architecture (``model.name`` + ``model.overrides``) is validated by the model library
+(``pinclip.config``) and the sampler sections by ``sampling.config``, so their rules and messages
+are the ones of those packages. The resolved config is written to ``RUN_DIR/config.yaml``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from sampling.config import PairConfig, PinSageConfig
+
+__all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
+           "OptimConfig", "TrainSection", "EvalConfig", "TrainConfig", "load_train_config",
+           "save_train_config", "config_to_dict", "resolve_model_config", "sampler_config", "CONFIG_DIR",
+           "list_train_configs"]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class TrainConfigError(ValueError):
+    """A training config is invalid; the message names the file (or override) and the dotted key."""
+
+
+@dataclass
+class DataConfig:
+    """Where pins come from and how their features are fetched.
+
+    ``dataset``: a dataset directory (DESIGN.md format); its graph store is built into
+    ``RUN_DIR/graph`` (with ``cold_start_fraction``, ``val_fraction``, ``test_fraction``,
+    ``split_seed``). ``graph``: an already built graph store (wins over ``dataset``).
+    ``text_cache``: ``auto`` caches the token features of a frozen text tower (fp16, memory-mapped,
+    keyed by the pins' text and the tower's weights) under ``cache_dir`` (null:
+    ``$PINCLIP_CACHE_DIR`` or ``~/.cache/pinclip``); ``off`` runs the tower (tokenizing in the
+    workers). ``num_workers`` DataLoader processes sample, decode and transform; each keeps
+    ``prefetch_factor`` batches ready. Pins without an image get a zero image (the normalized
+    mean colour) and ``image_missing``; pins without text get the empty caption.
+    """
+    dataset: Optional[str] = None
+    graph: Optional[str] = None
+    cold_start_fraction: Optional[float] = None
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    split_seed: int = 0
+    text_cache: str = "auto"
+    cache_dir: Optional[str] = None
+    num_workers: int = 2
+    prefetch_factor: int = 2
+    augment: bool = True
+
+
+@dataclass
+class SamplerSection:
+    """The neighbor-pair sampler (``sampling.NeighborPairSampler``) on the *training* graph.
+
+    ``pinsage``: the importance walk the positives come from; ``pairs``: positives, shared and hard
+    negatives, masks (the ``sampling.config`` schema). ``seed``: the sampling seed (batch b of
+    epoch e is drawn from (seed, e, b) only, so resume and worker count do not change it).
+    ``device``: null (CPU, in the workers) or a torch device (sampling in the main process).
+    """
+    seed: int = 0
+    device: Optional[str] = None
+    pinsage: PinSageConfig = field(default_factory=PinSageConfig)
+    pairs: PairConfig = field(default_factory=lambda: PairConfig(num_positives=2))
+
+
+@dataclass
+class ModelSection:
+    """``name``: a registered model config (``pinclip.list_models()``) or a JSON path;
+    ``overrides``: deep-merged into it (``model.overrides.vision.layers=2``).
+    ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32``, ``bf16``."""
+    name: str = "pinclip-tiny-demo"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"
+
+
+@dataclass
+class LossSection:
+    """Loss weights, applied on top of the model config's ``loss`` section (null keeps it).
+
+    ``neighbor_weight`` multiplies every neighbor-alignment term (0: the CLIP-only baseline; the
+    pins' neighbors are then neither sampled into the batch nor encoded).
+    ``use_negatives``: give the sampler's shared and hard negatives to the neighbor loss.
+    ``duplicate_text_positives``: pins with the same caption are positives of each other in the
+    image-text loss (multi-positive InfoNCE), not negatives.
+    """
+    image_text: Optional[str] = None
+    image_text_weight: Optional[float] = None
+    neighbor_weight: float = 1.0
+    neighbor_fused_weight: Optional[float] = None
+    neighbor_image_weight: Optional[float] = None
+    neighbor_cross_modal_weight: Optional[float] = None
+    use_negatives: bool = True
+    duplicate_text_positives: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """AdamW (no weight decay on gains, biases, embeddings' norms and logit scales) with a linear
+    warmup then a cosine decay to ``min_lr`` (``schedule: constant`` keeps ``lr`` after warmup).
+    ``grad_clip``: max global gradient norm (0: off)."""
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    warmup_steps: int = 20
+    schedule: str = "cosine"
+    grad_clip: float = 1.0
+
+
+@dataclass
+class TrainSection:
+    """``batch_size``: seed pins per optimizer step on each rank (each comes with its sampled
+    neighbors and the batch's negatives). ``accum_freq``: the batch is encoded in that many
+    micro-batches (open_clip's feature caching), the loss is always the full batch's.
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (under torchrun
+    each rank takes ``cuda:LOCAL_RANK``). ``threads``: torch intra-op threads (null: leave).
+    ``max_nonfinite_steps``: consecutive skipped steps (non-finite loss or gradient) before the
+    run stops with an error."""
+    seed: int = 0
+    max_steps: int = 200
+    batch_size: int = 64
+    accum_freq: int = 1
+    device: str = "auto"
+    threads: Optional[int] = None
+    log_every: int = 1
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    max_nonfinite_steps: int = 5
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Quick retrieval checks on held-out data (``training.quick_eval``): every ``every_n_steps``
+    steps (0: never during training) and at the end (``at_end``). ``max_queries`` caps the
+    queries of each metric (null: all)."""
+    every_n_steps: int = 0
+    at_end: bool = True
+    batch_size: int = 256
+    k: int = 10
+    max_queries: Optional[int] = 2000
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerSection = field(default_factory=SamplerSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ---------------------------------------------------------------------------------- rules
+def _range(lo=None, hi=None, lo_open=False, hi_open=False):
+    def check(v):
+        if v is None:
+            return None
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            return f"must be {'<' if hi_open else '<='} {hi}"
+        return None
+    return check
+
+
+def _choice(*options):
+    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
+
+
+def _device(v):
+    if v in (None, "auto"):
+        return None
+    import torch
+    try:
+        torch.device(v)
+    except (RuntimeError, TypeError):
+        return f"{v!r} is not a torch device (cpu, cuda, cuda:N or auto)"
+    return None
+
+
+def _betas(v):
+    if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
+        return "must be [beta1, beta2] with each in [0, 1)"
+    return None
+
+
+_RULES = {
+    "data.cold_start_fraction": _range(0.0, 1.0, hi_open=True),
+    "data.val_fraction": _range(0.0, 1.0, hi_open=True),
+    "data.test_fraction": _range(0.0, 1.0, hi_open=True),
+    "data.text_cache": _choice("auto", "off"),
+    "data.num_workers": _range(0),
+    "data.prefetch_factor": _range(1),
+    "sampler.device": _device,
+    "model.precision": _choice("auto", "fp32", "bf16"),
+    "loss.image_text": lambda v: None if v is None else _choice("clip", "siglip", "none")(v),
+    "loss.image_text_weight": _range(0.0),
+    "loss.neighbor_weight": _range(0.0),
+    "loss.neighbor_fused_weight": _range(0.0),
+    "loss.neighbor_image_weight": _range(0.0),
+    "loss.neighbor_cross_modal_weight": _range(0.0),
+    "optim.lr": _range(0.0, lo_open=True),
+    "optim.min_lr": _range(0.0),
+    "optim.weight_decay": _range(0.0),
+    "optim.betas": _betas,
+    "optim.eps": _range(0.0, lo_open=True),
+    "optim.warmup_steps": _range(0),
+    "optim.schedule": _choice("cosine", "constant"),
+    "optim.grad_clip": _range(0.0),
+    "train.seed": _range(0),
+    "train.max_steps": _range(1),
+    "train.batch_size": _range(1),
+    "train.accum_freq": _range(1),
+    "train.device": _device,
+    "train.threads": _range(1),
+    "train.log_every": _range(1),
+    "train.checkpoint_every": _range(1),
+    "train.keep_checkpoints": _range(1),
+    "train.max_nonfinite_steps": _range(1),
+    "eval.every_n_steps": _range(0),
+    "eval.batch_size": _range(1),
+    "eval.k": _range(1),
+    "eval.max_queries": _range(1),
+}
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _validate(cfg: DictConfig, where: str) -> None:
+    for key, rule in _RULES.items():
+        value = _get(cfg, key)
+        if isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
+            value = OmegaConf.to_container(value)
+        problem = rule(value)
+        if problem:
+            raise TrainConfigError(f"{where}key '{key}' = {value!r}: {problem}")
+    if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
+        raise TrainConfigError(f"{where}keys 'data.val_fraction' + 'data.test_fraction' must be < 1")
+    if cfg.optim.min_lr > cfg.optim.lr:
+        raise TrainConfigError(f"{where}key 'optim.min_lr' = {cfg.optim.min_lr} must be <= optim.lr = {cfg.optim.lr}")
+    # The sampler sections follow the sampling package's own rules (and its messages).
+    from sampling.config import SamplerConfigError
+    try:
+        sampler_config(cfg)
+    except SamplerConfigError as exc:
+        # Their keys are relative to the section: name them in full.
+        raise TrainConfigError(where + str(exc).replace("key '", "key 'sampler.")) from None
+    try:
+        resolve_model_config(cfg)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise TrainConfigError(f"{where}model (model.name={cfg.model.name!r} + model.overrides + loss): {msg}") from None
+
+
+def sampler_config(cfg: Any):
+    """The ``sampling.SamplerConfig`` (kind ``pairs``) of a training config's ``sampler`` section."""
+    from sampling.config import config_from_dict
+    s = cfg.sampler
+    data = {"name": "train", "kind": "pairs", "seed": int(s.seed), "device": s.device,
+            "exclude_splits": ["val", "test", "cold_start"],
+            "pinsage": _container(s.pinsage), "pairs": _container(s.pairs)}
+    return config_from_dict(data)
+
+
+def _container(x: Any) -> Any:
+    if isinstance(x, DictConfig) or OmegaConf.is_list(x):
+        return OmegaConf.to_container(x, resolve=True)
+    if hasattr(x, "__dataclass_fields__"):
+        import dataclasses
+        return dataclasses.asdict(x)
+    return copy.deepcopy(x)
+
+
+def loss_overrides(cfg: Any, base_loss: dict) -> dict:
+    """The model config ``loss`` keys set by the ``loss`` section (``base_loss``: the model's)."""
+    s = cfg.loss
+    out: dict[str, Any] = {}
+    if s.image_text is not None:
+        out["image_text"] = s.image_text
+    if s.image_text_weight is not None:
+        out["image_text_weight"] = float(s.image_text_weight)
+    for key in ("neighbor_fused_weight", "neighbor_image_weight", "neighbor_cross_modal_weight"):
+        value = getattr(s, key)
+        value = float(base_loss.get(key, 0.0) if value is None else value)
+        if s.neighbor_weight != 1.0 or getattr(s, key) is not None:
+            out[key] = value * float(s.neighbor_weight)
+    return out
+
+
+def resolve_model_config(cfg: Any):
+    """The ``pinclip.PinCLIPConfig`` of ``model.name`` + ``model.overrides`` + the ``loss`` section.
+
+    Raises ``pinclip.ConfigError`` (a ValueError) naming the bad key, KeyError for an unknown name.
+    """
+    import json
+
+    from pinclip.config import config_from_dict, config_to_dict, merge_overrides
+    from pinclip.factory import get_model_config
+
+    name = str(cfg.model.name)
+    if name.endswith(".json"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"model.name: model config file {path} does not exist")
+        base, label = json.loads(path.read_text()), path.stem
+        base.pop("name", None)
+    else:
+        base, label = config_to_dict(get_model_config(name)), name
+        base.pop("name", None)
+    merged = merge_overrides(base, _container(cfg.model.overrides) or {})
+    merged.setdefault("loss", {})
+    if isinstance(merged["loss"], dict):
+        merged["loss"] = merge_overrides(merged["loss"], loss_overrides(cfg, merged["loss"]))
+    return config_from_dict(merged, label)
+
+
+# ---------------------------------------------------------------------------------- loading
+def _format_omegaconf_error(exc: OmegaConfBaseException, where: str, key: str = "?") -> TrainConfigError:
+    key = getattr(exc, "full_key", None) or key
+    msg = getattr(exc, "msg", None) or str(exc)
+    msg = msg.split("\n")[0]
+    if "not in" in msg and "Key" in msg:
+        return TrainConfigError(f"{where}unknown key '{key}': {msg}")
+    return TrainConfigError(f"{where}key '{key}': {msg}")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config file as a plain dict, with its ``base:`` chain merged underneath."""
+    import yaml
+
+    path = path.expanduser().resolve()
+    if path in seen:
+        raise TrainConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TrainConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TrainConfigError(f"{path}: invalid YAML: {exc}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = Path(base)
+    if not base_path.is_absolute():
+        base_path = path.parent / base_path
+    parent = _read_yaml(base_path, seen + (path,))
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(parent), OmegaConf.create(data)))
+
+
+def list_train_configs() -> list[str]:
+    """Names of the shipped configs (``training/configs/*.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _resolve_path(source: str | os.PathLike) -> Path:
+    path = Path(source)
+    if path.exists() or path.suffix:
+        return path
+    shipped = CONFIG_DIR / f"{source}.yaml"
+    if shipped.exists():
+        return shipped
+    raise TrainConfigError(f"config {str(source)!r}: no such file and not a shipped config "
+                           f"({', '.join(list_train_configs())})")
+
+
+def load_train_config(source: str | os.PathLike | dict | DictConfig | None = None,
+                      overrides: Sequence[str] | None = None) -> DictConfig:
+    """Load and validate a training config.
+
+    source: a YAML path, a shipped config name (``demo``), a dict / DictConfig, or None (the
+    schema defaults). overrides: ``["train.max_steps=40", ...]``. Returns a structured
+    ``DictConfig`` (typed, read-only keys set). Raises :class:`TrainConfigError`.
+    """
+    schema = OmegaConf.structured(TrainConfig)
+    if source is None:
+        data, where = {}, ""
+    elif isinstance(source, (dict, DictConfig)):
+        data = _container(source) if isinstance(source, DictConfig) else copy.deepcopy(source)
+        where = ""
+    else:
+        path = _resolve_path(source)
+        data, where = _read_yaml(path), f"{path}: "
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.create(data))
+    except OmegaConfBaseException as exc:
+        raise _format_omegaconf_error(exc, where) from None
+    for item in overrides or ():
+        if "=" not in item:
+            raise TrainConfigError(f"override {item!r}: expected key=value (e.g. train.max_steps=40)")
+        key = item.split("=", 1)[0].strip()
+        if not key:
+            raise TrainConfigError(f"override {item!r}: empty key")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise _format_omegaconf_error(exc, f"override {item!r}: ", key) from None
+    _validate(cfg, where)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def config_to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def save_train_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    from graph.atomic import atomic_write_bytes
+    path = Path(path)
+    atomic_write_bytes(path, OmegaConf.to_yaml(cfg, resolve=True).encode())
+    return path

@@ -1,0 +1,438 @@
+"""The PinCLIP trainer: AdamW + warmup/cosine, gradient clipping, bf16 autocast, gradient
+accumulation over cached features, a non-finite guard, atomic checkpoints and exact resume,
+data-parallel ranks, progress and logs.
+
+    from training.config import load_train_config
+    from training.trainer import Trainer
+    cfg = load_train_config("training/configs/demo.yaml", ["data.dataset=/data/world"])
+    summary = Trainer(cfg, "runs/demo").train()
+    summary = Trainer(None, "runs/demo", resume=True).train()      # continue a killed run
+
+A step: the loader hands over a batch (seeds, their sampled neighbors, negatives, features);
+``training.step.compute_gradients`` runs forward/backward (``train.accum_freq`` micro-batches,
+the loss always over the full batch); gradients are averaged over ranks, clipped to
+``optim.grad_clip``; a step whose loss or gradient norm is not finite is skipped (no update,
+logged to ``events.jsonl``), and ``train.max_nonfinite_steps`` consecutive skips stop the run with
+:class:`TrainingError`. The learning-rate schedule advances on every step, skipped or not, so it
+stays aligned with the data.
+
+Exact resume: batches are a function of (seed, epoch, index) only, and a checkpoint holds the
+model, optimizer, scheduler, loader position and every RNG of every rank; a resumed run cuts its
+logs back to the checkpoint and logs the same losses an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from training import step as step_mod
+from training.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state,
+                                 model_state, save_checkpoint)
+from training.config import load_train_config, resolve_model_config, save_train_config
+from training.data import PinFeatureFetcher, TrainBatchDataset, TrainLoader, prepare_graph, train_pins
+from training.distributed import (DistInfo, all_gather_object, all_reduce_mean, average_gradients, barrier,
+                                  broadcast_parameters, init_distributed, parameter_digest)
+from training.logging_utils import ConsoleLog, JsonlLog, ProgressBar, TensorBoardLog
+
+__all__ = ["Trainer", "TrainingError", "RunDirError", "build_optimizer", "cosine_lr_lambda"]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite steps); the message says why and what to try."""
+
+
+class RunDirError(ValueError):
+    """The run directory cannot be used as asked (a fresh run into an existing run, a resume of
+    a directory that holds no run)."""
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
+    """AdamW; no weight decay on 0/1-d parameters (gains, biases, logit scales), as open_clip."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "logit_scale" in name or "logit_bias" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": float(cfg.weight_decay)},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=float(cfg.lr), betas=tuple(float(b) for b in cfg.betas), eps=float(cfg.eps))
+
+
+def cosine_lr_lambda(lr: float, min_lr: float, warmup: int, max_steps: int, schedule: str = "cosine"):
+    """Multiplier of ``lr`` at a step: linear warmup ((s + 1) / warmup), then cosine to min_lr."""
+    def f(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        span = max(1, max_steps - warmup)
+        progress = min(1.0, (s - warmup) / span)
+        return (min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)) / lr
+    return f
+
+
+def _capture_rng(device: torch.device) -> dict:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": random.getstate()}
+
+
+def _restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def _frozen_digest(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            t = p.detach().cpu().contiguous().reshape(-1)
+            h.update(name.encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _has_run(run_dir: Path) -> bool:
+    return (run_dir / "config.yaml").exists() or latest_checkpoint(run_dir) is not None \
+        or (run_dir / "metrics.jsonl").exists()
+
+
+class Trainer:
+    """Builds a run from a config (or resumes one) and trains it. See the module docstring.
+
+    cfg: a loaded training config (``load_train_config``); None with ``resume=True`` (the run's
+    saved ``config.yaml``, with ``overrides`` applied). run_dir: the run directory.
+    """
+
+    def __init__(self, cfg: DictConfig | None, run_dir: str | os.PathLike, *, resume: bool = False,
+                 overrides: list[str] | None = None, checkpoint: str | os.PathLike | None = None):
+        self.run_dir = Path(run_dir)
+        if resume:
+            if not (self.run_dir / "config.yaml").is_file():
+                raise RunDirError(f"--resume {self.run_dir}: not a training run (no config.yaml)")
+            cfg = load_train_config(self.run_dir / "config.yaml", overrides)
+        elif cfg is None:
+            raise ValueError("Trainer needs a config (or resume=True)")
+        self.cfg = cfg
+        t = cfg.train
+        self.dist: DistInfo = init_distributed(t.device)
+        main = self.dist.is_main
+        if t.threads:
+            torch.set_num_threads(int(t.threads))
+        if not resume and main:
+            if _has_run(self.run_dir):
+                raise RunDirError(f"{self.run_dir} already holds a training run; continue it with "
+                                  f"`pinclip train --resume {self.run_dir}` or pick another --out")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        barrier(self.dist)
+        self.log = ConsoleLog(self.run_dir / "train.log", enabled=main)
+        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=main)
+        self.eval_log = JsonlLog(self.run_dir / "eval.jsonl", enabled=main)
+        self.events = JsonlLog(self.run_dir / "events.jsonl", enabled=main)
+        self.device = self.dist.device
+        self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=False)
+
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+
+        # Graph, model, features.
+        self.graph = prepare_graph(cfg, self.run_dir, main, lambda: barrier(self.dist), self.log)
+        self.model_config = resolve_model_config(cfg)
+        from pinclip import PinCLIPLoss, create_model
+        from pinclip.factory import get_image_transform, get_tokenizer
+        self.model = create_model(self.model_config).to(self.device)
+        broadcast_parameters(self.model, self.dist)
+        self.params = self.model.trainable_parameters()
+        self.frozen_sha256 = _frozen_digest(self.model)
+        model_json = json.dumps(dataclasses.asdict(self.model_config), indent=2)
+        if main and not resume:
+            save_train_config(cfg, self.run_dir / "config.yaml")
+            (self.run_dir / "model_config.json").write_text(model_json + "\n")
+        self.model_json = model_json
+        transform = get_image_transform(self.model, train=bool(cfg.data.augment))
+        tokenizer = get_tokenizer(self.model)
+        if cfg.data.text_cache == "auto" and self.model.text.frozen:
+            from training.text_cache import get_text_cache
+            cache = get_text_cache(self.model, tokenizer, self.graph.features, self.graph.num_pins,
+                                   cfg.data.cache_dir, self.device, progress=main and t.progress, is_main=main,
+                                   barrier=lambda: barrier(self.dist), log=self.log)
+            self.fetcher = PinFeatureFetcher(self.graph.features, transform, self.model.image_size, text_cache=cache)
+            self.eval_fetcher = PinFeatureFetcher(self.graph.features, get_image_transform(self.model, train=False),
+                                                  self.model.image_size, text_cache=cache)
+            text_mode = f"cached frozen-tower features ({cache.directory})"
+        else:
+            self.fetcher = PinFeatureFetcher(self.graph.features, transform, self.model.image_size, tokenizer=tokenizer)
+            self.eval_fetcher = PinFeatureFetcher(self.graph.features, get_image_transform(self.model, train=False),
+                                                  self.model.image_size, tokenizer=tokenizer)
+            text_mode = "tokenized in the workers"
+
+        # Sampler on the training graph; seeds and negatives from the warm pins only.
+        from sampling.loader import SeedBatches
+        from sampling.pairs import NeighborPairSampler
+        s = cfg.sampler
+        self.seeds = train_pins(self.graph)
+        self.uses_neighbors = self.model.neighbor_logit_scale is not None
+        sampler = None
+        if self.uses_neighbors:
+            use_neg = bool(cfg.loss.use_negatives)
+            self.train_graph = self.graph.train_graph()
+            sampler = NeighborPairSampler(
+                self.train_graph, s.pairs.num_positives, num_traversals=s.pinsage.num_traversals,
+                termination_prob=s.pinsage.termination_prob, num_random_walks=s.pinsage.num_random_walks,
+                num_neighbors=s.pinsage.num_neighbors, positive_weighting=s.pairs.positive_weighting,
+                num_negatives=s.pairs.num_negatives if use_neg else 0, negative_pool=self.seeds,
+                num_hard_negatives=s.pairs.num_hard_negatives if use_neg else 0,
+                hard_rank_range=tuple(s.pairs.hard_rank_range), hard_num_random_walks=s.pairs.hard_num_random_walks,
+                hard_num_traversals=s.pairs.hard_num_traversals, hard_termination_prob=s.pairs.hard_termination_prob,
+                mask_shared_boards=s.pairs.mask_shared_boards, weighted=s.pinsage.weighted, seed=s.seed,
+                device=s.device)
+        batches = SeedBatches(self.seeds, t.batch_size, shuffle=True, drop_last=True, seed=s.seed,
+                              rank=self.dist.rank, world_size=self.dist.world_size)
+        self.dataset = TrainBatchDataset(sampler, batches, self.fetcher, seed=s.seed,
+                                         hard_curriculum=s.pairs.hard_curriculum, use_negatives=cfg.loss.use_negatives)
+        self.loader = TrainLoader(self.dataset, cfg.data.num_workers, cfg.data.prefetch_factor,
+                                  pin_memory=self.device.type == "cuda")
+        self.loss_fn = PinCLIPLoss.from_config(self.model.config)
+
+        o = cfg.optim
+        self.optimizer = build_optimizer(self.model, o)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_lr_lambda(o.lr, o.min_lr, o.warmup_steps, t.max_steps, o.schedule))
+        self.step = 0
+        self.nonfinite = {"consecutive": 0, "total": 0}
+        self.samples_seen = 0
+        if resume:
+            self._resume(checkpoint)
+        elif main:
+            self.events.write({"step": 0, "event": "start", "world_size": self.dist.world_size})
+        n_params = sum(p.numel() for p in self.params)
+        self.log(f"run {self.run_dir}: device {self.device}, {self.dist.world_size} rank(s); {self.graph.num_pins} pins "
+                 f"({self.seeds.numel()} train pins, {self.graph.num_pins - self.seeds.numel()} cold-start); "
+                 f"{len(self.loader)} batches of {t.batch_size} seeds per epoch per rank; model "
+                 f"{self.model_config.name} ({n_params / 1e6:.2f} M trainable parameters), precision "
+                 f"{cfg.model.precision}; text {text_mode}; neighbors "
+                 f"{'K=%d per seed' % s.pairs.num_positives if self.uses_neighbors else 'off'}; "
+                 f"{cfg.data.num_workers} data workers")
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "model": model_state(self.model), "frozen_sha256": self.frozen_sha256,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "loader": all_gather_object(self.loader.state_dict(), self.dist),
+                "rng": all_gather_object(_capture_rng(self.device), self.dist),
+                "nonfinite": dict(self.nonfinite), "samples_seen": self.samples_seen,
+                "world_size": self.dist.world_size, "model_config": self.model_json,
+                "config": OmegaConf.to_yaml(self.cfg, resolve=True)}
+
+    def _resume(self, checkpoint: str | os.PathLike | None) -> None:
+        rec = Path(checkpoint) if checkpoint else latest_checkpoint(self.run_dir)
+        if rec is None:
+            self.log(f"{self.run_dir}: no checkpoint yet; starting again from step 0")
+            self._cut_logs(0)
+            return
+        state = load_checkpoint(rec)
+        path = state["_path"]
+        if state["world_size"] != self.dist.world_size:
+            raise CheckpointError(f"{path}: written by {state['world_size']} rank(s), resumed with "
+                                  f"{self.dist.world_size}; resume with the same number of processes")
+        if state["model_config"] != self.model_json:
+            saved, now = json.loads(state["model_config"]), json.loads(self.model_json)
+            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            raise CheckpointError(f"{path}: incompatible: the model config differs in {', '.join(diff)}")
+        if state["frozen_sha256"] != self.frozen_sha256:
+            raise CheckpointError(f"{path}: incompatible: the frozen tower weights differ from those it was "
+                                  "trained with (another pretrained checkpoint?)")
+        load_model_state(self.model, state["model"], path)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.loader.load_state_dict(state["loader"][self.dist.rank])
+        except (ValueError, KeyError, IndexError) as exc:
+            raise CheckpointError(f"{path}: incompatible: {exc}") from None
+        _restore_rng(state["rng"][self.dist.rank], self.device)
+        self.step = int(state["step"])
+        self.nonfinite = dict(state["nonfinite"])
+        self.samples_seen = int(state.get("samples_seen", 0))
+        self._cut_logs(self.step)
+        self.events.write({"step": self.step, "event": "resume", "checkpoint": path})
+        self.log(f"resumed from {path} at step {self.step}")
+
+    def _cut_logs(self, step: int) -> None:
+        if self.dist.is_main:
+            self.metrics.truncate_after(step)
+            self.eval_log.truncate_after(step)
+
+    def save(self) -> Path | None:
+        state = self.state_dict()  # collective: every rank takes part
+        digests = all_gather_object(parameter_digest(self.model), self.dist)
+        if len(set(digests)) > 1:
+            raise TrainingError(f"step {self.step}: the ranks' parameters diverged (digests {digests}); "
+                                "this is a bug in the data-parallel setup")
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(self.run_dir, self.step, state, keep=self.cfg.train.keep_checkpoints)
+            self.events.write({"step": self.step, "event": "checkpoint", "path": str(path)})
+        barrier(self.dist)
+        return path
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch: Any) -> dict[str, Any]:
+        """One optimizer step on ``batch`` (already on the device). Returns floats: the loss
+        terms (mean over ranks), ``grad_norm``, ``lr`` and ``skipped`` (0/1)."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = step_mod.compute_gradients(self.model, self.loss_fn, batch, self.cfg.train.accum_freq,
+                                           self.cfg.model.precision, bool(self.cfg.loss.duplicate_text_positives))
+        average_gradients(self.params, self.dist)
+        names = sorted(terms)
+        values = all_reduce_mean(torch.stack([terms[n].float() for n in names]), self.dist).tolist()
+        out = dict(zip(names, values))
+        clip = float(self.cfg.optim.grad_clip)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf")))
+        lr = self.optimizer.param_groups[0]["lr"]
+        finite = math.isfinite(out["loss"]) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.nonfinite["consecutive"] = 0
+        else:
+            self.nonfinite["consecutive"] += 1
+            self.nonfinite["total"] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        out.update(grad_norm=grad_norm, lr=lr, skipped=0 if finite else 1)
+        return out
+
+    def _on_skip(self, step: int, out: dict) -> None:
+        reason = "non-finite loss" if not math.isfinite(out["loss"]) else "non-finite gradient norm"
+        self.events.write({"step": step, "event": "skipped_step", "reason": reason, "loss": str(out["loss"]),
+                           "grad_norm": str(out["grad_norm"])})
+        self.log(f"step {step}: skipped ({reason}: loss {out['loss']}, grad norm {out['grad_norm']}); "
+                 f"{self.nonfinite['consecutive']} in a row")
+        limit = int(self.cfg.train.max_nonfinite_steps)
+        if self.nonfinite["consecutive"] >= limit:
+            raise TrainingError(
+                f"stopped at step {step}: {self.nonfinite['consecutive']} consecutive steps had a {reason} "
+                f"(train.max_nonfinite_steps={limit}); the last good checkpoint is in {self.run_dir / 'checkpoints'}. "
+                "Try a lower optim.lr, a stricter optim.grad_clip, model.precision=fp32, or check the data.")
+
+    def evaluate(self) -> dict[str, float] | None:
+        """The quick retrieval metrics (``training.quick_eval``) on the main rank."""
+        from training.embed import encode_pins
+        from training.quick_eval import quick_eval
+
+        result = None
+        if self.dist.is_main:
+            t0 = time.perf_counter()
+            e = self.cfg.eval
+            pins = torch.arange(self.graph.num_pins)
+            emb = encode_pins(self.model, self.eval_fetcher, pins, batch_size=e.batch_size, device=self.device,
+                              precision=self.cfg.model.precision, num_workers=self.cfg.data.num_workers)
+            result = quick_eval(self.graph, emb, k=e.k, max_queries=e.max_queries, seed=self.cfg.train.seed)
+            result = {"step": self.step, **result, "eval_s": round(time.perf_counter() - t0, 3)}
+            self.eval_log.write(result)
+            self.tb.scalars(self.step, result, "eval/")
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in result.items() if "@" in k)
+            self.log(f"eval at step {self.step}: {shown}")
+        barrier(self.dist)
+        return result
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> dict[str, Any]:
+        """Train up to ``train.max_steps``; returns the summary (also in ``RUN_DIR/summary.json``)."""
+        cfg, t, main = self.cfg, self.cfg.train, self.dist.is_main
+        self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=main and t.tensorboard,
+                                 purge_step=self.step + 1 if self.step else None)
+        if main and t.tensorboard and not self.tb.available:
+            self.log(f"TensorBoard: off ({self.tb.reason}); metrics.jsonl has everything")
+        kill_at = int(os.environ.get("PINCLIP_DEBUG_KILL_AT_STEP", "0") or 0)
+        bar = ProgressBar(t.max_steps, self.step, enabled=main and t.progress)
+        seeds_per_step = t.batch_size * self.dist.world_size
+        window = {"steps": 0, "wait": 0.0, "compute": 0.0, "sample": 0.0, "fetch": 0.0, "rows": 0}
+        total = {"wait": 0.0, "compute": 0.0, "steps": 0}
+        run_t0 = time.perf_counter()
+        last_eval = None
+        it = iter(self.loader)
+        try:
+            while self.step < t.max_steps:
+                t0 = time.perf_counter()
+                batch = next(it).to(self.device, non_blocking=True)
+                t1 = time.perf_counter()
+                out = self.train_step(batch)
+                t2 = time.perf_counter()
+                self.step += 1
+                self.samples_seen += seeds_per_step
+                if out["skipped"]:
+                    self._on_skip(self.step, out)
+                for k, v in (("wait", t1 - t0), ("compute", t2 - t1), ("sample", batch.sample_s),
+                             ("fetch", batch.fetch_s), ("rows", batch.num_rows)):
+                    window[k] += v
+                window["steps"] += 1
+                total["wait"] += t1 - t0
+                total["compute"] += t2 - t1
+                total["steps"] += 1
+                busy = (t2 - t0) or 1e-9
+                bar.update(1, out, seeds_per_step / busy, (t1 - t0) / busy)
+                if self.step % t.log_every == 0 or self.step == t.max_steps:
+                    n = window["steps"]
+                    span = window["wait"] + window["compute"]
+                    rec = {"step": self.step, **{k: v for k, v in out.items() if k not in ("lr", "grad_norm", "skipped")},
+                           "lr": out["lr"], "grad_norm": out["grad_norm"], "skipped": out["skipped"],
+                           "epoch": batch.epoch, "samples": self.samples_seen,
+                           "samples_per_s": seeds_per_step * n / span if span else 0.0,
+                           "rows_per_step": window["rows"] / n, "data_wait_s": window["wait"] / n,
+                           "compute_s": window["compute"] / n,
+                           "data_wait_share": window["wait"] / span if span else 0.0,
+                           "worker_sample_s": window["sample"] / n, "worker_fetch_s": window["fetch"] / n}
+                    self.metrics.write(rec)
+                    self.tb.scalars(self.step, rec)
+                    window = {k: 0 if k in ("steps", "rows") else 0.0 for k in window}
+                if cfg.eval.every_n_steps and self.step % cfg.eval.every_n_steps == 0:
+                    last_eval = self.evaluate()
+                if self.step % t.checkpoint_every == 0 or self.step == t.max_steps:
+                    self.save()
+                if kill_at and self.step == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between checkpoints, no cleanup
+            if cfg.eval.at_end and not (cfg.eval.every_n_steps and self.step % cfg.eval.every_n_steps == 0):
+                last_eval = self.evaluate()
+        finally:
+            bar.close()
+            del it
+            self.metrics.close()
+            self.tb.close()
+        span = total["wait"] + total["compute"]
+        digests = all_gather_object(parameter_digest(self.model), self.dist)
+        summary = {"steps": self.step, "steps_this_process": total["steps"],
+                   "seconds": round(time.perf_counter() - run_t0, 3),
+                   "samples_per_s": seeds_per_step * total["steps"] / span if span else 0.0,
+                   "data_wait_share": total["wait"] / span if span else 0.0,
+                   "skipped_steps": self.nonfinite["total"], "world_size": self.dist.world_size,
+                   "param_sha256": digests, "eval": last_eval}
+        if main:
+            from graph.atomic import atomic_write_bytes
+            atomic_write_bytes(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+            self.events.write({"step": self.step, "event": "end"})
+            self.events.close()
+            self.eval_log.close()
+            self.log(f"done: {self.step} steps; {summary['samples_per_s']:.1f} samples/s, data wait "
+                     f"{100 * summary['data_wait_share']:.1f}% of step time")
+        return summary
