@@ -10,7 +10,7 @@ out. This explicit all-reduce (rather than ``DistributedDataParallel``) lets a s
 micro-batch passes (gradient accumulation with cached features, where the logit scales take part
 in one pass only) with a single exchange and no unused-parameter bookkeeping.
 
-    torchrun --standalone --nproc_per_node 2 -m training.cli train --config demo.yaml --out RUN
+    torchrun --standalone --nproc_per_node 2 -m training train --config demo.yaml --out RUN
 """
 from __future__ import annotations
 

@@ -269,6 +269,10 @@ class Trainer:
             self.loader.load_state_dict(state["loader"][self.dist.rank])
         except (ValueError, KeyError, IndexError) as exc:
             raise CheckpointError(f"{path}: incompatible: {exc}") from None
+        # The schedule is recomputed (train.max_steps may have been raised for the resume): the
+        # optimizer's saved lr belongs to the old schedule.
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            group["lr"] = base * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         _restore_rng(state["rng"][self.dist.rank], self.device)
         self.step = int(state["step"])
         self.nonfinite = dict(state["nonfinite"])
@@ -357,8 +361,11 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ loop
-    def train(self) -> dict[str, Any]:
-        """Train up to ``train.max_steps``; returns the summary (also in ``RUN_DIR/summary.json``)."""
+    def train(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train up to ``train.max_steps``; returns the summary (also in ``RUN_DIR/summary.json``).
+
+        stop_after: stop after that step as if interrupted (no final checkpoint or evaluation;
+        resume the run later). The schedule still runs to ``train.max_steps``."""
         cfg, t, main = self.cfg, self.cfg.train, self.dist.is_main
         self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=main and t.tensorboard,
                                  purge_step=self.step + 1 if self.step else None)
@@ -381,8 +388,6 @@ class Trainer:
                 t2 = time.perf_counter()
                 self.step += 1
                 self.samples_seen += seeds_per_step
-                if out["skipped"]:
-                    self._on_skip(self.step, out)
                 for k, v in (("wait", t1 - t0), ("compute", t2 - t1), ("sample", batch.sample_s),
                              ("fetch", batch.fetch_s), ("rows", batch.num_rows)):
                     window[k] += v
@@ -406,13 +411,17 @@ class Trainer:
                     self.metrics.write(rec)
                     self.tb.scalars(self.step, rec)
                     window = {k: 0 if k in ("steps", "rows") else 0.0 for k in window}
+                if out["skipped"]:
+                    self._on_skip(self.step, out)  # after the metrics line: it shows the skip too
                 if cfg.eval.every_n_steps and self.step % cfg.eval.every_n_steps == 0:
                     last_eval = self.evaluate()
                 if self.step % t.checkpoint_every == 0 or self.step == t.max_steps:
                     self.save()
                 if kill_at and self.step == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between checkpoints, no cleanup
-            if cfg.eval.at_end and not (cfg.eval.every_n_steps and self.step % cfg.eval.every_n_steps == 0):
+                if stop_after is not None and self.step >= stop_after:
+                    break
+            if self.step >= t.max_steps and cfg.eval.at_end and not (cfg.eval.every_n_steps and self.step % cfg.eval.every_n_steps == 0):
                 last_eval = self.evaluate()
         finally:
             bar.close()

@@ -11,7 +11,7 @@ saved as RUN_DIR/config.yaml. RUN_DIR/metrics.jsonl gets one line per logging st
 checkpoints go to RUN_DIR/checkpoints/. ``--resume`` continues a run (killed or finished: raise
 ``train.max_steps``) from its newest checkpoint, exactly where it stopped.
 
-Data parallel: ``torchrun --standalone --nproc_per_node N -m training.cli train ...``
+Data parallel: ``torchrun --standalone --nproc_per_node N -m training train ...``
 (gloo on CPU, NCCL on CUDA).
 """
 from __future__ import annotations
