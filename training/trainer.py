@@ -371,6 +371,11 @@ class Trainer:
                                  purge_step=self.step + 1 if self.step else None)
         if main and t.tensorboard and not self.tb.available:
             self.log(f"TensorBoard: off ({self.tb.reason}); metrics.jsonl has everything")
+        if self.step >= t.max_steps:
+            self.log(f"the run is already at step {self.step} = train.max_steps; raise it to train further "
+                     f"(pinclip train --resume {self.run_dir} train.max_steps=N)")
+            return json.loads((self.run_dir / "summary.json").read_text()) if main and \
+                (self.run_dir / "summary.json").is_file() else {"steps": self.step}
         kill_at = int(os.environ.get("PINCLIP_DEBUG_KILL_AT_STEP", "0") or 0)
         bar = ProgressBar(t.max_steps, self.step, enabled=main and t.progress)
         seeds_per_step = t.batch_size * self.dist.world_size

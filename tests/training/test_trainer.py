@@ -52,6 +52,28 @@ def test_resume_in_process_matches_uninterrupted(make_config, tmp_path):
     assert losses(part) == losses(straight)
 
 
+def test_resume_before_the_first_checkpoint_starts_over(make_config, tmp_path):
+    cfg = make_config(train={"max_steps": 4, "checkpoint_every": 10})
+    straight = tmp_path / "straight"
+    Trainer(load_train_config(cfg), straight).train()
+    part = tmp_path / "part"
+    Trainer(load_train_config(cfg), part).train(stop_after=2)
+    assert not list_checkpoints(part) and len(losses(part)) == 2
+    Trainer(None, part, resume=True).train()
+    assert losses(part) == losses(straight)
+    # A finished run resumed without more steps does nothing.
+    summary = Trainer(None, part, resume=True).train()
+    assert summary["steps"] == 4 and len(losses(part)) == 4
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_bf16_autocast_and_accumulation(make_config, tmp_path, device):
+    cfg = make_config(model={"precision": "bf16"}, train={"max_steps": 2, "accum_freq": 2, "device": device})
+    summary = Trainer(load_train_config(cfg), tmp_path / "run").train()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert summary["steps"] == 2 and all(math.isfinite(r["loss"]) for r in rows)
+
+
 def test_resume_with_more_steps_follows_the_new_schedule(make_config, tmp_path):
     run = tmp_path / "run"
     Trainer(load_train_config(make_config(train={"max_steps": 4})), run).train()
