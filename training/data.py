@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -42,6 +43,9 @@ __all__ = ["TrainBatch", "PinFeatureFetcher", "TrainBatchDataset", "TrainLoader"
            "caption_group_ids", "train_pins"]
 
 _IMAGE_SALT = 0x1A6E
+# Workers tokenize (trainable text towers): the fast tokenizer's own thread pool does not survive
+# fork, and it warns about it on every worker start.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 class DataError(ValueError):

@@ -132,6 +132,12 @@ class Trainer:
             cfg = load_train_config(self.run_dir / "config.yaml", overrides)
         elif cfg is None:
             raise ValueError("Trainer needs a config (or resume=True)")
+        if not resume:
+            # Absolute data paths: the saved config must resume from any working directory.
+            for key in ("dataset", "graph", "cache_dir"):
+                value = cfg.data[key]
+                if value:
+                    cfg.data[key] = str(Path(value).expanduser().absolute())
         self.cfg = cfg
         t = cfg.train
         self.dist: DistInfo = init_distributed(t.device)
