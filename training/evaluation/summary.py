@@ -1,0 +1,87 @@
+"""One method's headline metrics (the ``metrics.json`` keys of DESIGN.md) from pin embeddings.
+
+``method_metrics(g, emb)`` with ``g`` a ``PinBoardGraph`` with splits and ``emb`` a dict of
+float [P, D] tensors (any of ``"image"``, ``"text"``, ``"fused"``):
+
+* ``t2i_recall@1|5|10``, ``i2t_recall@1|5|10``: text -> image and image -> text, pin i's text
+  paired with pin i's image, among warm pins with both (``has_image`` / ``has_text`` masks;
+  rows of zero norm count as missing); needs "image" and "text".
+* ``board_recall@10`` (hit rate: >= 1 board mate in the top 10), ``board_mrr`` (tie-aware):
+  pin -> pin retrieval on the "fused" embedding (else "image", else "text"). Queries: pins of the
+  TEST edges; positives of (p, b): the pins with a TRAIN edge to b; candidates: every supported
+  pin but p.
+* ``cold_start_board_recall@10``: the same for the edges of cold-start pins (COLD split); None
+  when the method does not support cold-start pins (``supported`` False for them).
+* ``neighbor_overlap@10``: overlap of the 10 embedding nearest neighbors with the PinSage
+  top-10 random-walk neighborhood on the TRAIN graph, for up to ``max_overlap_seeds`` warm pins.
+
+Metrics a method cannot produce are left out (or None for cold start), never made up.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from graph.splits import COLD, TEST, TRAIN
+from training.evaluation.neighborhood import walk_neighbor_overlap
+from training.evaluation.retrieval import board_mate_positives, image_text_retrieval, pin_retrieval
+
+__all__ = ["method_metrics"]
+
+
+def method_metrics(g: Any, emb: dict[str, torch.Tensor], supported: torch.Tensor | None = None,
+                   has_image: torch.Tensor | None = None, has_text: torch.Tensor | None = None,
+                   k: int = 10, max_overlap_seeds: int = 500, seed: int = 0,
+                   backend: str = "auto") -> dict[str, float | None]:
+    """See the module docstring. supported: bool [P] (default all): pins the method can embed;
+    unsupported pins are removed from the candidates and queries."""
+    P = g.num_pins
+    sup = torch.ones(P, dtype=torch.bool) if supported is None else torch.as_tensor(supported).bool().cpu()
+    cold = g.splits.is_cold_start(P)
+    out: dict[str, float | None] = {}
+
+    def masked(x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x).detach().float().cpu().clone()
+        x[~sup] = 0
+        return x
+
+    if "image" in emb and "text" in emb:
+        img, txt = masked(emb["image"]), masked(emb["text"])
+        ok = sup & ~cold & (img.norm(dim=1) > 0) & (txt.norm(dim=1) > 0)
+        if has_image is not None:
+            ok &= torch.as_tensor(has_image).bool()
+        if has_text is not None:
+            ok &= torch.as_tensor(has_text).bool()
+        idx = torch.nonzero(ok).squeeze(1)
+        if idx.numel():
+            m = image_text_retrieval(img[idx], txt[idx], ks=(1, 5, 10), backend=backend)
+            out.update({key: m[key] for key in m if "recall@" in key and "frac" not in key})
+
+    name = next((n for n in ("fused", "image", "text") if n in emb), None)
+    if name is None:
+        return out
+    e = masked(emb[name])
+    pins, boards = g.edges()
+    split = torch.from_numpy(np.asarray(g.splits.edge_split).astype(np.int64))
+    train = split == TRAIN
+    tp, tb = pins[train], boards[train]
+    for part, sel, prefix in (("warm", split == TEST, "board_"), ("cold", split == COLD, "cold_start_board_")):
+        sel = sel & sup[pins]                      # unsupported pins are not queried
+        if not bool(sel.any()):
+            out[f"{prefix}recall@{k}"] = None
+            if part == "warm":
+                out["board_mrr"] = None
+            continue
+        qp, pos = board_mate_positives(pins[sel], boards[sel], tp, tb, num_pins=P)
+        m = pin_retrieval(e, qp, pos, ks=(k,), backend=backend, prefix=prefix)
+        out[f"{prefix}recall@{k}"] = m[f"{prefix}recall@{k}"]
+        if part == "warm":
+            out["board_mrr"] = m["board_mrr"]
+    warm = torch.nonzero(sup & ~cold & (g.pin_degrees() > 0)).squeeze(1)
+    if warm.numel():
+        gen = torch.Generator().manual_seed(seed)
+        seeds = warm[torch.randperm(warm.numel(), generator=gen)[:max_overlap_seeds]]
+        out[f"neighbor_overlap@{k}"] = walk_neighbor_overlap(e, g.train_graph(), seeds, k=k, seed=seed)
+    return out
