@@ -32,7 +32,7 @@ def small_world(tmp_path_factory):
 
 
 def test_graph_baseline_beats_its_init(small_world):
-    from graph.splits import COLD, TEST, VAL
+    from graph.splits import TEST, VAL
     g = small_world
     tg = g.train_graph()
     pins, boards = g.edges()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluation.retrieval import (Positives, as_positives, board_mate_positives, exact_topk,
+from training.evaluation.retrieval import (as_positives, board_mate_positives, exact_topk,
                                            expected_first_positive_rank, faiss_available,
                                            image_text_retrieval, pin_retrieval, retrieval_metrics)
 
