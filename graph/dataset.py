@@ -273,6 +273,8 @@ class _TableReader:
     path: Path
     table: str
     progress: bool = False
+    batch_rows: int = PARQUET_BATCH_ROWS      # Parquet rows per batch
+    csv_block_bytes: int = CSV_BLOCK_BYTES    # CSV bytes per batch
     present: list[_Col] = field(default_factory=list)
     absent: list[_Col] = field(default_factory=list)
     num_rows: int = 0
@@ -350,7 +352,7 @@ class _TableReader:
     def _parquet_batches(self, names: list[str]) -> Iterator[pa.RecordBatch]:
         rows = 0
         try:
-            for batch in self._pq.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=names):
+            for batch in self._pq.iter_batches(batch_size=self.batch_rows, columns=names):
                 rows += batch.num_rows
                 yield batch
         except (pa.ArrowException, OSError) as exc:  # a damaged page or column chunk
@@ -364,7 +366,7 @@ class _TableReader:
             strings_can_be_null=True, null_values=[""], quoted_strings_can_be_null=True)
         # Captions and board names may contain quoted newlines; ids never do.
         parse = pacsv.ParseOptions(newlines_in_values=self.table != "edges")
-        read = pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+        read = pacsv.ReadOptions(block_size=self.csv_block_bytes)
         rows = 0
         try:
             reader = pacsv.open_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
@@ -559,42 +561,71 @@ def load_dataset_graph(dataset_dir: str | Path, cold_start_fraction: float | Non
     root = dataset_dir.absolute()
     g.features = FeatureStore(pins.features, boards.features, root=root)
 
-    if cold_start_fraction is None and pins.has_fresh:
-        fresh = np.asarray(pins.features.column("fresh").to_numpy(zero_copy_only=False), dtype=bool)
+    fresh, frac = _cold_start_source(pins, cold_start_fraction)
+    if fresh is not None:
         g.splits = make_splits(g, val_fraction, test_fraction, cold_start_fraction=0.0, seed=seed,
                                fresh_pins=fresh)
         g.splits.params["cold_start_fraction"] = None  # taken from the fresh flags, not drawn
     else:
-        frac = DEFAULT_COLD_START_FRACTION if cold_start_fraction is None else float(cold_start_fraction)
         g.splits = make_splits(g, val_fraction, test_fraction, cold_start_fraction=frac, seed=seed)
+    g.manifest["source"] = _source_record(dataset_dir, paths, len(pins.ids), len(boards.ids),
+                                          num_raw_edges, int(g.csr_numpy().num_duplicates))
+    return g
 
-    g.manifest["source"] = {
-        "dataset_dir": str(root),
+
+def _cold_start_source(pins: _Nodes, cold_start_fraction: float | None) -> tuple[np.ndarray | None, float]:
+    """(fresh flags bool [P], 0.0) when the pins' ``fresh`` column picks the cold-start pins,
+    else (None, the share of pins to draw)."""
+    if cold_start_fraction is None and pins.has_fresh:
+        return np.asarray(pins.features.column("fresh").to_numpy(zero_copy_only=False), dtype=bool), 0.0
+    return None, DEFAULT_COLD_START_FRACTION if cold_start_fraction is None else float(cold_start_fraction)
+
+
+def _source_record(dataset_dir: Path, paths: dict[str, Path], num_pins: int, num_boards: int,
+                   num_raw_edges: int, num_duplicates: int) -> dict[str, Any]:
+    """The manifest's ``source`` entry (shared by the in-memory and the out-of-core build)."""
+    return {
+        "dataset_dir": str(dataset_dir.absolute()),
         "tables": {name: p.name for name, p in paths.items()},
-        "rows": {"pins": len(pins.ids), "boards": len(boards.ids), "edges": num_raw_edges},
-        "duplicate_edges_merged": int(g.csr_numpy().num_duplicates),
+        "rows": {"pins": num_pins, "boards": num_boards, "edges": num_raw_edges},
+        "duplicate_edges_merged": num_duplicates,
         # e.g. the synthetic world's ground truth, which evaluation reads from the dataset dir
         "truth_files": sorted(p.name for p in dataset_dir.glob("truth_*") if p.is_file()),
     }
-    return g
 
 
 def build_graph_from_dataset(dataset_dir: str | Path, out_dir: str | Path,
                              cold_start_fraction: float | None = None, val_fraction: float = 0.05,
                              test_fraction: float = 0.05, seed: int = 0,
-                             progress: bool = True) -> PinBoardGraph:
+                             progress: bool = True,
+                             memory_budget: int | str | None = None) -> PinBoardGraph:
     """Read a dataset directory and write its graph store to ``out_dir`` atomically.
 
-    Everything is read and validated before anything is written; the store is then built in a
-    temporary sibling and swapped into place, so on any failure ``out_dir`` is left as it was.
-    Returns the store opened (memory-mapped) from ``out_dir``. Arguments as
-    ``load_dataset_graph``.
+    The store is built in a temporary sibling and swapped into place, so on any failure
+    ``out_dir`` is left as it was. Returns the store opened (memory-mapped) from ``out_dir``.
+    Arguments as ``load_dataset_graph``, plus:
+
+      memory_budget: bytes (an int, or a string such as ``"2GB"``, see
+        ``graph.external_build.parse_bytes``) the build may keep resident. When given, the
+        store is built out of core (``graph.external_build``: edges bucketed on disk and
+        sorted bucket by bucket). When None, the in-memory build is used unless the edges
+        file is at least ``external_build.AUTO_EXTERNAL_BYTES`` (1 GiB) on disk, which is then
+        built out of core with ``external_build.DEFAULT_MEMORY_BUDGET``. Both builds write
+        byte-identical stores.
     """
     _check_fractions(cold_start_fraction, val_fraction, test_fraction)
     out_dir = Path(out_dir)
     if out_dir.absolute() == Path(dataset_dir).absolute():
         raise ValueError(f"{out_dir}: the graph store cannot replace its own dataset directory")
     _check_replaceable(out_dir)  # fail before the (long) read, not after it
+    from graph import external_build
+
+    budget = external_build.choose_memory_budget(find_table(dataset_dir, "edges"), memory_budget)
+    if budget is not None:
+        external_build.build_graph_external(
+            dataset_dir, out_dir, cold_start_fraction=cold_start_fraction, val_fraction=val_fraction,
+            test_fraction=test_fraction, seed=seed, progress=progress, memory_budget=budget)
+        return PinBoardGraph.open(out_dir)
     g = load_dataset_graph(dataset_dir, cold_start_fraction=cold_start_fraction,
                            val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
                            progress=progress)
