@@ -7,7 +7,7 @@ float [P, D] tensors (any of ``"image"``, ``"text"``, ``"fused"``):
   paired with pin i's image, among warm pins with both (``has_image`` / ``has_text`` masks;
   rows of zero norm count as missing); needs "image" and "text".
 * ``board_recall@10`` (hit rate: >= 1 board mate in the top 10), ``board_mrr`` (tie-aware):
-  pin -> pin retrieval on the "fused" embedding (else "image", else "text"). Queries: pins of the
+  pin -> pin retrieval on the "fused" embedding (else "graph", else "image", else "text"). Queries: pins of the
   TEST edges; positives of (p, b): the pins with a TRAIN edge to b; candidates: every supported
   pin but p.
 * ``cold_start_board_recall@10``: the same for the edges of cold-start pins (COLD split); None
@@ -19,7 +19,7 @@ Metrics a method cannot produce are left out (or None for cold start), never mad
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -28,15 +28,27 @@ from graph.splits import COLD, TEST, TRAIN
 from training.evaluation.neighborhood import walk_neighbor_overlap
 from training.evaluation.retrieval import board_mate_positives, image_text_retrieval, pin_retrieval
 
-__all__ = ["method_metrics"]
+__all__ = ["method_metrics", "headline_metrics", "HEADLINE_KEYS", "PIN_EMBEDDING_ORDER"]
+
+# The metrics.json keys of DESIGN.md, in table order.
+HEADLINE_KEYS = ("t2i_recall@1", "t2i_recall@5", "t2i_recall@10", "i2t_recall@1", "i2t_recall@5", "i2t_recall@10",
+                 "board_recall@10", "board_mrr", "cold_start_board_recall@10", "neighbor_overlap@10")
+# Which embedding represents a pin in pin -> pin retrieval when a method has several.
+PIN_EMBEDDING_ORDER = ("fused", "graph", "image", "text")
+
+
+def headline_metrics(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    """The DESIGN.md metrics.json subset of ``metrics`` (keys a method lacks are left out)."""
+    return {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
 
 
 def method_metrics(g: Any, emb: dict[str, torch.Tensor], supported: torch.Tensor | None = None,
                    has_image: torch.Tensor | None = None, has_text: torch.Tensor | None = None,
                    k: int = 10, max_overlap_seeds: int = 500, seed: int = 0,
-                   backend: str = "auto") -> dict[str, float | None]:
+                   backend: str = "auto", curve_ks: Sequence[int] = ()) -> dict[str, float | None]:
     """See the module docstring. supported: bool [P] (default all): pins the method can embed;
-    unsupported pins are removed from the candidates and queries."""
+    unsupported pins are removed from the candidates and queries. curve_ks: extra cutoffs at
+    which every recall is also reported (``board_recall@20`` ..., for recall@k curves)."""
     P = g.num_pins
     sup = torch.ones(P, dtype=torch.bool) if supported is None else torch.as_tensor(supported).bool().cpu()
     cold = g.splits.is_cold_start(P)
@@ -56,10 +68,10 @@ def method_metrics(g: Any, emb: dict[str, torch.Tensor], supported: torch.Tensor
             ok &= torch.as_tensor(has_text).bool()
         idx = torch.nonzero(ok).squeeze(1)
         if idx.numel():
-            m = image_text_retrieval(img[idx], txt[idx], ks=(1, 5, 10), backend=backend)
+            m = image_text_retrieval(img[idx], txt[idx], ks=sorted({1, 5, 10, *curve_ks}), backend=backend)
             out.update({key: m[key] for key in m if "recall@" in key and "frac" not in key})
 
-    name = next((n for n in ("fused", "image", "text") if n in emb), None)
+    name = next((n for n in PIN_EMBEDDING_ORDER if n in emb), None)
     if name is None:
         return out
     e = masked(emb[name])
@@ -75,8 +87,8 @@ def method_metrics(g: Any, emb: dict[str, torch.Tensor], supported: torch.Tensor
                 out["board_mrr"] = None
             continue
         qp, pos = board_mate_positives(pins[sel], boards[sel], tp, tb, num_pins=P)
-        m = pin_retrieval(e, qp, pos, ks=(k,), backend=backend, prefix=prefix)
-        out[f"{prefix}recall@{k}"] = m[f"{prefix}recall@{k}"]
+        m = pin_retrieval(e, qp, pos, ks=sorted({k, *curve_ks}), backend=backend, prefix=prefix)
+        out.update({key: v for key, v in m.items() if key.startswith(f"{prefix}recall@")})
         if part == "warm":
             out["board_mrr"] = m["board_mrr"]
     warm = torch.nonzero(sup & ~cold & (g.pin_degrees() > 0)).squeeze(1)

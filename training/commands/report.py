@@ -1,0 +1,49 @@
+"""``pinclip report RUN_DIR [RUN_DIR ...] --out DIR``: compare methods in report.md and plots.
+
+Each RUN_DIR (a training run or a baseline directory) is evaluated first unless its
+evaluation.json is current. DIR gets report.md (comparison table, the demo bar when pinclip,
+clip_only and frozen_text are among the methods, recall by embedding, neighborhood quality),
+metrics.json ({method: metrics}, DESIGN.md keys) and PNG plots (recall@k curves, cold-start
+against warm bars, 2-D PCA maps colored by topic or board, similarity histograms). A method is
+named after its directory (or its method.json).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="write report.md and plots comparing runs", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (for embedding the pins)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from training.checkpoint import CheckpointError
+    from training.cli import CLIError
+    from training.config import TrainConfigError
+    from training.evaluation.report import format_table, metrics_table, write_report
+    from training.evaluation.run_eval import EvaluationError
+
+    for d in args.run_dirs:
+        if not d.is_dir():
+            raise CLIError(f"{d}: no such directory")
+    log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
+    try:
+        rep = write_report(args.run_dirs, args.out, device=args.device, progress=not args.quiet, log=log)
+    except (EvaluationError, CheckpointError, TrainConfigError) as exc:
+        raise CLIError(str(exc)) from None
+    print(format_table(metrics_table(rep["metrics"])))
+    for c in rep["checks"]:
+        rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
+        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['method']} vs {c['baseline']} {c['metric']}: {rel} "
+              f"(target {c['target']:+.0%})")
+    print(f"wrote {args.out / 'report.md'} and {len(rep['files']) - 1} other files")
+    return 0

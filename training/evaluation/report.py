@@ -1,0 +1,202 @@
+"""The comparison report of several methods (``pinclip report``, the end of ``pinclip demo``).
+
+``write_report(dirs, out)`` reads (or computes) each method directory's ``evaluation.json``
+(``training.evaluation.run_eval``), then writes into ``out``:
+
+* ``metrics.json``: ``{method: {DESIGN.md metric: value}}`` (null: the method cannot produce it,
+  e.g. cold-start recall of the graph-only baseline);
+* ``report.md``: the comparison table, the demo's bar (``bar_checks``), recall by modality,
+  neighborhood quality, and the plots below;
+* PNG plots: recall@k curves per method (board-mate, cold-start, text -> image), cold-start
+  against warm bars, a 2-D PCA of each method's pin embeddings colored by hidden topic (synthetic
+  world) or by board, and cosine histograms of board mates against random pairs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, load_evaluation, load_method,
+                                          truth_labels)
+from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
+
+__all__ = ["BAR", "bar_checks", "format_table", "write_report", "metrics_table"]
+
+# The bar of the demo (issue: evaluation): (metric, method, baseline, minimum relative change).
+# A negative minimum is the largest loss allowed.
+BAR = (
+    ("board_recall@10", "pinclip", "clip_only", 0.15),
+    ("cold_start_board_recall@10", "pinclip", "clip_only", 0.15),
+    ("board_recall@10", "pinclip", "frozen_text", 0.20),
+    ("t2i_recall@10", "pinclip", "clip_only", -0.05),
+)
+
+
+def bar_checks(metrics: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:
+    """Each ``BAR`` row whose methods are present: {"metric", "method", "baseline", "value",
+    "baseline_value", "relative", "target", "passed"} (``relative`` = value / baseline - 1)."""
+    out = []
+    for metric, method, base, target in BAR:
+        if method not in metrics or base not in metrics:
+            continue
+        v, b = metrics[method].get(metric), metrics[base].get(metric)
+        rel = None if v is None or b is None or b == 0 else v / b - 1
+        out.append({"metric": metric, "method": method, "baseline": base, "value": v, "baseline_value": b,
+                    "relative": rel, "target": target, "passed": rel is not None and rel >= target})
+    return out
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def metrics_table(metrics: dict[str, dict[str, float | None]], keys: Sequence[str] = HEADLINE_KEYS) -> list[list[str]]:
+    """Rows (header first) of methods x metrics; keys no method has are dropped."""
+    keys = [k for k in keys if any(k in m for m in metrics.values())]
+    rows = [["method", *keys]]
+    for name, m in metrics.items():
+        rows.append([name, *[_fmt(m.get(k)) for k in keys]])
+    return rows
+
+
+def format_table(rows: list[list[str]], markdown: bool = False) -> str:
+    """A plain-text (aligned columns) or Markdown table of ``rows`` (header first)."""
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+
+
+def _curves(ev: dict, prefix: str) -> dict[int, float]:
+    m = ev["metrics"]
+    return {k: m[f"{prefix}recall@{k}"] for k in CURVE_KS if m.get(f"{prefix}recall@{k}") is not None}
+
+
+def _labels(g: Any) -> tuple[np.ndarray, str]:
+    """int [P] colors for the projection: the hidden topic when known, else the pin's first board."""
+    truth = truth_labels(g)
+    if truth is not None:
+        return truth["topic"], "hidden topic"
+    lab = np.full(g.num_pins, -1, dtype=np.int64)
+    indptr, indices = np.asarray(g.pin_indptr), np.asarray(g.pin_indices)
+    has = indptr[1:] > indptr[:-1]
+    lab[has] = indices[indptr[:-1][has]]
+    return lab, "first board"
+
+
+def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, device: str = "auto",
+                 progress: bool = True, log=print, title: str = "PinCLIP evaluation report",
+                 extra_md: str = "") -> dict[str, Any]:
+    """Evaluate (or read) every method directory in ``dirs`` and write the report into ``out``.
+    Returns {"metrics": {method: headline}, "checks": bar_checks, "evaluations": [...], "files": [...]}."""
+    from training.evaluation import plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    evals = []
+    for d in dirs:
+        evals.append(load_evaluation(d, device=device, progress=progress, log=log))
+    names = [e["method"] for e in evals]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"two directories evaluate the same method name {dup}: rename one of them "
+                         f"({', '.join(str(d) for d in dirs)})")
+    metrics = {e["method"]: headline_metrics(e["metrics"]) for e in evals}
+    checks = bar_checks(metrics)
+    files: list[Path] = []
+    files.append(plots.plot_recall_curves({e["method"]: _curves(e, "board_") for e in evals},
+                                          out / "recall_board.png", "board-mate recall@k (warm test pins)"))
+    cold = {e["method"]: _curves(e, "cold_start_board_") for e in evals}
+    if any(cold.values()):
+        files.append(plots.plot_recall_curves(cold, out / "recall_cold_start.png",
+                                              "board-mate recall@k (cold-start pins)"))
+    t2i = {e["method"]: _curves(e, "t2i_") for e in evals}
+    if any(t2i.values()):
+        files.append(plots.plot_recall_curves(t2i, out / "recall_t2i.png", "text -> image recall@k"))
+    files.append(plots.plot_cold_warm_bars(
+        {n: {"warm": m.get("board_recall@10"), "cold": m.get("cold_start_board_recall@10")} for n, m in metrics.items()},
+        out / "cold_vs_warm.png"))
+    projections = []
+    for d, e in zip(dirs, evals):
+        m = load_method(d, device=device, progress=progress, log=log)
+        g = m["graph"]
+        name = next(n for n in PIN_EMBEDDING_ORDER if n in m["emb"])
+        emb = m["emb"][name].clone()
+        sup = torch.ones(g.num_pins, dtype=torch.bool) if m["supported"] is None else m["supported"].bool()
+        labels, by = _labels(g)
+        labels = np.where(sup.numpy(), labels, -1)
+        safe = e["method"].replace("/", "_")
+        p = plots.plot_projection(emb[sup], labels[sup.numpy()], out / f"projection_{safe}.png",
+                                  title=f"{e['method']}: PCA of {name} embeddings, colored by {by}")
+        pairs = board_mate_pairs(g)
+        pairs = pairs[sup[pairs[:, 0]] & sup[pairs[:, 1]]]
+        h = plots.plot_similarity_histogram(emb, pairs, out / f"similarity_{safe}.png",
+                                            title=f"{e['method']}: cosine of board mates vs random pairs")
+        projections.append((e["method"], p, h))
+        files += [p, h]
+
+    md = [f"# {title}", "", f"Methods: {', '.join(names)}. Graph: `{evals[0]['graph']}` "
+          f"({evals[0]['counts']['pins']:,} pins; {evals[0]['counts']['test_edges']:,} test edges of warm pins, "
+          f"{evals[0]['counts']['cold_start_edges']:,} edges of cold-start pins hidden in training).", ""]
+    if extra_md:
+        md += [extra_md, ""]
+    md += ["## Headline metrics", "",
+           "Board-mate retrieval: each test edge (pin, board) of a warm pin queries every other pin by cosine; "
+           "the board's training members are its positives (recall@10 = share of queries with a board mate in "
+           "the top 10; MRR tie-aware). Cold start: the same for pins whose every edge was hidden in training "
+           "(content only). `n/a`: the method cannot produce the metric (the graph-only model has no "
+           "embedding for a pin without edges; text-only methods have no image).", "",
+           format_table(metrics_table(metrics), markdown=True), ""]
+    if checks:
+        md += ["## The bar", "", "| check | value | baseline | relative | target | |", "|---|---|---|---|---|---|"]
+        for c in checks:
+            rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
+            md.append(f"| {c['method']} vs {c['baseline']}: {c['metric']} | {_fmt(c['value'])} | "
+                      f"{_fmt(c['baseline_value'])} | {rel} | {c['target']:+.0%} | "
+                      f"{'pass' if c['passed'] else '**FAIL**'} |")
+        md.append("")
+    mod_rows = [["method", "embedding", "board_recall@10", "cold_start_board_recall@10"]]
+    for e in evals:
+        for name, v in e.get("modalities", {}).items():
+            mod_rows.append([e["method"], name, _fmt(v.get("board_recall@10")), _fmt(v.get("cold_start_board_recall@10"))])
+    if len(mod_rows) > 1:
+        md += ["## Board-mate recall by embedding", "",
+               "The image embedding is what serves a fresh pin from its pixels alone.", "",
+               format_table(mod_rows, markdown=True), ""]
+    hood_keys = sorted({k for e in evals for k in e.get("neighborhood", {})})
+    if hood_keys:
+        rows = [["method", *hood_keys]] + [[e["method"], *[_fmt(e["neighborhood"].get(k)) for k in hood_keys]]
+                                           for e in evals]
+        md += ["## Neighborhood quality", "",
+               "board_coherence: mean intra-board minus inter-board cosine (train edges); alignment: mean squared "
+               "distance of board mates (lower is tighter); uniformity: log E exp(-2 d^2) (lower is more spread); "
+               "*_purity@10: share of the 10 nearest neighbors with the same hidden topic / style (synthetic "
+               "world only). neighbor_overlap@10 (above): overlap with the random-walk top-10 neighborhood.", "",
+               format_table(rows, markdown=True), ""]
+    md += ["## Plots", ""]
+    for f in files[: len(files) - 2 * len(projections)]:
+        md.append(f"![{f.stem}]({f.name})")
+    md.append("")
+    for name, p, h in projections:
+        md += [f"### {name}", "", f"![{p.stem}]({p.name}) ![{h.stem}]({h.name})", ""]
+    md += [f"_Written in {time.perf_counter() - t0:.1f} s from: " +
+           ", ".join(f"`{d}`" for d in dirs) + "._", ""]
+    from graph.atomic import atomic_write_bytes
+    atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "report.md", "\n".join(md).encode())
+    files += [out / "metrics.json", out / "report.md"]
+    return {"metrics": metrics, "checks": checks, "evaluations": evals, "files": files}
