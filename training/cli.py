@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "graph_stats",
     "train",
     "embed",
+    "ann_index",
     "evaluate",
     "report",
     "demo",
