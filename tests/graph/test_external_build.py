@@ -108,6 +108,27 @@ def test_default_dataset_and_power_law_hubs(tmp_path, helpers):
     assert_same_store(mem, ext, helpers)
 
 
+def test_repeat_sums_follow_input_order(tmp_path, helpers):
+    # Two pairs repeated four times with the same weights in opposite orders. Their float64
+    # sums round differently (1 + 2^-24 is a float32 tie; the 2^-53 terms decide the side), so
+    # the float32 weights differ: an out-of-core build that reordered repeats across chunks or
+    # buckets would not give the in-memory bytes.
+    order_a = [1.0, 2.0**-24, 2.0**-53, 2.0**-53]
+    rows = []
+    for i, (wa, wb) in enumerate(zip(order_a, order_a[::-1])):
+        rows += [(1, 2, wa), (3, 0, wb)] + [(4 + (i + j) % 5, j % 4, 0.5) for j in range(15)]
+    edges = {"pin_id": [r[0] for r in rows], "board_id": [r[1] for r in rows], "weight": [r[2] for r in rows]}
+    data = helpers.write_dataset(tmp_path / "data", "parquet", tables={
+        "pins": {"pin_id": list(range(10)), "text": [None] * 10, "image": [None] * 10},
+        "boards": {"board_id": list(range(4)), "name": [None] * 4}, "edges": edges})
+    mem, ext = both_builds(data, tmp_path, plan=BuildPlan(1, 1, 5, 3, 4))
+    assert_same_store(mem, ext, helpers)
+    g = PinBoardGraph.open(ext)
+    w = {(p, int(g.pin_indices[e])): float(g.pin_weights[e])
+         for p in (1, 3) for e in range(int(g.pin_indptr[p]), int(g.pin_indptr[p + 1]))}
+    assert sorted(w) == [(1, 2), (3, 0)] and w[(1, 2)] != w[(3, 0)]  # the order shows
+
+
 def test_tiny_budget_warns_and_uses_many_groups(tmp_path, helpers, monkeypatch):
     data = random_dataset(tmp_path / "data", helpers, num_edges=2000, seed=2)
     calls = []
