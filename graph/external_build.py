@@ -48,12 +48,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from graph import storage
 from graph.atomic import atomic_directory
 from graph.buckets import EdgeBuckets, NpyAppender, balanced_bounds, record_dtype
 from graph.csr import _KEY_BITS, _bits, _sorted_direction, expand_indptr, index_dtype_for
-from graph.dataset import (DatasetError, TABLE_NAMES, _check_fractions, _cold_start_source,
+from graph.dataset import (TABLE_NAMES, _check_fractions, _cold_start_source,
                            _map_ids, _read_nodes, _source_record, _TableReader, find_table)
 from graph.features import FeatureStore
 from graph.splits import COLD, TEST, TRAIN, VAL
@@ -327,8 +328,6 @@ class _Build:
         """Everything ``PinBoardGraph.write_into`` writes besides the edge arrays, and the manifest."""
         pin_ids = _external_id_array(self.pins.ids, self.P, "pin_external_ids")
         board_ids = _external_id_array(self.boards.ids, self.B, "board_external_ids")
-        import pyarrow as pa
-
         tables = {"pin_ids": storage.write_table(self.tmp, "pin_ids", pa.table({"id": pin_ids})),
                   "board_ids": storage.write_table(self.tmp, "board_ids", pa.table({"id": board_ids}))}
         features = FeatureStore(self.pins.features, self.boards.features, root=dataset_dir.absolute())
@@ -448,4 +447,4 @@ def _write_splits(tmp: Path, indptr: np.ndarray, fresh: np.ndarray | None, frac:
 
 
 __all__ = ["BuildPlan", "DEFAULT_MEMORY_BUDGET", "AUTO_EXTERNAL_BYTES", "build_graph_external",
-           "choose_memory_budget", "parse_bytes", "plan_build", "DatasetError"]
+           "choose_memory_budget", "parse_bytes", "plan_build"]
