@@ -620,7 +620,9 @@ def build_graph_from_dataset(dataset_dir: str | Path, out_dir: str | Path,
     _check_replaceable(out_dir)  # fail before the (long) read, not after it
     from graph import external_build
 
-    budget = external_build.choose_memory_budget(find_table(dataset_dir, "edges"), memory_budget)
+    # All three tables first, in the in-memory reader's order, so a missing one is reported alike.
+    edges_path = [find_table(dataset_dir, name) for name in TABLE_NAMES][-1]
+    budget = external_build.choose_memory_budget(edges_path, memory_budget)
     if budget is not None:
         external_build.build_graph_external(
             dataset_dir, out_dir, cold_start_fraction=cold_start_fraction, val_fraction=val_fraction,
