@@ -38,31 +38,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.ann import build_index, exact_reference, index_nbytes, recall_at_k, require_faiss, rerank  # noqa: E402
 
 
-def clustered_vectors(n: int, dim: int, clusters: int, noise: float, seed: int,
-                      chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors float32 [n, dim] L2-normalized, queries-generator state) from one seeded generator;
-    see the module docstring. Deterministic for (n, dim, clusters, noise, seed)."""
+def clustered_vectors(n: int, dim: int, clusters: int, noise: float, seed: int, intrinsic_dim: int | None = None,
+                      chunk: int = 100_000) -> tuple[np.ndarray, tuple]:
+    """(vectors float32 [n, dim] L2-normalized, generator state for :func:`more_vectors`) from one
+    seeded generator; see the module docstring. ``intrinsic_dim`` r: the noise lives in one random
+    r-dimensional subspace (a lower intrinsic dimension, as real embeddings have); None: isotropic.
+    Deterministic for its arguments."""
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((clusters, dim), dtype=np.float32)
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     w = 1.0 / (np.arange(clusters) + 10.0)
     w /= w.sum()
+    basis = None
+    if intrinsic_dim:
+        basis = np.linalg.qr(rng.standard_normal((dim, intrinsic_dim)))[0].T.astype(np.float32)  # [r, dim]
+    state = (rng, centers, w, np.float32(noise), basis)
     out = np.empty((n, dim), dtype=np.float32)
-    sigma = np.float32(noise / np.sqrt(dim))
     for r0 in range(0, n, chunk):
-        r1 = min(n, r0 + chunk)
-        a = rng.choice(clusters, size=r1 - r0, p=w)
-        block = centers[a] + sigma * rng.standard_normal((r1 - r0, dim), dtype=np.float32)
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[r0:r1] = block
-    return out, (rng, centers, w, sigma)
+        out[r0:min(n, r0 + chunk)] = more_vectors(state, min(n, r0 + chunk) - r0)
+    return out, state
 
 
-def more_vectors(state, n: int) -> np.ndarray:
-    rng, centers, w, sigma = state
+def more_vectors(state: tuple, n: int) -> np.ndarray:
+    """``n`` more vectors from the distribution (and generator) of :func:`clustered_vectors`."""
+    rng, centers, w, noise, basis = state
     a = rng.choice(centers.shape[0], size=n, p=w)
-    block = centers[a] + sigma * rng.standard_normal((n, centers.shape[1]), dtype=np.float32)
-    return (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32)
+    if basis is None:
+        eps = np.float32(noise / np.sqrt(centers.shape[1])) * rng.standard_normal((n, centers.shape[1]), dtype=np.float32)
+    else:
+        eps = (np.float32(noise / np.sqrt(basis.shape[0]))
+               * rng.standard_normal((n, basis.shape[0]), dtype=np.float32)) @ basis
+    block = centers[a] + eps
+    block /= np.linalg.norm(block, axis=1, keepdims=True)
+    return block.astype(np.float32, copy=False)
 
 
 def _loadavg() -> list[float] | None:
@@ -104,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--noise", type=float, default=1.0)
+    ap.add_argument("--intrinsic-dim", type=int, default=None,
+                    help="noise in a random subspace of this dimension (default: isotropic, the hardest case)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--latency-queries", type=int, default=200)
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {"benchmark": "ann", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "data": {"n": args.n, "dim": args.dim, "clusters": args.clusters, "noise": args.noise,
-                             "seed": args.seed, "queries": args.queries, "generator": "numpy default_rng, clustered, "
+                             "intrinsic_dim": args.intrinsic_dim, "seed": args.seed, "queries": args.queries, "generator": "numpy default_rng, clustered, "
                              "Zipf-like cluster sizes, L2-normalized"},
                     "k": args.k, "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                                              "faiss_threads": threads, "loadavg_start": _loadavg()},
@@ -128,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "python": platform.python_version()},
                     "indexes": []}
     t = time.perf_counter()
-    x, state = clustered_vectors(args.n, args.dim, args.clusters, args.noise, args.seed)
+    x, state = clustered_vectors(args.n, args.dim, args.clusters, args.noise, args.seed, args.intrinsic_dim)
     q = more_vectors(state, args.queries)
     report["data"]["generate_s"] = time.perf_counter() - t
     print(f"data: {args.n:,} x {args.dim} in {report['data']['generate_s']:.1f} s", file=sys.stderr)

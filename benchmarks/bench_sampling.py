@@ -2,7 +2,8 @@
 
     python benchmarks/bench_sampling.py --json                  # 1M pins, 100k boards, 10M edges
     python benchmarks/bench_sampling.py --json --threads 1,2 --repeats 7 --out results.json
-    python benchmarks/bench_sampling.py --json --device cuda --no-dgl      # on a GPU
+    python benchmarks/bench_sampling.py --json --device auto    # CPU, and CUDA side by side when available
+    python benchmarks/bench_sampling.py --json --device cuda --no-dgl      # the GPU only
     python benchmarks/bench_sampling.py --pins 10000 --boards 1000 --edges 100000 --repeats 3
 
 The edges come from ``benchmarks/powerlaw_edges.py`` (deterministic, cached in
@@ -23,6 +24,12 @@ its server, after one warm-up call each; seeds are ``numpy.random.default_rng(ro
 for both. The report gives each method's median over rounds, every sample, the ratio of medians
 (ours / DGL throughput) and whether the targets hold (random walk >= 3x DGL, PinSage >= 2x DGL;
 on a GPU: >= 100M walk steps per second). The machine is shared: compare only within one run.
+
+Devices (``--device``): ``auto`` (default) runs our samplers on the CPU and, when CUDA is
+available, on the GPU too (CSR tensors moved with ``SamplingGraph.from_graph(g, "cuda")``), in the
+same rounds; the GPU methods are named ``gpu_<workload>`` next to ``ours_<workload>`` (CPU), and
+``side_by_side`` gives both throughputs and the GPU / CPU speed-up. Without CUDA the report says
+``"cuda": "not available"``. ``cpu`` or ``cuda`` runs that device only.
 """
 from __future__ import annotations
 
@@ -109,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sampler-threads", default="1",
                     help="threads of our samplers' CPU kernels (sampling.set_num_threads; default 1); "
                          "'torch' uses torch's global setting, i.e. --threads")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="auto: CPU, plus CUDA side by side when available; cpu / cuda: that device only")
     ap.add_argument("--walk-seeds", type=int, default=100_000)
     ap.add_argument("--walk-hops", type=int, default=4)
     ap.add_argument("--pinsage-seeds", type=int, default=1024)
@@ -121,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     threads_list = [int(t) for t in args.threads.split(",")]
     set_num_threads(None if args.sampler_threads == "torch" else int(args.sampler_threads))
-    device = torch.device(args.device)
+    cuda_ok = torch.cuda.is_available()
+    if args.device == "cuda" and not cuda_ok:
+        ap.error("--device cuda: CUDA is not available on this machine (use auto or cpu)")
+    # who -> device: "ours" = our samplers on the CPU, "gpu" = the same on CUDA
+    devices = {}
+    if args.device in ("auto", "cpu"):
+        devices["ours"] = torch.device("cpu")
+    if args.device == "cuda" or (args.device == "auto" and cuda_ok):
+        devices["gpu"] = torch.device("cuda")
 
     data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, verbose=not args.json)
     meta = json.loads((data / "meta.json").read_text())
@@ -129,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     g = PinBoardGraph.from_edges(np.load(data / "edges_pins.npy"), np.load(data / "edges_boards.npy"),
                                  meta["num_pins"], meta["num_boards"])
     build_s = time.perf_counter() - t0
-    sg = SamplingGraph.from_graph(g, device)
+    sgs = {who: SamplingGraph.from_graph(g, dev) for who, dev in devices.items()}
     P = g.num_pins
 
     use_dgl = not args.no_dgl and args.dgl_python.exists()
@@ -148,24 +164,24 @@ def main(argv: list[str] | None = None) -> int:
                     "num_random_walks": 200, "num_neighbors": 10},
         "fanout": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5]},
     }
-    pinsage = PinSageSampler(sg, 3, 0.5, 200, 10, seed=0)
-    fanout = FanoutSampler(sg, [10, 5], seed=0)
-    gen = torch.Generator(device=device).manual_seed(0)
+    pinsage = {who: PinSageSampler(sg, 3, 0.5, 200, 10, seed=0) for who, sg in sgs.items()}
+    fanout = {who: FanoutSampler(sg, [10, 5], seed=0) for who, sg in sgs.items()}
+    gen = {who: torch.Generator(device=dev).manual_seed(0) for who, dev in devices.items()}
 
-    def seeds(r: int, n: int) -> torch.Tensor:
+    def seeds(r: int, n: int, device: torch.device) -> torch.Tensor:
         return torch.from_numpy(np.random.default_rng(r).integers(0, P, n)).to(device)
 
-    def ours(op: str, r: int) -> float:
-        w = workloads[op]
-        s = seeds(r, w["num_seeds"])
+    def ours(op: str, r: int, who: str = "ours") -> float:
+        w, device = workloads[op], devices[who]
+        s = seeds(r, w["num_seeds"], device)
         _sync(device)
         t = time.perf_counter()
         if op == "random_walk":
-            random_walk(sg, s, w["num_hops"], 0.0, gen)
+            random_walk(sgs[who], s, w["num_hops"], 0.0, gen[who])
         elif op == "pinsage":
-            pinsage.sample(s)
+            pinsage[who].sample(s)
         else:
-            fanout.sample(s)
+            fanout[who].sample(s)
         _sync(device)
         return time.perf_counter() - t
 
@@ -180,11 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "sampling", "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "graph": {"num_pins": P, "num_boards": g.num_boards, "num_edges": g.num_edges,
                   "input_edges": meta["num_edges"], "dataset": data.name, "build_s": round(build_s, 3)},
-        "workloads": workloads, "repeats": args.repeats, "device": str(device),
+        "workloads": workloads, "repeats": args.repeats, "device": args.device,
+        "devices": {who: str(dev) for who, dev in devices.items()},
+        "cuda": torch.cuda.get_device_name(0) if cuda_ok else "not available",
         "sampler_threads": args.sampler_threads,
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "loadavg_start": _loadavg(),
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+                    "gpu": torch.cuda.get_device_name(0) if "gpu" in devices else None},
         "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
         "runs": {},
     }
@@ -193,18 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for threads in threads_list:
             torch.set_num_threads(threads)
-            server = DGLServer(args.dgl_python, Path(tmp.name), threads) if use_dgl else None
+            server = DGLServer(args.dgl_python, Path(tmp.name), threads) if use_dgl and "ours" in devices else None
             if server:
                 report["versions"]["dgl_side"] = server.info["versions"]
                 report["graph"]["dgl_build_s"] = round(server.info["build_s"], 3)
-            methods = [(op, who) for op in workloads for who in (("ours", "dgl") if server else ("ours",))]
+            whos = list(devices) + (["dgl"] if server and "ours" in devices else [])
+            methods = [(op, who) for op in workloads for who in whos]
             samples: dict = {f"{who}_{op}": [] for op, who in methods}
             for op, who in methods:  # warm-up
-                ours(op, 10_000) if who == "ours" else server.call(op=op, seed=10_000, **workloads[op])
+                ours(op, 10_000, who) if who != "dgl" else server.call(op=op, seed=10_000, **workloads[op])
             for r in range(args.repeats):
                 k = r % len(methods)
                 for op, who in methods[k:] + methods[:k]:
-                    dt = ours(op, r) if who == "ours" else server.call(op=op, seed=r, **workloads[op])["seconds"]
+                    dt = ours(op, r, who) if who != "dgl" else server.call(op=op, seed=r, **workloads[op])["seconds"]
                     samples[f"{who}_{op}"].append(dt)
             if server:
                 server.close()
@@ -217,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 run["methods"][name] = {"median_s": med, "min_s": min(xs), "throughput": units(op, med),
                                         "best_throughput": units(op, min(xs)), "unit": unit_names[op],
                                         "samples_s": [round(x, 5) for x in xs]}
-            if server:
+            if "dgl" in whos:
                 # ratio of medians, and the median of per-round ratios (both methods ran in the same
                 # round, so they saw the same machine load)
                 run["ratios"] = {op: run["methods"][f"ours_{op}"]["throughput"] / run["methods"][f"dgl_{op}"]["throughput"]
@@ -227,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
                     for op in workloads}
                 run["targets_met"] = {op: min(run["ratios"][op], run["ratios_per_round_median"][op]) >= TARGETS[op]
                                       for op in TARGETS}
-            if device.type == "cuda":
-                run["gpu_target_met"] = run["methods"]["ours_random_walk"]["throughput"] >= GPU_TARGET_STEPS
+            if "gpu" in devices:
+                run["gpu_target_met"] = run["methods"]["gpu_random_walk"]["throughput"] >= GPU_TARGET_STEPS
+                if "ours" in devices:
+                    run["side_by_side"] = {
+                        op: {"unit": unit_names[op], "cpu": run["methods"][f"ours_{op}"]["throughput"],
+                             "cuda": run["methods"][f"gpu_{op}"]["throughput"],
+                             "cuda_over_cpu": run["methods"][f"gpu_{op}"]["throughput"]
+                             / run["methods"][f"ours_{op}"]["throughput"]} for op in workloads}
             report["runs"][str(threads)] = run
     finally:
         tmp.cleanup()

@@ -16,11 +16,30 @@ Pins are encoded in batches (``--batch-size``) through DataLoader workers (image
 *eval* transform: resize + center crop, no augmentation), with a progress bar. A pin without an
 image is encoded from the zero image; one without text from the empty caption.
 :func:`load_embeddings` opens the directory again.
+
+**Under torchrun** (``WORLD_SIZE`` > 1, any number of nodes and processes; see
+``docs/DISTRIBUTED.md``) every rank embeds a contiguous, batch-aligned range of pins
+(:func:`shard_range`) on its own device (``cuda:LOCAL_RANK`` or the CPU) and writes a shard
+directory atomically::
+
+    SHARD_DIR/shard_RRRRR/    image.npy, text.npy, fused.npy [n_r, D], image_missing.npy [n_r],
+                              manifest.json (rank, world_size, job token, pin range, model, step,
+                              byte size and CRC32 of every file)
+
+then rank 0 checks that every shard is there and intact (:func:`merge_shards`: a missing, partial,
+foreign or corrupt shard is an :class:`EmbedShardError` naming it) and merges them into ``out``
+(atomically, same format as a single process; ``manifest.json`` adds ``world_size``). Shard ranges
+are whole batches of the single-process run, so the arrays are identical to it (bit for bit on the
+same hardware and thread count). ``SHARD_DIR`` defaults to ``.OUT.shards-JOB`` next to ``out``,
+removed after a successful merge; the run directory, the text cache and ``out`` must be on storage
+every node sees.
 """
 from __future__ import annotations
 
 import json
 import os
+import uuid
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,10 +49,18 @@ from torch.utils.data import DataLoader, Dataset
 
 from pinclip.model import autocast
 
-__all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run", "embed_run", "load_embeddings"]
+__all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run", "embed_run", "load_embeddings",
+           "shard_range", "merge_shards", "EmbedShardError"]
 
 FORMAT = "pinclip-embeddings"
 VERSION = 1
+SHARD_FORMAT = "pinclip-embeddings-shard"
+EMB_KEYS = ("image", "text", "fused")
+COPY_ROWS = 65536      # rows copied at a time when merging shards (bounded memory)
+
+
+class EmbedShardError(RuntimeError):
+    """A distributed export failed: a rank's error, or a missing / partial / corrupt shard."""
 
 
 class PinBatches(Dataset):
@@ -98,9 +125,12 @@ def encode_pins(model: Any, fetcher: Any, pins: torch.Tensor, **kwargs) -> dict[
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-             device: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
+             device: str = "auto", progress: bool = True, log=print, is_main: bool = True,
+             barrier=None) -> dict[str, Any]:
     """Rebuild a run's model from ``RUN_DIR/model_config.json`` and load a checkpoint (default:
-    the newest). Returns {"cfg", "model", "graph", "fetcher", "step", "device", "checkpoint"}."""
+    the newest). Returns {"cfg", "model", "graph", "fetcher", "step", "device", "checkpoint"}.
+    Several processes: only ``is_main`` builds a missing graph store or text cache, the others
+    wait at ``barrier`` (a callable)."""
     from pinclip import create_model
     from pinclip.factory import get_image_transform, get_tokenizer
 
@@ -124,11 +154,11 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     state = load_checkpoint(rec)
     load_model_state(model, state["model"], state["_path"])
     model.eval()
-    g = prepare_graph(cfg, run_dir, log=log)
+    g = prepare_graph(cfg, run_dir, is_main, barrier, log=log)
     transform = get_image_transform(model, train=False)
     if cfg.data.text_cache == "auto" and model.text.frozen:
         cache = get_text_cache(model, get_tokenizer(model), g.features, g.num_pins, cfg.data.cache_dir, dev,
-                               progress=progress, log=log)
+                               progress=progress, is_main=is_main, barrier=barrier, log=log)
         fetcher = PinFeatureFetcher(g.features, transform, model.image_size, text_cache=cache)
     else:
         fetcher = PinFeatureFetcher(g.features, transform, model.image_size, tokenizer=get_tokenizer(model))
@@ -136,17 +166,52 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
             "device": dev, "checkpoint": state["_path"]}
 
 
-def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-              batch_size: int = 256, device: str = "auto", dtype: str = "float32", num_workers: int | None = None,
-              progress: bool = True, log=print) -> Path:
-    """Write the embeddings of every pin of a run's graph to the directory ``out`` (see the
-    module docstring). Returns ``out``."""
+def _write_common(tmp: Path, g: Any, p: int, d: int, dtype: str, missing: np.ndarray, meta: dict) -> dict:
+    """The files every export shares: pin ids, flags, external ids and ``manifest.json``."""
     import pyarrow as pa
 
+    np.save(tmp / "pin_ids.npy", np.arange(p, dtype=np.int64))
+    np.save(tmp / "image_missing.npy", missing)
+    np.save(tmp / "cold_start.npy", g.splits.is_cold_start(p).numpy())
+    ext = g.external_pin_ids(np.arange(p))
+    with pa.OSFile(str(tmp / "pin_external_ids.arrow"), "wb") as sink:
+        table = pa.table({"pin_id": pa.array(ext)})
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    manifest = {"format": FORMAT, "version": VERSION, "num_pins": p, "dim": d, "dtype": dtype,
+                "arrays": {"image": "image.npy", "text": "text.npy", "fused": "fused.npy",
+                           "pin_ids": "pin_ids.npy", "image_missing": "image_missing.npy",
+                           "cold_start": "cold_start.npy", "pin_external_ids": "pin_external_ids.arrow"},
+                "normalized": True, **meta}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _run_meta(run: dict, run_dir: str | os.PathLike) -> dict:
+    model = run["model"]
+    return {"model": model.config.name, "step": run["step"], "checkpoint": run["checkpoint"],
+            "run_dir": str(Path(run_dir).absolute()), "matryoshka_dims": list(model.config.matryoshka_dims)}
+
+
+def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+              batch_size: int = 256, device: str = "auto", dtype: str = "float32", num_workers: int | None = None,
+              progress: bool = True, log=print, shard_dir: str | os.PathLike | None = None) -> Path:
+    """Write the embeddings of every pin of a run's graph to the directory ``out`` (see the
+    module docstring). Returns ``out``.
+
+    Under torchrun (``WORLD_SIZE`` > 1) every rank calls this with the same arguments: each embeds
+    its shard, rank 0 merges (``shard_dir``: where the shards go; default a temporary sibling of
+    ``out``, removed after the merge; a given one is kept). Every rank returns ``out`` once it is
+    complete, or raises :class:`EmbedShardError` when any rank failed."""
     from graph.atomic import atomic_directory
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype={dtype!r}: expected float32 or float16")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _embed_distributed(run_dir, out, checkpoint, int(batch_size), device, dtype, num_workers, progress,
+                                  log, shard_dir)
     run = load_run(run_dir, checkpoint, device, progress, log)
     model, g, cfg = run["model"], run["graph"], run["cfg"]
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
@@ -154,7 +219,7 @@ def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: st
     out = Path(out)
     with atomic_directory(out) as tmp:
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
-                  for k in ("image", "text", "fused")}
+                  for k in EMB_KEYS}
         missing = np.zeros(p, dtype=bool)
         for pins, emb, miss in iter_pin_embeddings(model, run["fetcher"], torch.arange(p), batch_size, run["device"],
                                                    cfg.model.precision, workers, progress):
@@ -165,23 +230,209 @@ def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: st
         for arr in arrays.values():
             arr.flush()
         del arrays
-        np.save(tmp / "pin_ids.npy", np.arange(p, dtype=np.int64))
-        np.save(tmp / "image_missing.npy", missing)
-        np.save(tmp / "cold_start.npy", g.splits.is_cold_start(p).numpy())
-        ext = g.external_pin_ids(np.arange(p))
-        with pa.OSFile(str(tmp / "pin_external_ids.arrow"), "wb") as sink:
-            table = pa.table({"pin_id": pa.array(ext)})
-            with pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
-        manifest = {"format": FORMAT, "version": VERSION, "num_pins": p, "dim": d, "dtype": dtype,
-                    "arrays": {"image": "image.npy", "text": "text.npy", "fused": "fused.npy",
-                               "pin_ids": "pin_ids.npy", "image_missing": "image_missing.npy",
-                               "cold_start": "cold_start.npy", "pin_external_ids": "pin_external_ids.arrow"},
-                    "normalized": True, "model": model.config.name, "step": run["step"],
-                    "checkpoint": run["checkpoint"], "run_dir": str(Path(run_dir).absolute()),
-                    "matryoshka_dims": list(model.config.matryoshka_dims)}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        _write_common(tmp, g, p, d, dtype, missing, _run_meta(run, run_dir))
     return out
+
+
+# ---------------------------------------------------------------------- distributed export
+def shard_range(num_pins: int, batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Pins ``[start, stop)`` of ``rank``: contiguous, in whole batches of ``batch_size`` (the
+    batches of a single-process export, split as evenly as possible; a rank may get none)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    nb = -(-int(num_pins) // int(batch_size))
+    b0, b1 = rank * nb // world_size, (rank + 1) * nb // world_size
+    return min(num_pins, b0 * batch_size), min(num_pins, b1 * batch_size)
+
+
+def _crc32_file(path: Path, chunk: int = 1 << 24) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                return crc
+            crc = zlib.crc32(block, crc)
+
+
+def _write_shard(shard_dir: Path, rank: int, world_size: int, job: str, start: int, stop: int, run: dict,
+                 batch_size: int, dtype: str, workers: int, progress: bool) -> Path:
+    """Embed pins [start, stop) into ``shard_dir/shard_RRRRR`` (atomic)."""
+    from graph.atomic import atomic_directory
+
+    model, g, cfg = run["model"], run["graph"], run["cfg"]
+    n, d = stop - start, model.embed_dim
+    target = shard_dir / f"shard_{rank:05d}"
+    with atomic_directory(target) as tmp:
+        arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(n, d))
+                  for k in EMB_KEYS}
+        missing = np.zeros(n, dtype=bool)
+        for pins, emb, miss in iter_pin_embeddings(model, run["fetcher"], torch.arange(start, stop), batch_size,
+                                                   run["device"], cfg.model.precision, workers, progress,
+                                                   desc=f"embed rank {rank}"):
+            idx = pins.numpy() - start
+            for k, arr in arrays.items():
+                arr[idx] = emb[k].numpy().astype(dtype, copy=False)
+            missing[idx] = miss.numpy()
+        for arr in arrays.values():
+            arr.flush()
+        del arrays
+        np.save(tmp / "image_missing.npy", missing)
+        files = {f"{k}.npy": {} for k in (*EMB_KEYS, "image_missing")}
+        for name, rec in files.items():
+            rec.update(bytes=(tmp / name).stat().st_size, crc32=_crc32_file(tmp / name))
+        manifest = {"format": SHARD_FORMAT, "version": VERSION, "job": job, "rank": rank, "world_size": world_size,
+                    "start": start, "stop": stop, "num_pins": g.num_pins, "dim": d, "dtype": dtype,
+                    "batch_size": batch_size, "files": files, **_run_meta(run, run["run_dir"])}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return target
+
+
+def _read_shard_manifests(shard_dir: Path, world_size: int | None, job: str | None) -> list[dict]:
+    if not shard_dir.is_dir():
+        raise EmbedShardError(f"{shard_dir}: no shard directory")
+    manifests: dict[int, dict] = {}
+    for entry in sorted(shard_dir.iterdir()):
+        if not entry.name.startswith("shard_"):
+            continue
+        mpath = entry / "manifest.json"
+        if not mpath.is_file():
+            raise EmbedShardError(f"{entry}: incomplete shard (no manifest.json)")
+        try:
+            m = json.loads(mpath.read_text())
+        except json.JSONDecodeError as exc:
+            raise EmbedShardError(f"{mpath}: corrupt manifest ({exc})") from None
+        if m.get("format") != SHARD_FORMAT:
+            raise EmbedShardError(f"{mpath}: format {m.get('format')!r}, expected {SHARD_FORMAT!r}")
+        if entry.name != f"shard_{m['rank']:05d}":
+            raise EmbedShardError(f"{mpath}: says rank {m['rank']}, but the directory is {entry.name}")
+        m["_dir"] = entry
+        manifests[int(m["rank"])] = m
+    if not manifests:
+        raise EmbedShardError(f"{shard_dir}: no shards (shard_RRRRR directories)")
+    first = manifests[min(manifests)]
+    ws = int(world_size if world_size is not None else first["world_size"])
+    job = job if job is not None else first["job"]
+    for r, m in manifests.items():
+        if m["world_size"] != ws or m["job"] != job:
+            raise EmbedShardError(f"{m['_dir']}: from another export (world size {m['world_size']}, job {m['job']}; "
+                                  f"expected {ws}, {job})")
+        if r >= ws:
+            raise EmbedShardError(f"{m['_dir']}: rank {r} outside world size {ws}")
+    missing = sorted(set(range(ws)) - set(manifests))
+    if missing:
+        raise EmbedShardError(f"{shard_dir}: missing shards of rank(s) {missing} of {ws} (those ranks did not finish)")
+    shards = [manifests[r] for r in range(ws)]
+    for key in ("num_pins", "dim", "dtype", "model", "step", "checkpoint", "batch_size"):
+        values = {json.dumps(m.get(key)) for m in shards}
+        if len(values) > 1:
+            raise EmbedShardError(f"{shard_dir}: shards disagree on {key}: {sorted(values)}")
+    pos = 0
+    for m in shards:
+        if m["start"] != pos or m["stop"] < m["start"]:
+            raise EmbedShardError(f"{m['_dir']}: pins [{m['start']}, {m['stop']}), expected to start at {pos}")
+        pos = m["stop"]
+    if pos != shards[0]["num_pins"]:
+        raise EmbedShardError(f"{shard_dir}: shards cover pins [0, {pos}) of {shards[0]['num_pins']}")
+    return shards
+
+
+def merge_shards(shard_dir: str | os.PathLike, out: str | os.PathLike, world_size: int | None = None,
+                 job: str | None = None, graph: Any = None) -> Path:
+    """Check the shards of a distributed export and merge them into ``out`` (atomically; the
+    format of a single-process export). Every shard must be present, from the same export
+    (``job`` token, world size, model, step), cover the pins contiguously and match the byte
+    size and CRC32 its manifest records; otherwise :class:`EmbedShardError` names the shard and
+    file. ``graph``: the run's graph store (default: opened from the run directory the shards
+    record). Returns ``out``."""
+    from graph.atomic import atomic_directory
+
+    shard_dir = Path(shard_dir)
+    shards = _read_shard_manifests(shard_dir, world_size, job)
+    for m in shards:  # all checks before any output is written
+        for name, rec in m["files"].items():
+            path = m["_dir"] / name
+            if not path.is_file():
+                raise EmbedShardError(f"{path}: missing")
+            if path.stat().st_size != rec["bytes"]:
+                raise EmbedShardError(f"{path}: {path.stat().st_size} bytes, the shard manifest says {rec['bytes']} "
+                                      "(truncated or overwritten)")
+            if _crc32_file(path) != rec["crc32"]:
+                raise EmbedShardError(f"{path}: CRC32 mismatch (corrupt)")
+    m0 = shards[0]
+    p, d, dtype = int(m0["num_pins"]), int(m0["dim"]), m0["dtype"]
+    if graph is None:
+        from training.config import load_train_config
+        from training.data import prepare_graph
+        run_dir = Path(m0["run_dir"])
+        graph = prepare_graph(load_train_config(run_dir / "config.yaml"), run_dir, log=lambda *_: None)
+    if graph.num_pins != p:
+        raise EmbedShardError(f"{shard_dir}: shards hold {p} pins, the graph store has {graph.num_pins}")
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        missing = np.zeros(p, dtype=bool)
+        for k in EMB_KEYS:
+            arr = np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
+            for m in shards:
+                part = np.load(m["_dir"] / f"{k}.npy", mmap_mode="r")
+                n = m["stop"] - m["start"]
+                if part.shape != (n, d) or part.dtype != np.dtype(dtype):
+                    raise EmbedShardError(f"{m['_dir'] / (k + '.npy')}: {part.dtype} {list(part.shape)}, expected "
+                                          f"{dtype} [{n}, {d}]")
+                for r0 in range(0, n, COPY_ROWS):
+                    arr[m["start"] + r0:m["start"] + min(n, r0 + COPY_ROWS)] = part[r0:r0 + COPY_ROWS]
+                del part
+            arr.flush()
+            del arr
+        for m in shards:
+            missing[m["start"]:m["stop"]] = np.load(m["_dir"] / "image_missing.npy")
+        meta = {key: m0[key] for key in ("model", "step", "checkpoint", "run_dir", "matryoshka_dims")}
+        _write_common(tmp, graph, p, d, dtype, missing, {**meta, "world_size": len(shards)})
+    return out
+
+
+def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_workers, progress, log,
+                       shard_dir) -> Path:
+    import shutil
+
+    from training.distributed import all_gather_object, barrier, init_distributed, shutdown
+
+    info = init_distributed(device)
+    main = info.is_main
+    try:
+        out = Path(out).absolute()
+        job = all_gather_object(uuid.uuid4().hex[:12] if main else None, info)[0]
+        keep = shard_dir is not None
+        shards = Path(shard_dir).absolute() if keep else out.parent / f".{out.name}.shards-{job}"
+        error = None
+        try:
+            run = load_run(run_dir, checkpoint, str(info.device), progress and main, log if main else (lambda *_: None),
+                           is_main=main, barrier=lambda: barrier(info))
+            run["run_dir"] = run_dir
+            workers = run["cfg"].data.num_workers if num_workers is None else int(num_workers)
+            start, stop = shard_range(run["graph"].num_pins, batch_size, info.rank, info.world_size)
+            _write_shard(shards, info.rank, info.world_size, job, start, stop, run, batch_size, dtype, workers,
+                         progress and main)
+        except Exception as exc:  # reported to every rank below, so none waits forever
+            error = f"{type(exc).__name__}: {exc}"
+        errors = [(r, e) for r, e in enumerate(all_gather_object(error, info)) if e]
+        if errors:
+            raise EmbedShardError("; ".join(f"rank {r}: {e}" for r, e in errors))
+        merge_error = None
+        if main:
+            try:
+                merge_shards(shards, out, info.world_size, job, run["graph"])
+                if not keep:
+                    shutil.rmtree(shards, ignore_errors=True)
+                log(f"merged {info.world_size} shards into {out}")
+            except Exception as exc:
+                merge_error = f"{type(exc).__name__}: {exc}"
+        merge_error = all_gather_object(merge_error, info)[0]
+        if merge_error:
+            raise EmbedShardError(f"rank 0 could not merge the shards in {shards}: {merge_error}")
+        return out
+    finally:
+        shutdown(info)
 
 
 def load_embeddings(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:

@@ -6,6 +6,14 @@ atomically: ``image.npy``, ``text.npy``, ``fused.npy`` ([P, D] float32 or float1
 memory-mappable), ``pin_ids.npy`` (internal ids, row order), ``pin_external_ids.arrow`` (the
 dataset's pin ids), ``image_missing.npy``, ``cold_start.npy`` and ``manifest.json``.
 Read it back with ``training.embed.load_embeddings(DIR)``.
+
+Under ``torchrun`` (any number of nodes and processes per node) every rank embeds a contiguous,
+batch-aligned range of the pins on its own device and writes a shard; rank 0 checks the shards
+and merges them into DIR, identical to a single-process export (``docs/DISTRIBUTED.md``)::
+
+    torchrun --standalone --nproc-per-node 8 -m training embed RUN_DIR --out DIR
+
+The run directory, the text cache and DIR must be on storage every node sees.
 """
 from __future__ import annotations
 
@@ -25,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     p.add_argument("--workers", type=int, default=None, help="data workers (default: the run's data.num_workers)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--shard-dir", type=Path, default=None,
+                   help="under torchrun: where each rank writes its shard (kept; default: a temporary sibling "
+                        "of --out, removed after the merge)")
     p.set_defaults(func=run)
 
 
@@ -32,18 +43,23 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.embed import embed_run
+    from training.embed import EmbedShardError, embed_run
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
     t0 = time.perf_counter()
     try:
         out = embed_run(args.run_dir, args.out, checkpoint=args.checkpoint, batch_size=args.batch_size,
-                        device=args.device, dtype=args.dtype, num_workers=args.workers, progress=not args.quiet)
-    except (TrainConfigError, CheckpointError) as exc:
+                        device=args.device, dtype=args.dtype, num_workers=args.workers, progress=not args.quiet,
+                        shard_dir=args.shard_dir)
+    except (TrainConfigError, CheckpointError, EmbedShardError) as exc:
         raise CLIError(str(exc)) from None
     import json
+    import os
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"wrote {out} in {time.perf_counter() - t0:.1f} s: {manifest['num_pins']:,} pins x {manifest['dim']} "
-          f"({manifest['dtype']}) image / text / fused embeddings from step {manifest['step']}")
+          f"({manifest['dtype']}) image / text / fused embeddings from step {manifest['step']}"
+          + (f", {manifest['world_size']} ranks merged" if "world_size" in manifest else ""))
     return 0
