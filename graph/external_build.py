@@ -69,7 +69,7 @@ AUTO_EXTERNAL_BYTES = 1 << 30
 # columns, sort key and order, gathered attributes, merged output, board-bucket records).
 READ_BYTES_PER_ROW = 160
 SORT_BYTES_PER_EDGE = 112
-NODE_BYTES = 48             # per pin and per board: degree counts, indptr, split helpers
+NODE_BYTES = 56             # per pin and per board: degree counts, indptr, bucket lookup, split helpers
 MAX_CHUNK_ROWS = 1 << 20
 MIN_CHUNK_ROWS = 64
 MIN_SORT_EDGES = 64
