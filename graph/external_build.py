@@ -28,9 +28,8 @@ build leaves an existing store as it was):
 Memory: ``memory_budget`` is the resident memory the whole process should stay within. The
 build measures what the process already holds once the node tables are read (interpreter,
 imports, id maps, features) and reserves room for the per-node arrays (degrees, indptr: about
-48 bytes a pin or board); the rest is the working set that sizes chunks and sort groups. If the
-budget is below that baseline the build warns and works with minimal groups (slow, and the
-budget cannot be met).
+32 bytes a pin or board); the rest is the working set that sizes chunks and sort groups. If
+that leaves under 64 MiB the build warns and uses 64 MiB (the budget cannot be met).
 
 Limitations: pins and boards (ids, features, per-node arrays) must fit in memory: a billion
 pins would need the id maps out of core too. The edges of one node are sorted in one piece, so
@@ -58,7 +57,7 @@ from graph.dataset import (TABLE_NAMES, _check_fractions, _cold_start_source,
                            _map_ids, _read_nodes, _source_record, _TableReader, find_table)
 from graph.features import FeatureStore
 from graph.splits import COLD, TEST, TRAIN, VAL
-from graph.store import _check_replaceable, _external_id_array
+from graph.store import _check_replaceable
 
 # Defaults: peak RSS about 1.5 GB whatever the number of edges (measured in benchmarks/RESULTS.md).
 DEFAULT_MEMORY_BUDGET = 1_500_000_000
@@ -69,7 +68,10 @@ AUTO_EXTERNAL_BYTES = 1 << 30
 # columns, sort key and order, gathered attributes, merged output, board-bucket records).
 READ_BYTES_PER_ROW = 160
 SORT_BYTES_PER_EDGE = 112
-NODE_BYTES = 56             # per pin and per board: degree counts, indptr, bucket lookup, split helpers
+# Per pin and per board, beside the working set: degrees (8 + 8), deduplicated counts (8),
+# bucket lookup (2), then indptr (8). The splits' per-pin arrays come after the sorts.
+NODE_BYTES = 32
+MIN_WORKING_BYTES = 64 << 20  # what a budget below the baseline gets (with a warning)
 MAX_CHUNK_ROWS = 1 << 20
 MIN_CHUNK_ROWS = 64
 MIN_SORT_EDGES = 64
@@ -136,10 +138,12 @@ def plan_build(memory_budget: int, num_edges: int, num_pins: int, num_boards: in
     ``baseline_bytes``: resident memory already held (interpreter, imports, node tables).
     """
     working = memory_budget - baseline_bytes - NODE_BYTES * (num_pins + num_boards)
-    if working < MIN_SORT_EDGES * SORT_BYTES_PER_EDGE:
-        warnings.warn(f"memory budget {memory_budget:,} bytes is below what the process already "
-                      f"holds plus the per-node arrays ({memory_budget - working:,} bytes): "
-                      "building with minimal chunks, and the budget will be exceeded", stacklevel=3)
+    if working < MIN_WORKING_BYTES:
+        warnings.warn(f"memory budget {memory_budget:,} bytes leaves less than {MIN_WORKING_BYTES >> 20} MiB "
+                      f"beside what the process already holds plus the per-node arrays "
+                      f"({memory_budget - working:,} bytes): building with {MIN_WORKING_BYTES >> 20} MiB "
+                      "of edge work, so the budget will be exceeded", stacklevel=3)
+        working = MIN_WORKING_BYTES
     chunk_rows = int(min(max(working // READ_BYTES_PER_ROW, MIN_CHUNK_ROWS), MAX_CHUNK_ROWS))
     sort_edges = int(max(working // SORT_BYTES_PER_EDGE, MIN_SORT_EDGES))
     # Four buckets per group on average, so groups can be balanced from them.
@@ -176,6 +180,8 @@ def build_graph_external(dataset_dir: str | Path, out_dir: str | Path,
     reader = _TableReader(paths["edges"], "edges", progress)
     P, B = len(pins.ids), len(boards.ids)
     if plan is None:
+        # Arrow's allocator keeps freed memory for reuse: hand it back before measuring.
+        pa.default_memory_pool().release_unused()
         rows = reader.size // 8 if reader.is_csv else reader._pq.metadata.num_rows
         plan = plan_build(budget, rows, P, B, _resident_bytes())
     reader.batch_rows, reader.csv_block_bytes = plan.chunk_rows, plan.csv_block_bytes
@@ -326,8 +332,10 @@ class _Build:
     # -------------------------------------------------------------- manifest
     def _write_manifest(self, splits: dict[str, Any], source: dict[str, Any], dataset_dir: Path) -> None:
         """Everything ``PinBoardGraph.write_into`` writes besides the edge arrays, and the manifest."""
-        pin_ids = _external_id_array(self.pins.ids, self.P, "pin_external_ids")
-        board_ids = _external_id_array(self.boards.ids, self.B, "board_external_ids")
+        # Already int64 / large_string, unique and non-null (``graph.dataset`` checked them), as
+        # ``PinBoardGraph.from_edges`` would make them; its re-check (a hash table of every id,
+        # 1.6 GB for 10M ids) is skipped here.
+        pin_ids, board_ids = self.pins.ids, self.boards.ids
         tables = {"pin_ids": storage.write_table(self.tmp, "pin_ids", pa.table({"id": pin_ids})),
                   "board_ids": storage.write_table(self.tmp, "board_ids", pa.table({"id": board_ids}))}
         features = FeatureStore(self.pins.features, self.boards.features, root=dataset_dir.absolute())

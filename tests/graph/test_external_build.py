@@ -129,15 +129,23 @@ def test_repeat_sums_follow_input_order(tmp_path, helpers):
     assert sorted(w) == [(1, 2), (3, 0)] and w[(1, 2)] != w[(3, 0)]  # the order shows
 
 
-def test_tiny_budget_warns_and_uses_many_groups(tmp_path, helpers, monkeypatch):
+def test_tiny_groups_and_a_budget_below_the_baseline(tmp_path, helpers, monkeypatch):
     data = random_dataset(tmp_path / "data", helpers, num_edges=2000, seed=2)
+    load_dataset_graph(data, progress=False).save(tmp_path / "mem")
     calls = []
     real = eb._sort_group
     monkeypatch.setattr(eb, "_sort_group", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
-    with pytest.warns(UserWarning, match="memory budget"):
+    build_graph_external(data, tmp_path / "tiny", progress=False, plan=TINY)
+    # every pin and board has more than 7 edges here: each is a group of its own
+    g = PinBoardGraph.open(tmp_path / "mem")
+    assert len(calls) == int((g.pin_degrees() > 0).sum() + (g.board_degrees() > 0).sum())
+    assert_same_store(tmp_path / "mem", tmp_path / "tiny", helpers)
+    plans = []
+    monkeypatch.setattr(eb, "plan_build", lambda *a: plans.append(real_plan(*a)) or plans[-1])
+    real_plan = plan_build
+    with pytest.warns(UserWarning, match="memory budget 1,000 bytes leaves less than 64 MiB"):
         build_graph_external(data, tmp_path / "ext", progress=False, memory_budget="1KB")
-    assert len(calls) >= 2 * 2000 // (eb.MIN_SORT_EDGES * 2)  # both directions, many groups
-    load_dataset_graph(data, progress=False).save(tmp_path / "mem")
+    assert plans[0].working_bytes == eb.MIN_WORKING_BYTES
     assert_same_store(tmp_path / "mem", tmp_path / "ext", helpers)
 
 
