@@ -38,12 +38,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="training steps of each run (default: the config's)")
     p.add_argument("--graph-steps", type=int, default=150, help="training steps of the graph-only baseline")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="training config override for both runs (repeatable), e.g. --set train.batch_size=32")
     p.set_defaults(func=run)
 
 
 def _params(args: argparse.Namespace) -> dict:
     return {"pins": args.pins, "boards": args.boards, "seed": args.seed, "image_size": args.image_size,
-            "max_steps": args.max_steps, "graph_steps": args.graph_steps}
+            "max_steps": args.max_steps, "graph_steps": args.graph_steps, "overrides": list(args.overrides)}
 
 
 def _check_out(out: Path, params: dict) -> None:
@@ -63,7 +65,7 @@ def _check_out(out: Path, params: dict) -> None:
 
 
 def _train(name: str, config: str, run_dir: Path, graph_dir: Path, cache_dir: Path, max_steps: int | None,
-           device: str) -> None:
+           device: str, extra: list[str]) -> None:
     from training.checkpoint import list_checkpoints
     from training.config import load_train_config
     from training.trainer import Trainer
@@ -71,6 +73,7 @@ def _train(name: str, config: str, run_dir: Path, graph_dir: Path, cache_dir: Pa
     overrides = [f"data.graph={graph_dir}", f"data.cache_dir={cache_dir}", f"train.device={device}"]
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
+    overrides += extra
     if (run_dir / "config.yaml").is_file():
         cfg = load_train_config(run_dir / "config.yaml")
         done = list_checkpoints(run_dir)
@@ -96,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     from graph.stats import format_stats, graph_stats
     from graph.synth import synthesize
 
+    from training.cli import CLIError
+    for item in args.overrides:
+        if "=" not in item:
+            raise CLIError(f"--set {item!r}: expected KEY=VALUE (e.g. train.batch_size=32)")
     out: Path = args.out.absolute()
     _check_out(out, _params(args))
     world, graph_dir, runs, cache = out / "world", out / "graph", out / "runs", out / "cache"
@@ -121,10 +128,12 @@ def run(args: argparse.Namespace) -> int:
     step_times["graph"] = time.perf_counter() - s
 
     s = stage(3, "training PinCLIP (image-text + neighbor alignment)")
-    _train("pinclip", "demo", runs / "pinclip", graph_dir, cache, args.max_steps, args.device)
+    _train("pinclip", "demo", runs / "pinclip", graph_dir, cache, args.max_steps, args.device,
+           args.overrides)
     step_times["train_pinclip"] = time.perf_counter() - s
     s = stage(4, "training CLIP-only (neighbor-alignment weight 0)")
-    _train("clip_only", "clip_only", runs / "clip_only", graph_dir, cache, args.max_steps, args.device)
+    _train("clip_only", "clip_only", runs / "clip_only", graph_dir, cache, args.max_steps, args.device,
+           args.overrides)
     step_times["train_clip_only"] = time.perf_counter() - s
 
     from training.evaluation.run_eval import save_baseline

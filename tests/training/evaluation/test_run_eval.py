@@ -1,0 +1,148 @@
+"""Method directories (baselines and training runs), evaluation.json, the report and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training.evaluation.report import BAR, bar_checks, write_report
+from training.evaluation.run_eval import (CURVE_KS, EvaluationError, board_mate_pairs, evaluate_dir,
+                                          load_evaluation, save_baseline, truth_labels)
+from training.evaluation.summary import HEADLINE_KEYS
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """(graph store path, graph, truth) of a 400-pin world without images."""
+    from graph.dataset import build_graph_from_dataset
+    from graph.synth import read_truth, synthesize
+    root = tmp_path_factory.mktemp("eval")
+    synthesize(root / "world", 400, 30, seed=1, images=False, progress=False)
+    g = build_graph_from_dataset(root / "world", root / "graph", seed=0, progress=False)
+    return root / "graph", g, read_truth(root / "world")
+
+
+def _topic_embeddings(truth, noise: float, seed: int, dim: int = 16) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    topic = torch.as_tensor(truth.pin_topic).long()
+    centers = torch.randn(int(topic.max()) + 1, dim, generator=gen)
+    return centers[topic] + noise * torch.randn(topic.numel(), dim, generator=gen)
+
+
+def test_truth_labels_follow_internal_ids(store):
+    _, g, truth = store
+    lab = truth_labels(g)
+    ext = np.asarray(g.external_pin_ids(np.arange(g.num_pins)))
+    assert np.array_equal(lab["topic"], np.asarray(truth.pin_topic)[ext])
+    assert (lab["style"] >= 0).all()
+
+
+def test_board_mate_pairs_share_a_train_board(store):
+    from graph.splits import TRAIN
+    _, g, _ = store
+    pairs = board_mate_pairs(g, max_pairs=500, seed=3)
+    assert pairs.shape[1] == 2 and pairs.shape[0] > 400
+    assert bool((pairs[:, 0] != pairs[:, 1]).all())
+    pins, boards = g.edges()
+    train = torch.from_numpy(np.asarray(g.splits.edge_split) == TRAIN)
+    member = set(zip(pins[train].tolist(), boards[train].tolist()))
+    boards_of = {}
+    for p, b in member:
+        boards_of.setdefault(p, set()).add(b)
+    assert all(boards_of[a] & boards_of[b] for a, b in pairs.tolist())
+    assert torch.equal(pairs, board_mate_pairs(g, max_pairs=500, seed=3))
+
+
+def test_baseline_dirs_evaluate_and_report(store, tmp_path):
+    path, g, truth = store
+    good = _topic_embeddings(truth, 0.3, seed=0)
+    ext = np.asarray(g.external_pin_ids(np.arange(g.num_pins)))
+    good = good[torch.from_numpy(ext)]  # rows follow internal ids
+    rand = torch.randn(g.num_pins, 16, generator=torch.Generator().manual_seed(1))
+    warm = ~g.splits.is_cold_start(g.num_pins)
+    save_baseline(tmp_path / "a", "pinclip", path, {"image": good + 0.1 * rand, "text": good, "fused": good})
+    save_baseline(tmp_path / "b", "clip_only", path, {"image": rand, "text": rand, "fused": rand})
+    save_baseline(tmp_path / "c", "graph_only", path, {"graph": good}, supported=warm)
+
+    ev = evaluate_dir(tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "evaluation.json").read_text()) == ev
+    m = ev["metrics"]
+    for k in CURVE_KS:
+        assert 0 <= m[f"board_recall@{k}"] <= 1 and 0 <= m[f"t2i_recall@{k}"] <= 1
+    assert m["board_recall@1"] <= m["board_recall@10"] <= m["board_recall@50"]
+    assert set(ev["modalities"]) == {"image", "text", "fused"}
+    assert ev["neighborhood"]["topic_purity@10"] > 0.8      # clustered by topic by construction
+    assert ev["neighborhood"]["board_coherence"] > 0
+
+    graph_only = evaluate_dir(tmp_path / "c")
+    assert graph_only["metrics"]["cold_start_board_recall@10"] is None
+    assert "t2i_recall@10" not in graph_only["metrics"]
+    assert graph_only["counts"]["supported_pins"] == int(warm.sum())
+
+    rep = write_report([tmp_path / "a", tmp_path / "b", tmp_path / "c"], tmp_path / "report")
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert list(metrics) == ["pinclip", "clip_only", "graph_only"]
+    assert set(metrics["pinclip"]) == set(HEADLINE_KEYS)
+    assert metrics["graph_only"]["cold_start_board_recall@10"] is None
+    assert metrics["pinclip"]["board_recall@10"] > metrics["clip_only"]["board_recall@10"]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| pinclip |" in md and "The bar" in md and "n/a" in md
+    for name in ("recall_board.png", "cold_vs_warm.png", "projection_graph_only.png", "similarity_pinclip.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000, name
+        assert f"({name})" in md
+    assert [c["baseline"] for c in rep["checks"]] == ["clip_only", "clip_only", "clip_only"]
+
+
+def test_bar_checks_arithmetic():
+    m = {"pinclip": {"board_recall@10": 0.6, "cold_start_board_recall@10": 0.5, "t2i_recall@10": 0.19},
+         "clip_only": {"board_recall@10": 0.5, "cold_start_board_recall@10": 0.5, "t2i_recall@10": 0.2},
+         "frozen_text": {"board_recall@10": 0.4, "cold_start_board_recall@10": None}}
+    checks = {(c["metric"], c["baseline"]): c for c in bar_checks(m)}
+    assert len(checks) == len(BAR)
+    c = checks[("board_recall@10", "clip_only")]
+    assert c["relative"] == pytest.approx(0.2) and c["passed"]
+    assert not checks[("cold_start_board_recall@10", "clip_only")]["passed"]       # +0% < +15%
+    assert checks[("board_recall@10", "frozen_text")]["passed"]                   # +50%
+    assert checks[("t2i_recall@10", "clip_only")]["passed"]                       # -5% is allowed
+    m["pinclip"]["t2i_recall@10"] = 0.18
+    assert not {(c["metric"], c["baseline"]): c for c in bar_checks(m)}[("t2i_recall@10", "clip_only")]["passed"]
+    del m["frozen_text"]
+    assert all(c["baseline"] == "clip_only" for c in bar_checks(m))
+
+
+def test_bad_directories_are_named(store, tmp_path):
+    from training.cli import main
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EvaluationError, match="empty"):
+        evaluate_dir(tmp_path / "empty")
+    assert main(["evaluate", str(tmp_path / "empty")]) == 2
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    path, g, _ = store
+    save_baseline(tmp_path / "short", "x", path, {"fused": torch.zeros(3, 4)})
+    with pytest.raises(EvaluationError, match="3 rows"):
+        evaluate_dir(tmp_path / "short")
+    with pytest.raises(ValueError, match="expected some of"):
+        save_baseline(tmp_path / "bad", "x", path, {"pixels": torch.zeros(3, 4)})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_training_run_evaluates_and_reuses(make_config, tmp_path, capsys):
+    """A trained run: pinclip evaluate embeds it once; a second evaluation reuses evaluation.json."""
+    from training.cli import main
+    from training.config import load_train_config
+    from training.trainer import Trainer
+    run = tmp_path / "run"
+    Trainer(load_train_config(make_config(train={"max_steps": 3, "checkpoint_every": 3})), run).train()
+    assert main(["evaluate", str(run), "--json", "--quiet"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["kind"] == "run" and ev["step"] == 3 and ev["method"] == "run"
+    assert (run / "embeddings" / "fused.npy").is_file()
+    for key in ("t2i_recall@10", "board_recall@10", "board_mrr", "cold_start_board_recall@10"):
+        assert ev["metrics"][key] is not None and 0 <= ev["metrics"][key] <= 1
+    stamp = (run / "evaluation.json").stat().st_mtime_ns
+    assert load_evaluation(run) == ev
+    assert (run / "evaluation.json").stat().st_mtime_ns == stamp
+    assert main(["evaluate", str(run), "--quiet"]) == 0
+    assert "board_recall@10" in capsys.readouterr().out
