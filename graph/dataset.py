@@ -288,7 +288,11 @@ class _TableReader:
             names = _csv_header(self.path)
         else:
             try:
-                self._pq = pq.ParquetFile(self.path)
+                # pre_buffer=False: with pre-buffering, iter_batches keeps every column chunk
+                # it has read until the file is closed (memory grew ~15 MB per 1M-row batch,
+                # 1.5 GB over 100M edges); without it memory stays flat, and local reads measured
+                # faster (0.7-0.85 s against 1.1 s for 10M edges).
+                self._pq = pq.ParquetFile(self.path, pre_buffer=False)
             except (pa.ArrowException, OSError) as exc:
                 raise DatasetError(self.path, f"not a readable Parquet file ({exc})") from None
             schema = self._pq.schema_arrow
