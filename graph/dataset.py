@@ -618,7 +618,8 @@ def build_graph_from_dataset(dataset_dir: str | Path, out_dir: str | Path,
     """Read a dataset directory and write its graph store to ``out_dir`` atomically.
 
     The store is built in a temporary sibling and swapped into place, so on any failure
-    ``out_dir`` is left as it was. Returns the store opened (memory-mapped) from ``out_dir``.
+    ``out_dir`` is left as it was (the in-memory build reads and checks everything before it
+    writes; the out-of-core build writes into the temporary sibling as it reads). Returns the store opened (memory-mapped) from ``out_dir``.
     Arguments as ``load_dataset_graph``, plus:
 
       memory_budget: bytes (an int, or a string such as ``"2GB"``, see
