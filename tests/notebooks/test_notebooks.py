@@ -34,7 +34,7 @@ TINY_MODEL = {
                "patch_pool": 1},
 }
 WORLD = {"num_pins": 400, "num_boards": 40, "seed": 0, "image_size": 32}
-TRAIN = {"max_steps": 6, "batch_size": 16, "num_workers": 0, "model_overrides": TINY_MODEL}
+TRAIN = {"max_steps": 3, "batch_size": 16, "num_workers": 0, "model_overrides": TINY_MODEL}
 SMALL = {
     "01_explore_graph.ipynb": {**WORLD, "num_show": 6},
     "02_sampler_configs.ipynb": {**WORLD, "num_gallery": 2, "num_eval_seeds": 40, "restart_probs": [0.0, 0.6],
@@ -93,7 +93,7 @@ def _inject(nb, params: dict) -> None:
 def test_notebook_runs(name, shared_work_dir, monkeypatch):
     # The kernel inherits this environment: no display, offline, small thread pools.
     for key, value in {"MPLBACKEND": "Agg", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+                       "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                        "PINCLIP_CACHE_DIR": str(shared_work_dir / "cache")}.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
