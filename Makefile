@@ -34,3 +34,9 @@ dgl-env:
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis
+
+# JupyterLab is not a project dependency: installed into .venv on first use (it is on the index).
+.PHONY: notebooks
+notebooks: $(STAMP)
+	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install -q -c constraints.txt jupyterlab
+	$(VENV)/bin/jupyter lab notebooks/

@@ -21,6 +21,7 @@ shown or saved here; a notebook displays them. Pin ids are internal ids (int64).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -354,7 +355,8 @@ def sample_neighborhoods(sampler: Any, seeds: Any, num_neighbors: int = 10, walk
     [S, T], weights float32 [S, T] visit counts or scores, total_visits int64 [S]).
 
     * ``PinSageSampler``: ``sample(seeds, num_neighbors=...)``;
-    * ``PixieSampler``: single-pin queries ``query_batch(seeds[:, None])`` (its own T);
+    * ``PixieSampler``: single-pin queries ``query_batch(seeds[:, None])`` with T set to
+      ``num_neighbors`` (on a shallow copy: same graph and generator);
     * a ``random_walk`` callable (kind ``random_walk``): ``walks_per_seed`` walks per seed, the
       pins they reach after each traversal counted, the seed excluded; ties by smaller pin id.
     """
@@ -365,6 +367,9 @@ def sample_neighborhoods(sampler: Any, seeds: Any, num_neighbors: int = 10, walk
     if isinstance(sampler, PinSageSampler):
         return sampler.sample(seeds, generator=generator, num_neighbors=num_neighbors)
     if isinstance(sampler, PixieSampler):
+        if sampler.num_neighbors != int(num_neighbors):
+            sampler = copy.copy(sampler)
+            sampler.num_neighbors = int(num_neighbors)
         return sampler.query_batch(seeds[:, None], generator=generator)
     if callable(sampler):
         gen = generator if generator is not None else torch.Generator().manual_seed(0)

@@ -84,8 +84,7 @@ def test_sample_neighborhoods_every_kind(world):
         s = build_sampler(load_sampler_config(preset), g)
         nb = nu.sample_neighborhoods(s, seeds, num_neighbors=5, walks_per_seed=30,
                                      generator=torch.Generator().manual_seed(0))
-        T = 20 if preset == "pixie_restart" else 5      # Pixie keeps its own T (the preset's 20)
-        assert nb.neighbors.shape == (8, T) and nb.neighbors.dtype == torch.int64
+        assert nb.neighbors.shape == (8, 5) and nb.neighbors.dtype == torch.int64   # the preset's T overridden
         assert not bool((nb.neighbors == seeds[:, None]).any()), preset
         w = nb.weights
         assert bool((w[:, :-1] >= w[:, 1:]).all()), f"{preset}: not sorted by visits"
