@@ -1,6 +1,7 @@
 """ANN serving benchmark: faiss flat and IVF-PQ indexes (``training.ann``) over 1M embeddings.
 
-    python benchmarks/bench_ann.py --out /tmp/ann.json                 # 1M x 256, ~10 min on 2 cores
+    python benchmarks/bench_ann.py --out /tmp/ann.json       # 1M x 256, flat + IVF-PQ m=32: ~12 min on 2 busy cores
+    python benchmarks/bench_ann.py --intrinsic-dim 32 --m 32 64 --no-flat   # data closer to real embeddings
     python benchmarks/bench_ann.py --n 100000 --dim 128 --m 16 32 --nprobe 1 8 32
 
 Data: synthetic *clustered* unit vectors from ``numpy.random.default_rng(--seed)``: ``--clusters``

@@ -28,16 +28,20 @@ def _tiny_train_config(*args, **kwargs) -> dict:
 
 @pytest.fixture(scope="module")
 def run_and_single(tmp_path_factory, tiny_world, text_cache_dir):
-    """A 2-step run of the tiny world and its single-process export (a subprocess, 1 thread)."""
+    """A 2-step run of the tiny world and its single-process export (one thread, as each rank)."""
     from training.config import load_train_config
+    from training.embed import embed_run
     from training.trainer import Trainer
     root = tmp_path_factory.mktemp("embed_dist")
     cfg = _tiny_train_config(tiny_world, text_cache_dir, train={"max_steps": 2, "checkpoint_every": 2})
     Trainer(load_train_config(cfg), root / "run").train()
-    env = _env()
-    proc = subprocess.run([sys.executable, "-m", "training", "embed", str(root / "run"), "--out", str(root / "single"),
-                           "--batch-size", str(BATCH), "--quiet"], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        embed_run(root / "run", root / "single", batch_size=BATCH, device="cpu", num_workers=0, progress=False,
+                  log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
     return root / "run", root / "single"
 
 
