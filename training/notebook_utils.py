@@ -554,6 +554,7 @@ def plot_overlap_sweep(rows: Sequence[Mapping[str, Any]], metric: str = "precisi
 
 
 # ------------------------------------------------------------------------------------ training
+@functools.lru_cache(maxsize=None)
 def _trainer_class():
     from training.trainer import Trainer
 
@@ -585,8 +586,7 @@ class LiveLossPlot:
     """A training callback that records loss terms and redraws a loss plot every ``every``
     steps in a notebook (an IPython display handle, updated in place); outside IPython it only
     records. ``history``: {term: [(step, value), ...]}; ``keys``: the terms plotted (default
-    every ``*loss`` term). ``label``: prefixes the curves (to draw several runs on one plot, pass
-    the same ``ax`` owner: see ``plot``)."""
+    every ``*loss`` term); ``figure()`` draws them again after training."""
 
     def __init__(self, every: int = 5, keys: Sequence[str] | None = None, title: str = "training loss",
                  display: bool = True):
