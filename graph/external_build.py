@@ -242,8 +242,8 @@ class _Build:
             if self.has_t:
                 rec["timestamp"] = cols["timestamp"].to_numpy(zero_copy_only=False)
             del cols
-            pin_degree += np.bincount(p, minlength=self.P)
-            board_degree += np.bincount(b, minlength=self.B)
+            _count_into(pin_degree, p)
+            _count_into(board_degree, b)
             del p, b
             buckets.append(rec)
         return buckets, pin_degree, board_degree
@@ -355,6 +355,15 @@ class _Build:
             "source": source,
         }
         storage.write_manifest(self.tmp, manifest)
+
+
+def _count_into(counts: np.ndarray, ids: np.ndarray) -> None:
+    """``counts += bincount(ids)``; a chunk much shorter than ``counts`` is added in place
+    (a full-length bincount per chunk was ~3x slower at 10M pins and 400k-row chunks)."""
+    if ids.shape[0] * 4 < counts.shape[0]:
+        np.add.at(counts, ids, 1)
+    else:
+        counts += np.bincount(ids, minlength=counts.shape[0])
 
 
 def _indptr(counts: np.ndarray) -> np.ndarray:
