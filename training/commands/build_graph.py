@@ -29,9 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--test-fraction", type=float, default=0.05, metavar="F", help="held-out test edges (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
     p.add_argument("--memory-budget", default=None, metavar="BYTES",
-                   help="build out of core within about this much resident memory, e.g. 2GB "
-                        "(10^9), 1.5GiB (2^30) or a number of bytes (default: in memory, or out of "
-                        "core within 1.5GB when the edges file is 1 GiB or larger)")
+                   help="build out of core within about this much resident memory: 2GB "
+                        "(2 x 10^9 bytes), 1.5GiB (1.5 x 2^30) or a number of bytes (default: in "
+                        "memory, or out of core within 1.5GB when the edges file is 1 GiB or larger)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
