@@ -395,8 +395,11 @@ def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_
                        shard_dir) -> Path:
     import shutil
 
+    import torch.distributed as dist
+
     from training.distributed import all_gather_object, barrier, init_distributed, shutdown
 
+    owns_group = not (dist.is_available() and dist.is_initialized())   # a caller's group is left alone
     info = init_distributed(device)
     main = info.is_main
     try:
@@ -432,7 +435,8 @@ def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_
             raise EmbedShardError(f"rank 0 could not merge the shards in {shards}: {merge_error}")
         return out
     finally:
-        shutdown(info)
+        if owns_group:
+            shutdown(info)
 
 
 def load_embeddings(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
