@@ -52,20 +52,26 @@ def _plt():
     return plt
 
 
+def _png(fig: Any, dpi: int = 80) -> bytes:
+    """The PNG bytes of ``fig``; the figure is closed."""
+    import io
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
+    return buf.getvalue()
+
+
 def show(fig: Any, dpi: int = 80) -> None:
     """Display ``fig`` as a PNG in a notebook (whatever the matplotlib backend, Agg included)
     and close it, so it is drawn exactly once; outside IPython it is only closed."""
-    import io
-    plt = _plt()
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-        if get_ipython() is not None:
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-            display(Image(data=buf.getvalue(), format="png"))
-    finally:
-        plt.close(fig)
+    from IPython import get_ipython
+    from IPython.display import Image, display
+    if get_ipython() is None:
+        _plt().close(fig)
+        return
+    display(Image(data=_png(fig, dpi), format="png"))
 
 
 def plot_bars(values: Mapping[str, float], ylabel: str = "", title: str = "", fmt: str = "{:.3g}",
@@ -626,18 +632,16 @@ class LiveLossPlot:
             return
         try:
             from IPython import get_ipython
-            from IPython.display import display
+            from IPython.display import Image, display
         except ImportError:  # pragma: no cover - IPython is a dev dependency
             return
         if get_ipython() is None:
             return
-        plt = _plt()
-        fig = self.figure()
+        image = Image(data=_png(self.figure()), format="png")   # a PNG whatever the backend
         if self._handle is None:
-            self._handle = display(fig, display_id=True)
+            self._handle = display(image, display_id=True)
         else:
-            self._handle.update(fig)
-        plt.close(fig)
+            self._handle.update(image)
 
 
 def run_dir_name(config: str, overrides: Sequence[str]) -> str:
