@@ -59,7 +59,8 @@ from graph.features import FeatureStore
 from graph.splits import COLD, TEST, TRAIN, VAL
 from graph.store import _check_replaceable
 
-# Defaults: peak RSS about 1.5 GB whatever the number of edges (measured in benchmarks/RESULTS.md).
+# The default budget: a measured peak RSS of 1.13 GB at 100M edges, 10M pins, 1M boards
+# (benchmarks/RESULTS.md, "Out-of-core build"); the per-edge figures below are upper estimates.
 DEFAULT_MEMORY_BUDGET = 1_500_000_000
 # build_graph_from_dataset with no budget goes out of core when the edges file is this large.
 AUTO_EXTERNAL_BYTES = 1 << 30
