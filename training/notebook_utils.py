@@ -38,7 +38,7 @@ import torch
 __all__ = [
     "World", "synthetic_world", "default_work_dir", "show", "plot_bars", "format_table",
     "degree_counts", "plot_degree_distributions", "split_summary", "plot_split_summary",
-    "pick_board", "load_pin_images", "plot_pin_grid", "plot_neighbor_gallery",
+    "pick_pins", "hidden_groups", "pick_board", "load_pin_images", "plot_pin_grid", "plot_neighbor_gallery",
     "sample_neighborhoods", "board_mate_sets", "board_mate_overlap", "board_mate_marks",
     "visit_frequency_by_rank", "plot_visit_frequencies",
     "measure_throughput", "overlap_sweep", "plot_overlap_sweep",
@@ -231,6 +231,27 @@ def plot_split_summary(g: Any, figsize: tuple[float, float] = (10, 3.5)):
     axes[1].legend()
     fig.tight_layout()
     return fig
+
+
+def pick_pins(g: Any, n: int, seed: int = 0, min_degree: int = 1, cold_share: float = 0.0) -> torch.Tensor:
+    """int64 [<= n] sorted pin ids drawn with ``seed`` without replacement: warm pins (not
+    cold-start) with at least ``min_degree`` boards, and ``round(n * cold_share)`` of them
+    cold-start pins instead (as many as exist). Fewer when fewer qualify."""
+    rng = np.random.default_rng(seed)
+    cold = g.splits.is_cold_start(g.num_pins).numpy()
+    warm = np.flatnonzero(~cold & (g.pin_degrees().numpy() >= min_degree))
+    cold_ids = np.flatnonzero(cold)
+    n_cold = min(int(round(n * cold_share)), cold_ids.size)
+    n_warm = min(n - n_cold, warm.size)
+    picked = np.concatenate([rng.choice(warm, n_warm, replace=False), rng.choice(cold_ids, n_cold, replace=False)])
+    return torch.from_numpy(np.sort(picked).astype(np.int64))
+
+
+def hidden_groups(truth: Any) -> np.ndarray:
+    """int64 [P]: ``style * num_topics + topic`` of each pin of a synthetic world
+    (``SynthTruth``): the hidden group a board is about (boards hold one style and its topics)."""
+    topic = np.asarray(truth.pin_topic, np.int64)
+    return np.asarray(truth.pin_style, np.int64) * len(truth.params["topics"]) + topic
 
 
 def pick_board(g: Any, min_size: int = 6, seed: int = 0) -> int:

@@ -168,6 +168,20 @@ def test_pictures(world):
     assert plt.get_fignums() == []
 
 
+def test_pick_pins_and_hidden_groups(world):
+    g = world.graph
+    cold = g.splits.is_cold_start(g.num_pins)
+    a = nu.pick_pins(g, 9, seed=1, min_degree=2, cold_share=1 / 3)
+    assert a.dtype == torch.int64 and a.numel() == 9 and torch.equal(a, torch.sort(a).values)
+    assert int(cold[a].sum()) == 3
+    assert bool((g.pin_degrees()[a[~cold[a]]] >= 2).all())
+    assert torch.equal(a, nu.pick_pins(g, 9, seed=1, min_degree=2, cold_share=1 / 3))
+    assert nu.pick_pins(g, 10**6).numel() == int((~cold & (g.pin_degrees() > 0)).sum())
+    groups = nu.hidden_groups(world.truth)
+    np.testing.assert_array_equal(groups % 12, world.truth.pin_topic)
+    np.testing.assert_array_equal(groups // 12, world.truth.pin_style)
+
+
 def test_pick_board_and_pin_labels(world):
     g = world.graph
     b = nu.pick_board(g, min_size=3, seed=0)
