@@ -143,11 +143,11 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
         labels = np.where(sup.numpy(), labels, -1)
         safe = e["method"].replace("/", "_")
         p = plots.plot_projection(emb[sup], labels[sup.numpy()], out / f"projection_{safe}.png",
-                                  title=f"{e['method']}: PCA of {name} embeddings, colored by {by}")
+                                  title=f"{e['method']} ({name}): PCA by {by}")
         pairs = board_mate_pairs(g)
         pairs = pairs[sup[pairs[:, 0]] & sup[pairs[:, 1]]]
         h = plots.plot_similarity_histogram(emb, pairs, out / f"similarity_{safe}.png",
-                                            title=f"{e['method']}: cosine of board mates vs random pairs")
+                                            title=f"{e['method']}: board mates vs random")
         projections.append((e["method"], p, h))
         files += [p, h]
 
