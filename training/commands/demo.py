@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         stage(6, "graph-only baseline: reused")
 
     s = stage(7, "evaluating every method on the same splits; writing the report")
-    from training.evaluation.report import format_table, metrics_table, write_report
+    from training.evaluation.report import format_checks, format_table, metrics_table, write_report
     rep = write_report([runs / m for m in METHODS], out, device=args.device,
                        title="PinCLIP demo on the synthetic Pin-Board world",
                        extra_md=f"World: {args.pins:,} pins, {args.boards:,} boards, seed {args.seed} "
@@ -171,9 +171,7 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(format_table(metrics_table(rep["metrics"])))
     print()
-    for c in rep["checks"]:
-        rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
-        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['method']} vs {c['baseline']} on {c['metric']}: "
-              f"{rel} (bar {c['target']:+.0%})")
+    if rep["checks"]:
+        print(format_checks(rep["checks"]))
     print(f"\ndemo finished in {total / 60:.1f} min; report: {out / 'report.md'}, metrics: {out / 'metrics.json'}")
     return 0

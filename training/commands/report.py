@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.evaluation.report import format_table, metrics_table, write_report
+    from training.evaluation.report import format_checks, format_table, metrics_table, write_report
     from training.evaluation.run_eval import EvaluationError
 
     for d in args.run_dirs:
@@ -41,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except (EvaluationError, CheckpointError, TrainConfigError) as exc:
         raise CLIError(str(exc)) from None
     print(format_table(metrics_table(rep["metrics"])))
-    for c in rep["checks"]:
-        rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
-        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['method']} vs {c['baseline']} {c['metric']}: {rel} "
-              f"(target {c['target']:+.0%})")
+    if rep["checks"]:
+        print(format_checks(rep["checks"]))
     print(f"wrote {args.out / 'report.md'} and {len(rep['files']) - 1} other files")
     return 0

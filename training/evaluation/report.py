@@ -26,7 +26,7 @@ from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, load_evalu
                                           truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
 
-__all__ = ["BAR", "bar_checks", "format_table", "write_report", "metrics_table"]
+__all__ = ["BAR", "bar_checks", "format_checks", "format_table", "write_report", "metrics_table"]
 
 # The bar of the demo (issue: evaluation): (metric, method, baseline, minimum relative change).
 # A negative minimum is the largest loss allowed.
@@ -52,6 +52,16 @@ def bar_checks(metrics: dict[str, dict[str, float | None]]) -> list[dict[str, An
                     # 1e-9: 0.19 / 0.2 - 1 is -0.0500000004 in floating point, yet exactly at the bar
                     "passed": rel is not None and rel >= target - 1e-9})
     return out
+
+
+def format_checks(checks: list[dict[str, Any]]) -> str:
+    """One line per ``bar_checks`` row: PASS/FAIL, the comparison, the relative change, the bar."""
+    lines = []
+    for c in checks:
+        rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
+        lines.append(f"{'PASS' if c['passed'] else 'FAIL'}  {c['method']} vs {c['baseline']} on {c['metric']}: "
+                     f"{rel} (bar {c['target']:+.0%})")
+    return "\n".join(lines)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
