@@ -193,6 +193,18 @@ def _run_meta(run: dict, run_dir: str | os.PathLike) -> dict:
             "run_dir": str(Path(run_dir).absolute()), "matryoshka_dims": list(model.config.matryoshka_dims)}
 
 
+def _fill(arrays: dict[str, np.ndarray], missing: np.ndarray, batches: Iterator, offset: int = 0) -> None:
+    """Write each batch of ``iter_pin_embeddings`` into rows ``pins - offset`` of the memory-mapped
+    ``arrays`` ({"image", "text", "fused"}: [n, D]) and of ``missing`` (bool [n]), then flush."""
+    for pins, emb, miss in batches:
+        idx = pins.numpy() - offset
+        for k, arr in arrays.items():
+            arr[idx] = emb[k].numpy().astype(arr.dtype, copy=False)
+        missing[idx] = miss.numpy()
+    for arr in arrays.values():
+        arr.flush()
+
+
 def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
               batch_size: int = 256, device: str = "auto", dtype: str = "float32", num_workers: int | None = None,
               progress: bool = True, log=print, shard_dir: str | os.PathLike | None = None) -> Path:
@@ -221,14 +233,8 @@ def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: st
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
                   for k in EMB_KEYS}
         missing = np.zeros(p, dtype=bool)
-        for pins, emb, miss in iter_pin_embeddings(model, run["fetcher"], torch.arange(p), batch_size, run["device"],
-                                                   cfg.model.precision, workers, progress):
-            idx = pins.numpy()
-            for k, arr in arrays.items():
-                arr[idx] = emb[k].numpy().astype(dtype, copy=False)
-            missing[idx] = miss.numpy()
-        for arr in arrays.values():
-            arr.flush()
+        _fill(arrays, missing, iter_pin_embeddings(model, run["fetcher"], torch.arange(p), batch_size, run["device"],
+                                                   cfg.model.precision, workers, progress))
         del arrays
         _write_common(tmp, g, p, d, dtype, missing, _run_meta(run, run_dir))
     return out
@@ -267,15 +273,9 @@ def _write_shard(shard_dir: Path, rank: int, world_size: int, job: str, start: i
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(n, d))
                   for k in EMB_KEYS}
         missing = np.zeros(n, dtype=bool)
-        for pins, emb, miss in iter_pin_embeddings(model, run["fetcher"], torch.arange(start, stop), batch_size,
+        _fill(arrays, missing, iter_pin_embeddings(model, run["fetcher"], torch.arange(start, stop), batch_size,
                                                    run["device"], cfg.model.precision, workers, progress,
-                                                   desc=f"embed rank {rank}"):
-            idx = pins.numpy() - start
-            for k, arr in arrays.items():
-                arr[idx] = emb[k].numpy().astype(dtype, copy=False)
-            missing[idx] = miss.numpy()
-        for arr in arrays.values():
-            arr.flush()
+                                                   desc=f"embed rank {rank}"), offset=start)
         del arrays
         np.save(tmp / "image_missing.npy", missing)
         files = {f"{k}.npy": {} for k in (*EMB_KEYS, "image_missing")}
