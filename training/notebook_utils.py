@@ -672,7 +672,7 @@ def run_dir_name(config: str, overrides: Sequence[str]) -> str:
     return f"{Path(str(config)).stem}-{digest}"
 
 
-def demo_overrides(graph_dir: str | os.PathLike, cache_dir: str | os.PathLike, max_steps: int = 30,
+def demo_overrides(graph_dir: str | os.PathLike, cache_dir: str | os.PathLike, max_steps: int = 20,
                    batch_size: int = 64, seed: int = 0, num_workers: int = 2,
                    model_overrides: Mapping[str, Any] | None = None, extra: Sequence[str] = ()) -> list[str]:
     """``key=value`` overrides for ``training/configs/demo.yaml`` / ``clip_only.yaml`` from a
