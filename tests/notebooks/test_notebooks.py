@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import os
 import sys
 from pathlib import Path
 
