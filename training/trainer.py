@@ -31,7 +31,7 @@ import random
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -121,11 +121,17 @@ class Trainer:
 
     cfg: a loaded training config (``load_train_config``); None with ``resume=True`` (the run's
     saved ``config.yaml``, with ``overrides`` applied). run_dir: the run directory.
+    callbacks: called on every rank after every optimizer step as ``callback(step, terms)``: step
+    int (1-based, the step just done), terms {name: float} (the loss terms, ``grad_norm``, ``lr``,
+    ``skipped``), e.g. a live loss plot in a notebook. They must not draw random numbers from the
+    global generators, or a resumed run would no longer match an uninterrupted one.
     """
 
     def __init__(self, cfg: DictConfig | None, run_dir: str | os.PathLike, *, resume: bool = False,
-                 overrides: list[str] | None = None, checkpoint: str | os.PathLike | None = None):
+                 overrides: list[str] | None = None, checkpoint: str | os.PathLike | None = None,
+                 callbacks: Iterable[Callable[[int, dict], Any]] = ()):
         self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks)
         if resume:
             if not (self.run_dir / "config.yaml").is_file():
                 raise RunDirError(f"--resume {self.run_dir}: not a training run (no config.yaml)")
@@ -398,6 +404,8 @@ class Trainer:
                 out = self.train_step(batch)
                 t2 = time.perf_counter()
                 self.step += 1
+                for callback in self.callbacks:
+                    callback(self.step, out)
                 self.samples_seen += seeds_per_step
                 for k, v in (("wait", t1 - t0), ("compute", t2 - t1), ("sample", batch.sample_s),
                              ("fetch", batch.fetch_s), ("rows", batch.num_rows)):

@@ -10,8 +10,8 @@ what a notebook needs that the rest of the library has no reason to own:
 * sampler comparisons: neighborhoods from any sampler (``sample_neighborhoods``), their overlap
   with true board-mates (``board_mate_overlap``), visit frequency by rank, throughput, and a
   restart-probability x walk-count sweep (``overlap_sweep``);
-* training from a notebook: a ``Trainer`` that calls callbacks after each step
-  (``CallbackTrainer``), a live loss plot (``LiveLossPlot``), ``train_run`` (train, or reuse a
+* training from a notebook: ``Trainer(callbacks=...)`` calls them after each step; a live loss
+  plot (``LiveLossPlot``), ``train_run`` (train, or reuse a
   finished run), ``read_losses`` / ``plot_loss_curves`` from ``metrics.jsonl``;
 * evaluation of runs (scored by ``training.evaluation.run_eval``): recall@k curves out of
   ``evaluation.json`` (``recall_curves``), labels and the 2-D embedding map.
@@ -21,7 +21,6 @@ shown or saved here; a notebook displays them. Pin ids are internal ids (int64).
 """
 from __future__ import annotations
 
-from typing import Any
 
 from training.notebook_utils.display import format_table, plot_bars, show
 from training.notebook_utils.pictures import load_pin_images, plot_neighbor_gallery, plot_pin_grid
@@ -41,13 +40,7 @@ __all__ = [
     "sample_neighborhoods", "board_mate_sets", "board_mate_overlap", "board_mate_marks",
     "visit_frequency_by_rank", "plot_visit_frequencies",
     "measure_throughput", "overlap_sweep", "plot_overlap_sweep",
-    "CallbackTrainer", "LiveLossPlot", "train_run", "run_dir_name", "demo_overrides", "read_losses", "plot_loss_curves",
+    "LiveLossPlot", "train_run", "run_dir_name", "demo_overrides", "read_losses", "plot_loss_curves",
     "recall_curves", "pin_labels", "plot_embedding_map",
 ]
 
-
-def __getattr__(name: str) -> Any:  # CallbackTrainer is built lazily (the trainer imports a lot)
-    if name == "CallbackTrainer":
-        from training.notebook_utils.runs import _trainer_class
-        return _trainer_class()
-    raise AttributeError(name)

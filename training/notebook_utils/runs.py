@@ -1,7 +1,6 @@
 """Training from a notebook (callback trainer, live loss plot, runs, losses) and evaluation views."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -15,34 +14,6 @@ from training.notebook_utils.display import _plt, _png
 
 
 # ------------------------------------------------------------------------------------ training
-@functools.lru_cache(maxsize=None)
-def _trainer_class():
-    from training.trainer import Trainer
-
-    class CallbackTrainer(Trainer):
-        """``training.trainer.Trainer`` that calls ``callbacks`` after every optimizer step with
-        ``(step, terms)``: step int (1-based, the step just done), terms {name: float} (the loss
-        terms, ``grad_norm``, ``lr``, ``skipped``). Everything else is the Trainer's."""
-
-        def __init__(self, *args: Any, callbacks: Iterable[Callable[[int, dict], Any]] = (), **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self.callbacks = list(callbacks)
-
-        def train_step(self, batch: Any) -> dict[str, Any]:
-            out = super().train_step(batch)
-            for cb in self.callbacks:
-                cb(self.step + 1, out)
-            return out
-
-    return CallbackTrainer
-
-
-def __getattr__(name: str) -> Any:  # CallbackTrainer is built lazily (the trainer imports a lot)
-    if name == "CallbackTrainer":
-        return _trainer_class()
-    raise AttributeError(name)
-
-
 class LiveLossPlot:
     """A training callback that records loss terms and redraws a loss plot every ``every``
     steps in a notebook (an IPython display handle, updated in place); outside IPython it only
@@ -127,13 +98,13 @@ def train_run(config: str | os.PathLike, run_dir: str | os.PathLike, overrides: 
               callbacks: Iterable[Callable[[int, dict], Any]] = (), reuse: bool = True) -> dict[str, Any]:
     """Train ``config`` (a shipped config name such as ``demo`` / ``clip_only``, or a YAML path)
     with ``overrides`` (``["train.max_steps=20", ...]``) into ``run_dir``, calling ``callbacks``
-    after every step (``CallbackTrainer``). With ``reuse``, a run that already finished there
+    after every step (``Trainer(callbacks=...)``). With ``reuse``, a run that already finished there
     (``summary.json`` at ``train.max_steps``) is not trained again and an unfinished one is
     resumed. Returns the run summary (``RUN_DIR/summary.json``)."""
     from training.config import load_train_config
+    from training.trainer import Trainer
 
     run_dir = Path(run_dir)
-    trainer_cls = _trainer_class()
     summary_path = run_dir / "summary.json"
     if reuse and (run_dir / "config.yaml").is_file():
         cfg = load_train_config(run_dir / "config.yaml")
@@ -142,9 +113,9 @@ def train_run(config: str | os.PathLike, run_dir: str | os.PathLike, overrides: 
             if int(summary.get("steps", -1)) >= int(cfg.train.max_steps):
                 print(f"{run_dir}: finished run reused ({summary['steps']} steps)")
                 return summary
-        return trainer_cls(None, run_dir, resume=True, callbacks=callbacks).train()
+        return Trainer(None, run_dir, resume=True, callbacks=callbacks).train()
     cfg = load_train_config(config, list(overrides))
-    return trainer_cls(cfg, run_dir, callbacks=callbacks).train()
+    return Trainer(cfg, run_dir, callbacks=callbacks).train()
 
 
 def read_losses(run_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
