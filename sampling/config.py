@@ -386,12 +386,16 @@ def _sampling_graph(cfg: SamplerConfig, g: Any):
     return sg
 
 
-def build_sampler(cfg: SamplerConfig, g: Any):
+def build_sampler(cfg: SamplerConfig, g: Any, negative_pool: Any = None):
     """The sampler ``cfg.kind`` names, on ``g`` (a ``PinBoardGraph`` or ``SamplingGraph``).
 
     ``random_walk`` returns a callable ``f(seeds, generator=None) -> traces``; the others return
     ``PinSageSampler``, ``PixieSampler``, ``FanoutSampler`` or ``NeighborPairSampler``. Edges of
     ``cfg.exclude_splits`` are removed first when ``g`` has splits.
+
+    negative_pool (``pairs`` only): int [M] pins uniform negatives are drawn from. Default: when
+    edges were excluded, the pins that kept at least one edge, so a cold-start pin (all of its
+    edges hidden) never enters training as a negative; otherwise every pin.
     """
     import functools
 
@@ -418,11 +422,14 @@ def build_sampler(cfg: SamplerConfig, g: Any):
         c = cfg.fanout
         return FanoutSampler(sg, c.fanouts, c.seed_type, weighted=c.weighted, replace=c.replace, seed=cfg.seed)
     c, w = cfg.pairs, cfg.pinsage
+    if negative_pool is None and sg.num_edges < getattr(g, "num_edges", sg.num_edges):
+        import torch
+        negative_pool = torch.nonzero(sg.pins.degrees() > 0).squeeze(1)
     return NeighborPairSampler(
         sg, c.num_positives, num_traversals=w.num_traversals, termination_prob=w.termination_prob,
         num_random_walks=w.num_random_walks, num_neighbors=w.num_neighbors,
         positive_weighting=c.positive_weighting, num_negatives=c.num_negatives,
-        num_hard_negatives=c.num_hard_negatives, hard_rank_range=c.hard_rank_range,
+        negative_pool=negative_pool, num_hard_negatives=c.num_hard_negatives, hard_rank_range=c.hard_rank_range,
         hard_num_random_walks=c.hard_num_random_walks, hard_num_traversals=c.hard_num_traversals,
         hard_termination_prob=c.hard_termination_prob, mask_shared_boards=c.mask_shared_boards,
         weighted=w.weighted, seed=cfg.seed)

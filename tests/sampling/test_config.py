@@ -91,5 +91,13 @@ def test_exclude_splits_removes_held_out_edges(medium_graph):
         assert keep_all.graph.num_edges == g.num_edges
         cold = torch.from_numpy(np.asarray(g.splits.cold_start_pins))
         assert (s.graph.pins.degrees(cold) == 0).all()                 # cold-start pins lose every edge
+        pairs = build_sampler(load_sampler_config("pinsage_default", ["kind=pairs", "pairs.num_negatives=64"]), g)
+        visible = set(torch.nonzero(pairs.graph.pins.degrees(torch.arange(g.num_pins)) > 0).squeeze(1).tolist())
+        assert set(pairs.negative_pool.tolist()) == visible and not visible & set(cold.tolist())
+        warm_seeds = torch.tensor(sorted(visible))[:32]
+        negatives = pairs.sample(warm_seeds).negatives
+        assert not set(negatives.flatten().tolist()) & set(cold.tolist())   # cold-start pins never negatives
+        everyone = build_sampler(load_sampler_config("pinsage_default", ["kind=pairs", "exclude_splits=[]"]), g)
+        assert everyone.negative_pool is None
     finally:
         g.splits = None
