@@ -378,9 +378,9 @@ def test_build_refuses_to_overwrite_the_dataset_or_other_directories(tmp_path, h
 
 def test_large_csv_spans_many_batches(tmp_path, helpers, monkeypatch):
     # small blocks force many batches: row numbers must keep counting across them
-    import graph.dataset as ds
-    monkeypatch.setattr(ds, "CSV_BLOCK_BYTES", 1 << 12)
-    monkeypatch.setattr(ds, "PARQUET_BATCH_ROWS", 500)
+    import graph.tables as tables
+    monkeypatch.setattr(tables, "CSV_BLOCK_BYTES", 1 << 12)
+    monkeypatch.setattr(tables, "PARQUET_BATCH_ROWS", 500)
     n = 3000
     rows = [f"{i % 1000},{i % 37},{1 + i % 3}" for i in range(n)]
     rows[2500] = "5,999,1"
