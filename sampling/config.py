@@ -301,6 +301,24 @@ def list_sampler_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+def read_yaml_mapping(path: Path, error: type[Exception] = ValueError) -> dict:
+    """The YAML file ``path`` as a dict ({} when empty). An unreadable file, invalid YAML or a
+    top level that is not a mapping raises ``error`` naming the file (also used by
+    ``training.config``)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: invalid YAML: {exc}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
 def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
                         overrides: Sequence[str] | dict[str, Any] | None = None) -> SamplerConfig:
     """Load a config: a preset name, a YAML path, a dict, or None (the defaults).
@@ -321,17 +339,7 @@ def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
                 raise SamplerConfigError(f"unknown sampler config {str(source)!r}: not a file and not a preset "
                                          f"({', '.join(list_sampler_configs())})")
         name = str(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SamplerConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise SamplerConfigError(f"{path}: invalid YAML: {exc}") from None
-        data = {} if data is None else data
-        if not isinstance(data, dict):
-            raise SamplerConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        data = read_yaml_mapping(path, SamplerConfigError)
     data = _deepcopy(data)
     if overrides:
         items = overrides.items() if isinstance(overrides, dict) else []

@@ -353,22 +353,12 @@ def _format_omegaconf_error(exc: OmegaConfBaseException, where: str, key: str = 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A YAML config file as a plain dict, with its ``base:`` chain merged underneath."""
-    import yaml
+    from sampling.config import read_yaml_mapping
 
     path = path.expanduser().resolve()
     if path in seen:
         raise TrainConfigError(f"{path}: 'base' chain loops back to itself")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise TrainConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{path}: invalid YAML: {exc}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise TrainConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = read_yaml_mapping(path, TrainConfigError)
     base = data.pop("base", None)
     if base is None:
         return data
