@@ -43,7 +43,7 @@ from training.checkpoint import (CheckpointError, latest_checkpoint, load_checkp
 from training.config import load_train_config, resolve_model_config, save_train_config
 from training.data import PinFeatureFetcher, TrainBatchDataset, TrainLoader, prepare_graph, train_pins
 from training.distributed import (DistInfo, all_gather_object, all_reduce_mean, average_gradients, barrier,
-                                  broadcast_parameters, init_distributed, parameter_digest)
+                                  broadcast_parameters, init_distributed, parameter_digest, shutdown)
 from training.logging_utils import ConsoleLog, JsonlLog, ProgressBar, TensorBoardLog
 
 __all__ = ["Trainer", "TrainingError", "RunDirError", "build_optimizer", "cosine_lr_lambda"]
@@ -464,3 +464,28 @@ class Trainer:
             self.log(f"done: {self.step} steps; {summary['samples_per_s']:.1f} samples/s, data wait "
                      f"{100 * summary['data_wait_share']:.1f}% of step time")
         return summary
+
+
+def train_or_resume(config: Any, run_dir: str | os.PathLike, overrides: list[str] | tuple = (),
+                    callbacks: Iterable[Callable[[int, dict], Any]] = (), log=print) -> dict[str, Any]:
+    """Train ``config`` (a path, shipped name or dict) with ``overrides`` into ``run_dir``; when
+    ``run_dir`` already holds a run, continue it from its saved config instead (``config`` and
+    ``overrides`` are not applied again), or reuse it untouched when its ``summary.json`` says it
+    reached ``train.max_steps``. Returns the run summary. Used by ``pinclip demo`` and notebooks."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.yaml").is_file():
+        cfg = load_train_config(run_dir / "config.yaml")
+        summary_path = run_dir / "summary.json"
+        if summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            if int(summary.get("steps", -1)) >= int(cfg.train.max_steps):
+                log(f"{run_dir} is complete (step {summary['steps']}): reused")
+                return summary
+        log(f"resuming {run_dir}")
+        trainer = Trainer(None, run_dir, resume=True, callbacks=callbacks)
+    else:
+        trainer = Trainer(load_train_config(config, list(overrides)), run_dir, callbacks=callbacks)
+    try:
+        return trainer.train()
+    finally:
+        shutdown(trainer.dist)

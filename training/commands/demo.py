@@ -66,31 +66,15 @@ def _check_out(out: Path, params: dict) -> None:
 
 def _train(name: str, config: str, run_dir: Path, graph_dir: Path, cache_dir: Path, max_steps: int | None,
            device: str, extra: list[str]) -> None:
-    from training.checkpoint import list_checkpoints
-    from training.config import load_train_config
-    from training.trainer import Trainer
+    from training.cli import CLIError
+    from training.trainer import train_or_resume
 
     overrides = [f"data.graph={graph_dir}", f"data.cache_dir={cache_dir}", f"train.device={device}"]
     if max_steps is not None:
         overrides.append(f"train.max_steps={max_steps}")
-    overrides += extra
-    if (run_dir / "config.yaml").is_file():
-        cfg = load_train_config(run_dir / "config.yaml")
-        done = list_checkpoints(run_dir)
-        if done and done[-1][0] >= cfg.train.max_steps:
-            print(f"      {run_dir} is complete (step {done[-1][0]}): reused")
-            return
-        print(f"      resuming {run_dir}")
-        trainer = Trainer(None, run_dir, resume=True)
-    else:
-        trainer = Trainer(load_train_config(config, overrides), run_dir)
-    try:
-        if not trainer.train():
-            from training.cli import CLIError
-            raise CLIError(f"training {name} did not finish (see {run_dir / 'train.log'})")
-    finally:
-        from training.distributed import shutdown
-        shutdown(trainer.dist)
+    summary = train_or_resume(config, run_dir, overrides + extra, log=lambda msg: print(f"      {msg}"))
+    if not summary:
+        raise CLIError(f"training {name} did not finish (see {run_dir / 'train.log'})")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, load_evaluation, load_method,
-                                          truth_labels)
+from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, current_evaluation, evaluate_method,
+                                          load_method, truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
 
 __all__ = ["BAR", "bar_checks", "format_checks", "format_table", "write_report", "metrics_table"]
@@ -119,9 +119,13 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    evals = []
+    # Each directory is opened once: its embeddings serve the evaluation (when evaluation.json is
+    # missing or stale) and the projection plots below.
+    methods, evals = [], []
     for d in dirs:
-        evals.append(load_evaluation(d, device=device, progress=progress, log=log))
+        m = load_method(d, device=device, progress=progress, log=log)
+        methods.append(m)
+        evals.append(current_evaluation(d) or evaluate_method(m, d))
     names = [e["method"] for e in evals]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -129,22 +133,21 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
                          f"({', '.join(str(d) for d in dirs)})")
     metrics = {e["method"]: headline_metrics(e["metrics"]) for e in evals}
     checks = bar_checks(metrics)
-    files: list[Path] = []
-    files.append(plots.plot_recall_curves({e["method"]: _curves(e, "board_") for e in evals},
+    summary_plots: list[Path] = []      # one per report; the per-method plots follow them
+    summary_plots.append(plots.plot_recall_curves({e["method"]: _curves(e, "board_") for e in evals},
                                           out / "recall_board.png", "board-mate recall@k (warm test pins)"))
     cold = {e["method"]: _curves(e, "cold_start_board_") for e in evals}
     if any(cold.values()):
-        files.append(plots.plot_recall_curves(cold, out / "recall_cold_start.png",
+        summary_plots.append(plots.plot_recall_curves(cold, out / "recall_cold_start.png",
                                               "board-mate recall@k (cold-start pins)"))
     t2i = {e["method"]: _curves(e, "t2i_") for e in evals}
     if any(t2i.values()):
-        files.append(plots.plot_recall_curves(t2i, out / "recall_t2i.png", "text -> image recall@k"))
-    files.append(plots.plot_cold_warm_bars(
+        summary_plots.append(plots.plot_recall_curves(t2i, out / "recall_t2i.png", "text -> image recall@k"))
+    summary_plots.append(plots.plot_cold_warm_bars(
         {n: {"warm": m.get("board_recall@10"), "cold": m.get("cold_start_board_recall@10")} for n, m in metrics.items()},
         out / "cold_vs_warm.png"))
     projections = []
-    for d, e in zip(dirs, evals):
-        m = load_method(d, device=device, progress=progress, log=log)
+    for m, e in zip(methods, evals):
         g = m["graph"]
         name = next(n for n in PIN_EMBEDDING_ORDER if n in m["emb"])
         emb = m["emb"][name].clone()
@@ -159,7 +162,6 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
         h = plots.plot_similarity_histogram(emb, pairs, out / f"similarity_{safe}.png",
                                             title=f"{e['method']}: board mates vs random")
         projections.append((e["method"], p, h))
-        files += [p, h]
 
     md = [f"# {title}", "", f"Methods: {', '.join(names)}. Graph: `{evals[0]['graph']}` "
           f"({evals[0]['counts']['pins']:,} pins; {evals[0]['counts']['test_edges']:,} test edges of warm pins, "
@@ -200,7 +202,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
                "world only). neighbor_overlap@10 (above): overlap with the random-walk top-10 neighborhood.", "",
                format_table(rows, markdown=True), ""]
     md += ["## Plots", ""]
-    for f in files[: len(files) - 2 * len(projections)]:
+    for f in summary_plots:
         md.append(f"![{f.stem}]({f.name})")
     md.append("")
     for name, p, h in projections:
@@ -210,5 +212,5 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     from graph.atomic import atomic_write_bytes
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
-    files += [out / "metrics.json", out / "report.md"]
+    files = [*summary_plots, *(f for _, p, h in projections for f in (p, h)), out / "metrics.json", out / "report.md"]
     return {"metrics": metrics, "checks": checks, "evaluations": evals, "files": files}

@@ -30,6 +30,7 @@ import json
 import os
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,7 +40,8 @@ from graph.splits import COLD, TEST, TRAIN
 from training.evaluation.neighborhood import alignment, board_coherence, synthetic_purity, uniformity
 from training.evaluation.summary import PIN_EMBEDDING_ORDER, method_metrics
 
-__all__ = ["CURVE_KS", "EvaluationError", "evaluate_embeddings", "evaluate_dir", "load_evaluation",
+__all__ = ["CURVE_KS", "EvaluationError", "evaluate_embeddings", "evaluate_method", "evaluate_dir",
+           "current_evaluation", "load_evaluation",
            "load_method", "save_baseline", "method_name", "truth_labels", "board_mate_pairs"]
 
 CURVE_KS = (1, 5, 10, 20, 50)
@@ -128,15 +130,16 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
     sup = torch.ones(P, dtype=torch.bool) if supported is None else torch.as_tensor(np.asarray(supported)).bool()
     metrics = method_metrics(g, emb, supported=sup, has_image=has_image, has_text=has_text, seed=seed,
                              backend=backend, max_overlap_seeds=max_overlap_seeds, curve_ks=ks)
+    pin_name = next(n for n in PIN_EMBEDDING_ORDER if n in emb)
     modalities = {}
-    if sum(k in emb for k in PIN_EMBEDDING_ORDER) > 1:
-        for name in PIN_EMBEDDING_ORDER:
-            if name in emb:
-                m = method_metrics(g, {name: emb[name]}, supported=sup, seed=seed, backend=backend,
-                                   max_overlap_seeds=0)
-                modalities[name] = {"board_recall@10": m.get("board_recall@10"),
-                                    "cold_start_board_recall@10": m.get("cold_start_board_recall@10")}
-    pin_emb = emb[next(n for n in PIN_EMBEDDING_ORDER if n in emb)]
+    if len(emb) > 1:
+        for name in (n for n in PIN_EMBEDDING_ORDER if n in emb):
+            # The pin embedding's board metrics are already in ``metrics``.
+            m = metrics if name == pin_name else method_metrics(g, {name: emb[name]}, supported=sup, seed=seed,
+                                                                backend=backend, max_overlap_seeds=0)
+            modalities[name] = {"board_recall@10": m.get("board_recall@10"),
+                                "cold_start_board_recall@10": m.get("cold_start_board_recall@10")}
+    pin_emb = emb[pin_name]
     pins, boards = g.edges()
     split = torch.from_numpy(np.asarray(g.splits.edge_split).astype(np.int64))
     train = (split == TRAIN) & sup[pins]
@@ -150,13 +153,12 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
     hood["uniformity"] = uniformity(pin_emb[sup], seed=seed)
     truth = truth_labels(g)
     if truth is not None:
-        class _T:  # synthetic_purity reads .pin_topic / .pin_style
-            pin_topic, pin_style = truth["topic"], truth["style"]
         query = torch.nonzero(sup).squeeze(1)
         # Purity over supported pins only: an unsupported pin has no meaningful neighbors.
         pe = pin_emb.clone()
         pe[~sup] = 0
-        hood.update(synthetic_purity(pe, _T, k=10, query_pins=query))
+        labels = SimpleNamespace(pin_topic=truth["topic"], pin_style=truth["style"])
+        hood.update(synthetic_purity(pe, labels, k=10, query_pins=query))
     return _clean({
         "method": method, "metrics": metrics, "modalities": modalities, "neighborhood": hood,
         "counts": {"pins": P, "supported_pins": int(sup.sum()), "test_edges": int((split == TEST).sum()),
@@ -197,6 +199,13 @@ def save_baseline(out: str | os.PathLike, method: str, graph_path: str | os.Path
     return out
 
 
+def _has_text(g: Any) -> torch.Tensor | None:
+    """bool [P]: pins with a non-empty caption (None when the store has no features)."""
+    if g.features is None:
+        return None
+    return torch.tensor([t is not None and t != "" for t in g.features.pin_text(np.arange(g.num_pins))])
+
+
 def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
     """Open a method directory: {"kind", "method", "graph", "emb": {name: float32 [P, D]},
     "supported": bool [P], "has_image", "has_text", "step"}. A training run is embedded first
@@ -219,10 +228,8 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
             if e.shape[0] != g.num_pins:
                 raise EvaluationError(f"{path / f'embedding_{name}.npy'}: {e.shape[0]} rows, the graph "
                                       f"{meta['graph']} has {g.num_pins} pins")
-        text = g.features.pin_text(np.arange(g.num_pins)) if g.features is not None else None
-        has_text = None if text is None else torch.tensor([t is not None and t != "" for t in text])
         return {"kind": "baseline", "method": meta["method"], "graph": g, "graph_path": meta["graph"], "emb": emb,
-                "supported": sup, "has_image": None, "has_text": has_text, "step": None}
+                "supported": sup, "has_image": None, "has_text": _has_text(g), "step": None}
     if not (path / "config.yaml").is_file():
         raise EvaluationError(f"{path}: neither a training run (config.yaml) nor a baseline directory "
                               f"({BASELINE_FILE})")
@@ -245,36 +252,46 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
     if cfg.data.graph:
         graph_path = Path(cfg.data.graph)
     g = PinBoardGraph.open(graph_path)
-    text = g.features.pin_text(np.arange(g.num_pins))
     return {"kind": "run", "method": path.name, "graph": g, "graph_path": str(graph_path.absolute()),
             "emb": {k: torch.from_numpy(np.asarray(e[k], dtype=np.float32)) for k in ("image", "text", "fused")},
             "supported": None, "has_image": torch.from_numpy(~np.asarray(e["image_missing"])),
-            "has_text": torch.tensor([t is not None and t != "" for t in text]), "step": step}
+            "has_text": _has_text(g), "step": step}
 
 
-def evaluate_dir(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print,
-                 method: str | None = None, write: bool = True) -> dict[str, Any]:
-    """Evaluate a method directory and write ``DIR/evaluation.json``; returns its contents."""
+def evaluate_method(m: dict[str, Any], path: str | os.PathLike, method: str | None = None,
+                    write: bool = True) -> dict[str, Any]:
+    """Evaluate a method opened with :func:`load_method` from ``path``; writes
+    ``DIR/evaluation.json`` (unless ``write`` is False) and returns its contents."""
     path = Path(path)
-    m = load_method(path, device=device, progress=progress, log=log)
-    name = method or m["method"]
-    result = evaluate_embeddings(m["graph"], m["emb"], name, supported=m["supported"], has_image=m["has_image"],
-                                 has_text=m["has_text"])
+    result = evaluate_embeddings(m["graph"], m["emb"], method or m["method"], supported=m["supported"],
+                                 has_image=m["has_image"], has_text=m["has_text"])
     result.update({"kind": m["kind"], "step": m["step"], "graph": m["graph_path"], "dir": str(path.absolute())})
     if write:
         _write_json_atomic(path / EVALUATION_FILE, result)
     return result
 
 
-def load_evaluation(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
-    """``DIR/evaluation.json`` when it is current (for a run: made at its newest checkpoint),
-    else a fresh :func:`evaluate_dir`."""
+def evaluate_dir(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print,
+                 method: str | None = None, write: bool = True) -> dict[str, Any]:
+    """Evaluate a method directory and write ``DIR/evaluation.json``; returns its contents."""
+    return evaluate_method(load_method(path, device=device, progress=progress, log=log), path, method, write)
+
+
+def current_evaluation(path: str | os.PathLike) -> dict[str, Any] | None:
+    """``DIR/evaluation.json`` when it is current (a baseline's, or a run's made at its newest
+    checkpoint), else None."""
     path = Path(path)
     f = path / EVALUATION_FILE
-    if f.is_file():
-        ev = json.loads(f.read_text())
-        if ev.get("kind") == "baseline":
-            return ev
-        if ev.get("step") is not None and _latest_step(path) == ev.get("step"):
-            return ev
-    return evaluate_dir(path, device=device, progress=progress, log=log)
+    if not f.is_file():
+        return None
+    ev = json.loads(f.read_text())
+    if ev.get("kind") == "baseline":
+        return ev
+    if ev.get("step") is not None and _latest_step(path) == ev.get("step"):
+        return ev
+    return None
+
+
+def load_evaluation(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
+    """:func:`current_evaluation`, else a fresh :func:`evaluate_dir`."""
+    return current_evaluation(path) or evaluate_dir(path, device=device, progress=progress, log=log)

@@ -92,7 +92,7 @@ def method_metrics(g: Any, emb: dict[str, torch.Tensor], supported: torch.Tensor
         if part == "warm":
             out["board_mrr"] = m["board_mrr"]
     warm = torch.nonzero(sup & ~cold & (g.pin_degrees() > 0)).squeeze(1)
-    if warm.numel():
+    if warm.numel() and max_overlap_seeds > 0:   # 0: skip (it builds the train graph and walks)
         gen = torch.Generator().manual_seed(seed)
         seeds = warm[torch.randperm(warm.numel(), generator=gen)[:max_overlap_seeds]]
         out[f"neighbor_overlap@{k}"] = walk_neighbor_overlap(e, g.train_graph(), seeds, k=k, seed=seed)

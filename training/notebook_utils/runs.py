@@ -100,22 +100,13 @@ def train_run(config: str | os.PathLike, run_dir: str | os.PathLike, overrides: 
     with ``overrides`` (``["train.max_steps=20", ...]``) into ``run_dir``, calling ``callbacks``
     after every step (``Trainer(callbacks=...)``). With ``reuse``, a run that already finished there
     (``summary.json`` at ``train.max_steps``) is not trained again and an unfinished one is
-    resumed. Returns the run summary (``RUN_DIR/summary.json``)."""
+    resumed (``training.trainer.train_or_resume``). Returns the run summary."""
     from training.config import load_train_config
-    from training.trainer import Trainer
+    from training.trainer import Trainer, train_or_resume
 
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if reuse and (run_dir / "config.yaml").is_file():
-        cfg = load_train_config(run_dir / "config.yaml")
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
-            if int(summary.get("steps", -1)) >= int(cfg.train.max_steps):
-                print(f"{run_dir}: finished run reused ({summary['steps']} steps)")
-                return summary
-        return Trainer(None, run_dir, resume=True, callbacks=callbacks).train()
-    cfg = load_train_config(config, list(overrides))
-    return Trainer(cfg, run_dir, callbacks=callbacks).train()
+    if reuse:
+        return train_or_resume(config, run_dir, list(overrides), callbacks)
+    return Trainer(load_train_config(config, list(overrides)), run_dir, callbacks=callbacks).train()
 
 
 def read_losses(run_dir: str | os.PathLike, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
