@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_common import cpu_model
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
@@ -183,14 +185,7 @@ def _machine(dgl_versions: dict | None) -> dict:
     import pyarrow
     import scipy
     import torch
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "cpu": cpu, "logical_cores": os.cpu_count(),
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),

@@ -18,6 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from graph.locks import exclusive_lock, release_stale_lock
+from graph.output_dir import OutputKind, check_output_dir
+
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -73,32 +76,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
-    """Delete temporary siblings of ``target`` left by writers that were killed.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[^/]*$")
 
-    Only directories created on this host by a process that no longer exists are touched (a
-    writer on another host sharing the file system, or a live one, never is). A ``.old-``
-    directory is the previous store moved aside by the two-rename fallback: when the writer died
-    before putting the new one in place (``target`` missing) it is moved back, else deleted.
-    Returns the removed (or restored) paths.
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Delete the temporary siblings left in ``target``'s parent by writers that were killed.
+
+    Every ``.NAME.tmp-HOST-PID-*`` directory or file in the parent (whatever NAME: the next write
+    in the same parent cleans up after any killed writer) created on this host by a process that
+    no longer exists is removed; a writer on another host sharing the file system, or a live
+    one, is never touched. A ``.NAME.old-`` directory is a previous output moved aside by the
+    two-rename fallback: when its writer died before putting the new one in place (``NAME``
+    missing) it is moved back, else deleted. Returns the removed (or restored) paths.
     """
-    target = Path(target).absolute()
-    if not target.parent.is_dir():
+    parent = Path(target).absolute().parent
+    if not parent.is_dir():
         return []
-    removed = []
-    for kind in ("old", "tmp"):  # restore a moved-aside store before deleting anything
-        prefix = f".{target.name}.{kind}-{_host_tag()}-"
-        for entry in sorted(target.parent.iterdir()):
-            if not entry.name.startswith(prefix):
-                continue
-            pid_text = entry.name[len(prefix):].split("-", 1)[0]
-            if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
-                continue
-            if kind == "old" and not target.exists() and not target.is_symlink():
-                os.rename(entry, target)
+    host = _host_tag()
+    found = []
+    for entry in sorted(parent.iterdir()):
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or m["host"] != host:
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        found.append((m["kind"] != "old", entry, parent / m["name"]))
+    removed = [p for p in parent.glob(".*.lock") if release_stale_lock(p)]
+    for _not_old, entry, original in sorted(found, key=lambda t: t[0]):  # restore before deleting
+        if entry.is_dir() and not entry.is_symlink():
+            if entry.name.startswith(f".{original.name}.old-") and not original.exists() \
+                    and not original.is_symlink():
+                os.rename(entry, original)
             else:
                 shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
     return removed
 
 
@@ -116,15 +131,27 @@ def _current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike, kind: OutputKind, overwrite: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces ``target`` when the block succeeds.
 
+    ``kind`` is the writer's output (``graph.output_dir``): ``target`` must be missing, empty or
+    hold that writer's own manifest, else OutputDirError before any work. The write holds the
+    target's lock (``graph.locks``), so a second writer of the same target is refused.
     On an exception the temporary directory is removed and ``target`` is left as it was.
     With ``overwrite=False`` an existing ``target`` is an error (raised before any work).
     """
     target = Path(target).absolute()
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} already exists")
+    check_output_dir(target, kind)
+    with exclusive_lock(target, kind.what):
+        check_output_dir(target, kind)  # again under the lock: another writer may have finished
+        with _atomic_directory(target) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _atomic_directory(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target, "tmp"), dir=target.parent))
@@ -160,7 +187,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write one file atomically (temporary sibling, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path, "tmp"), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o666 & ~_current_umask())  # mkstemp makes 0600

@@ -330,3 +330,61 @@ def board_edge_ids(pin_indptr: np.ndarray, pin_indices: np.ndarray, board_indptr
     board_key = board_indices.astype(np.int64) * num_boards + expand_indptr(board_indptr)
     # pin_key is sorted ascending (pin-major, boards ascending) so a binary search finds each edge.
     return np.searchsorted(pin_key, board_key)
+
+
+# Elements per chunk of the structural check: a chunk (4-8 MB) stays in cache between its min
+# and its max, so each array is read from memory once (100M int32 indices: 17 ms against 25 ms
+# for two whole-array passes, page cache warm), and no temporary grows with E.
+STRUCTURE_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StructureProblem:
+    """The first violation of a CSR invariant: ``array`` ("indptr" or "indices"), the first bad
+    ``position`` in it, the ``value`` found there and a ``problem`` sentence."""
+
+    array: str
+    position: int
+    value: int
+    problem: str
+
+
+def find_structure_problem(indptr: np.ndarray, indices: np.ndarray, num_cols: int,
+                           chunk: int = STRUCTURE_CHUNK) -> StructureProblem | None:
+    """Check one CSR direction for what would make indexing it unsafe; None when it is sound.
+
+    indptr: integer [R + 1], must start at 0, never decrease and end at ``E = len(indices)``;
+    indices: integer [E], must lie in ``[0, num_cols)``. Order within a row is not checked.
+    Reads each array once, ``chunk`` elements at a time (works on memory maps without copying
+    them): O(E) but sequential, about 20 ms per 100M int32 indices from the page cache.
+    """
+    if indptr.dtype.kind not in "iu" or indices.dtype.kind not in "iu":
+        bad = "indptr" if indptr.dtype.kind not in "iu" else "indices"
+        dtype = (indptr if bad == "indptr" else indices).dtype
+        return StructureProblem(bad, 0, 0, f"{bad} dtype {dtype} is not an integer type")
+    num_edges = int(indices.shape[0])
+    if indptr.shape[0] == 0:
+        return StructureProblem("indptr", 0, 0, "indptr is empty (it needs one entry per row plus one)")
+    if int(indptr[0]) != 0:
+        return StructureProblem("indptr", 0, int(indptr[0]), f"indptr starts at {int(indptr[0])}, not 0")
+    last = indptr.shape[0] - 1
+    # Consecutive chunks overlap by one entry so every pair (i, i + 1) is compared once.
+    for start in range(0, last, chunk):
+        part = indptr[start:min(start + chunk, last) + 1]
+        down = part[1:] < part[:-1]
+        if down.any():
+            i = start + 1 + int(np.flatnonzero(down)[0])
+            return StructureProblem("indptr", i, int(indptr[i]),
+                                    f"indptr decreases from {int(indptr[i - 1])} to {int(indptr[i])} at position {i} "
+                                    "(it must be non-decreasing)")
+    if int(indptr[last]) != num_edges:
+        return StructureProblem("indptr", last, int(indptr[last]),
+                                f"indptr ends at {int(indptr[last])} (position {last}), not at the number "
+                                f"of edges {num_edges}")
+    for start in range(0, num_edges, chunk):
+        part = indices[start:start + chunk]
+        if int(part.min()) < 0 or int(part.max()) >= num_cols:
+            i = start + int(np.flatnonzero((part < 0) | (part >= num_cols))[0])
+            return StructureProblem("indices", i, int(indices[i]),
+                                    f"index out of range [0, {num_cols}): {int(indices[i])} at position {i}")
+    return None

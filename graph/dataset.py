@@ -17,9 +17,18 @@ feature columns (which the store keeps anyway) memory is bounded by the edge arr
 
 Column types and validation: ``graph.tables`` (every problem raises ``DatasetError``, a
 ``ValueError`` naming the file, the row and the column).
+
+Image paths must stay inside the dataset directory: an absolute path, or one that resolves
+outside it (``..`` components, symlinked files or directories; ``os.path.realpath``), is a
+``DatasetError`` naming its row (``graph.features.find_unsafe_image_path``: one ``realpath`` per
+distinct parent directory and one listing of it, not a ``stat`` per image). Whether each image
+exists and decodes is not checked here: ``pinclip build-graph --check-images`` opens every header,
+and training refuses or skips a bad image when it reads it (``data.on_bad_image``).
 """
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +37,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graph.features import BOARD_COLUMNS, PIN_COLUMNS, FeatureStore
+from graph.features import BOARD_COLUMNS, PIN_COLUMNS, FeatureStore, find_unsafe_image_path
+from graph.errors import InputError
 from graph.splits import make_splits
-from graph.store import PinBoardGraph, _check_replaceable
+from graph.output_dir import check_output_dir
+from graph.storage import STORE_OUTPUT
+from graph.store import PinBoardGraph
 # DatasetError, TABLE_NAMES and find_table are part of this module's API (re-exported).
 from graph.tables import (DEFAULT_COLD_START_FRACTION, TABLE_NAMES, DatasetError, _check_nonnegative, _first_failing,
                           _TableReader, find_table)
@@ -64,7 +76,7 @@ def _finish_ids(chunks: list[pa.Array], reader: _TableReader, col: str) -> pa.Ar
         try:
             ids = pc.cast(ids, pa.int64())  # every id is an integer: int64 ids
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass  # some id is not an integer: string ids
+            _warn_if_int64_overflow(ids, reader.path, col)  # some id is not an int64: string ids
     if pa.types.is_integer(ids.type):
         _check_nonnegative(ids, col, reader.path, 0)
     if _has_duplicates(ids):
@@ -80,6 +92,20 @@ def _finish_ids(chunks: list[pa.Array], reader: _TableReader, col: str) -> pa.Ar
     return ids
 
 
+_INTEGER_TEXT = r"^-?[0-9]+$"
+
+
+def _warn_if_int64_overflow(ids: pa.Array, path: Path, col: str) -> None:
+    """CSV ids that are all integers but do not all fit int64 become string ids: say so, since
+    ``007`` and ``7`` are then different ids (error path only: one regex pass)."""
+    if not pc.all(pc.match_substring_regex(ids, _INTEGER_TEXT)).as_py():
+        return
+    i, v, _ = _first_failing(ids, lambda v: pc.cast(pa.array([v], pa.large_string()), pa.int64()))
+    warnings.warn(f"{path}: row {i} (0-based data row), column {col!r}: {col} {v} is too large for "
+                  f"int64 (>= 2^63 in magnitude), so every {col} of this table is read as a string "
+                  "('007' and '7' are then different ids)", stacklevel=4)
+
+
 def _has_duplicates(ids: pa.Array) -> bool:
     """Whether any id repeats. Integer ids: dense ``0..N-1`` in order is checked first, else a
     sorted copy (8 bytes an id); ``pc.count_distinct``'s hash table took 1.6 GB for 10M ids."""
@@ -92,7 +118,7 @@ def _has_duplicates(ids: pa.Array) -> bool:
     return bool(np.any(v[1:] == v[:-1]))
 
 
-def _read_nodes(path: Path, table: str, progress: bool) -> _Nodes:
+def _read_nodes(path: Path, table: str, progress: bool, check_image_paths: bool = True) -> _Nodes:
     reader = _TableReader(path, table, progress)
     id_col = "pin_id" if table == "pins" else "board_id"
     feature_types = PIN_COLUMNS if table == "pins" else BOARD_COLUMNS
@@ -108,7 +134,19 @@ def _read_nodes(path: Path, table: str, progress: bool) -> _Nodes:
     ids = _finish_ids(chunks[id_col], reader, id_col)
     features = pa.table({name: pa.chunked_array(chunks[name], type=typ).combine_chunks()
                          for name, typ in feature_types.items()})
+    if table == "pins" and check_image_paths:
+        _check_image_paths(features.column("image"), path)
     return _Nodes(path, ids, features, has_fresh=any(c.name == "fresh" for c in reader.present))
+
+
+def _check_image_paths(images: pa.ChunkedArray, pins_path: Path) -> None:
+    """Image paths must stay inside the dataset directory (the pins table's directory), with
+    symlinks resolved: an absolute path or one that escapes is a ``DatasetError`` naming its row.
+    Whether each file exists and decodes is ``pinclip build-graph --check-images``'s job."""
+    bad = find_unsafe_image_path(images, pins_path.parent)
+    if bad is not None:
+        row, value, problem = bad
+        raise DatasetError(pins_path, f"image path {value!r} {problem}", row, "image")
 
 
 def _map_ids(arr: pa.Array, nodes: _Nodes, col: str, path: Path, offset: int) -> np.ndarray:
@@ -119,6 +157,9 @@ def _map_ids(arr: pa.Array, nodes: _Nodes, col: str, path: Path, offset: int) ->
             arr = pc.cast(arr, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             i, v, _ = _first_failing(arr, lambda v: pc.cast(pa.array([v], arr.type), target))
+            if isinstance(v, str) and re.fullmatch(_INTEGER_TEXT, v):
+                raise DatasetError(path, f"{col} {v} is too large (>= 2^63 in magnitude); it cannot be "
+                                   f"one of {nodes.path.name}'s integer ids (int64)", offset + i, col) from None
             raise DatasetError(path, f"unknown {col} {v!r} ({nodes.path.name} has integer ids)", offset + i, col) from None
         if pa.types.is_integer(arr.type):
             _check_nonnegative(arr, col, path, offset)
@@ -182,15 +223,38 @@ def _read_edges(path: Path, pins: _Nodes, boards: _Nodes, progress: bool) -> _Ed
                   cat(t_chunks) if has_t else None)
 
 
+@dataclass
+class PinImages:
+    """The image column of a dataset's pins table, for checking the images themselves.
+
+    table: the pins table file; root: the dataset directory image paths are relative to;
+    pin_ids: external pin ids, int64 or large_string [P]; images: large_string [P] (null where
+    a pin has no image). Row ``i`` is pin ``i`` (internal ids follow row order).
+    """
+    table: Path
+    root: Path
+    pin_ids: pa.Array
+    images: pa.Array
+
+
+def read_pin_images(dataset_dir: str | Path, progress: bool = False) -> PinImages:
+    """Read the pins table of ``dataset_dir`` (checked as the build checks it, except that image
+    paths are not checked here: the caller reports every bad path, not just the first)."""
+    dataset_dir = Path(dataset_dir)
+    path = find_table(dataset_dir, "pins")
+    pins = _read_nodes(path, "pins", progress, check_image_paths=False)
+    return PinImages(path, dataset_dir, pins.ids, pins.features.column("image").combine_chunks())
+
+
 # ---------------------------------------------------------------------------- public API
 def _check_fractions(cold_start_fraction: float | None, val_fraction: float, test_fraction: float) -> None:
     # Checked before reading, so a typo does not cost a full read of a big dataset.
     for name, v in (("cold_start_fraction", cold_start_fraction), ("val_fraction", val_fraction),
                     ("test_fraction", test_fraction)):
         if v is not None and not 0.0 <= float(v) < 1.0:
-            raise ValueError(f"{name}={v} must be in [0, 1)")
+            raise InputError(f"{name}={v} must be in [0, 1)")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} must be < 1")
+        raise InputError(f"val_fraction + test_fraction = {val_fraction + test_fraction} must be < 1")
 
 
 def load_dataset_graph(dataset_dir: str | Path, cold_start_fraction: float | None = None,
@@ -285,8 +349,8 @@ def build_graph_from_dataset(dataset_dir: str | Path, out_dir: str | Path,
     _check_fractions(cold_start_fraction, val_fraction, test_fraction)
     out_dir = Path(out_dir)
     if out_dir.absolute() == Path(dataset_dir).absolute():
-        raise ValueError(f"{out_dir}: the graph store cannot replace its own dataset directory")
-    _check_replaceable(out_dir)  # fail before the (long) read, not after it
+        raise InputError(f"{out_dir}: the graph store cannot replace its own dataset directory")
+    check_output_dir(out_dir, STORE_OUTPUT)  # fail before the (long) read, not after it
     from graph import external_build
 
     # All three tables first, in the in-memory reader's order, so a missing one is reported alike.
@@ -304,4 +368,5 @@ def build_graph_from_dataset(dataset_dir: str | Path, out_dir: str | Path,
     return PinBoardGraph.open(out_dir)
 
 
-__all__ = ["DatasetError", "build_graph_from_dataset", "load_dataset_graph", "find_table", "TABLE_NAMES"]
+__all__ = ["DatasetError", "PinImages", "build_graph_from_dataset", "load_dataset_graph", "read_pin_images",
+           "find_table", "TABLE_NAMES"]

@@ -55,9 +55,11 @@ from graph.buckets import EdgeBuckets, NpyAppender, balanced_bounds, record_dtyp
 from graph.csr import _KEY_BITS, _bits, _sorted_direction, expand_indptr, index_dtype_for
 from graph.dataset import (TABLE_NAMES, _check_fractions, _cold_start_source,
                            _map_ids, _read_nodes, _source_record, _TableReader, find_table)
+from graph.errors import InputError
 from graph.features import FeatureStore
 from graph.splits import COLD, TEST, TRAIN, VAL
-from graph.store import _check_replaceable
+from graph.output_dir import check_output_dir
+from graph.storage import STORE_OUTPUT
 
 # The default budget: a measured peak RSS of 1.13 GB at 100M edges, 10M pins, 1M boards
 # (benchmarks/RESULTS.md, "Out-of-core build"); the per-edge figures below are upper estimates.
@@ -90,12 +92,12 @@ def parse_bytes(value: int | str) -> int:
     else:
         m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmgt]?)(i?)b?\s*", str(value), flags=re.I)
         if not m or (m.group(3) and not m.group(2)):
-            raise ValueError(f"memory budget {value!r}: expected bytes such as 2000000000, '2GB' or '1.5GiB'")
+            raise InputError(f"memory budget {value!r}: expected bytes such as 2000000000, '2GB' or '1.5GiB'")
         unit = m.group(2).lower()
         scale = 1024 ** "kmgt".index(unit) * 1024 if m.group(3) else _UNITS[unit]
         n = int(float(m.group(1)) * scale)
     if n <= 0:
-        raise ValueError(f"memory budget {value!r} must be positive")
+        raise InputError(f"memory budget {value!r} must be positive")
     return n
 
 
@@ -173,8 +175,8 @@ def build_graph_external(dataset_dir: str | Path, out_dir: str | Path,
     _check_fractions(cold_start_fraction, val_fraction, test_fraction)
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if out_dir.absolute() == dataset_dir.absolute():
-        raise ValueError(f"{out_dir}: the graph store cannot replace its own dataset directory")
-    _check_replaceable(out_dir)
+        raise InputError(f"{out_dir}: the graph store cannot replace its own dataset directory")
+    check_output_dir(out_dir, STORE_OUTPUT)
     paths = {name: find_table(dataset_dir, name) for name in TABLE_NAMES}
     pins = _read_nodes(paths["pins"], "pins", progress)
     boards = _read_nodes(paths["boards"], "boards", progress)
@@ -186,7 +188,7 @@ def build_graph_external(dataset_dir: str | Path, out_dir: str | Path,
         rows = reader.size // 8 if reader.is_csv else reader._pq.metadata.num_rows
         plan = plan_build(budget, rows, P, B, _resident_bytes())
     reader.batch_rows, reader.csv_block_bytes = plan.chunk_rows, plan.csv_block_bytes
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, STORE_OUTPUT) as tmp:
         _Build(tmp, plan, pins, boards, reader, progress).run(
             paths, dataset_dir, cold_start_fraction, val_fraction, test_fraction, seed)
     return out_dir

@@ -3,21 +3,102 @@
 Stored in the graph directory as Arrow IPC tables (``pin_features.arrow``,
 ``board_features.arrow``) whose row ``i`` belongs to internal id ``i``; opened memory-mapped and
 fetched in batches with ``take``. Image paths are relative to ``root`` (the dataset directory).
+
+Image paths never leave the dataset directory: ``pin_image_paths`` resolves each one
+(symlinks included, ``os.path.realpath``) and raises ``ImagePathError`` when a path is absolute
+or resolves outside ``root``; ``graph.dataset`` rejects such paths at build time already
+(``find_unsafe_image_path``), and the read-time check catches a symlink made since.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from graph import storage
+from graph.errors import ToolkitError
 
 PIN_COLUMNS = {"text": pa.large_string(), "image": pa.large_string(), "fresh": pa.bool_()}
 BOARD_COLUMNS = {"name": pa.large_string()}
+
+# Paths whose text does not name their parent directory plainly ("a/../b", "./a", "a//b",
+# "a/"): they cannot be checked by their parent directory and are resolved one by one.
+_UNPLAIN_PATH = r"(^|/)\.\.?(/|$)|//|/$"
+
+
+class ImagePathError(ToolkitError, ValueError):
+    """A pin's image path is absolute or resolves outside the dataset directory.
+
+    Attributes: ``pin`` (internal id, = row of the pins table), ``path`` (as stored),
+    ``problem`` (the sentence without the pin).
+    """
+
+    def __init__(self, pin: int, path: str, problem: str) -> None:
+        self.pin, self.path, self.problem = int(pin), path, problem
+        super().__init__(f"pin {self.pin} (row {self.pin} of the pins table): image path {path!r} {problem}")
+
+
+def image_path_problem(real_root: str, relative: str) -> str | None:
+    """Why ``relative`` is not a safe image path under ``real_root`` (an already resolved
+    directory, ``os.path.realpath``), or None when it is. Symlinks are resolved; a path that does
+    not exist is resolved as far as it exists (whether the file exists is not checked here)."""
+    if "\0" in relative:
+        return "contains a NUL character"
+    if os.path.isabs(relative):
+        return "is absolute; image paths must be relative to the dataset directory"
+    resolved = os.path.realpath(os.path.join(real_root, relative))
+    if os.path.commonpath([resolved, real_root]) != real_root:
+        return f"resolves to {resolved}, outside the dataset directory {real_root}"
+    return None
+
+
+def find_unsafe_image_path(images: pa.Array | pa.ChunkedArray, root: str | os.PathLike
+                           ) -> tuple[int, str, str] | None:
+    """``(row, path, problem)`` of the first image path that is absolute or resolves outside
+    ``root``, or None. ``images``: string [N], null where a pin has no image.
+
+    Cost: vectorized string tests over the column, one ``realpath`` per distinct parent
+    directory and one directory listing (``os.scandir``, no per-file ``stat``) of each to find
+    symlinked files; only suspicious rows are resolved one by one. A per-file ``realpath``
+    measured 15 us a path (150 s for 10M images); this is about 0.6 us an entry.
+    """
+    if isinstance(images, pa.ChunkedArray):
+        images = images.combine_chunks()
+    if len(images) == 0 or images.null_count == len(images):
+        return None
+    real_root = os.path.realpath(root)
+    images = images.cast(pa.large_string())
+    suspicious = pc.or_(pc.starts_with(images, "/"), pc.match_substring_regex(images, _UNPLAIN_PATH))
+    parents = pc.replace_substring_regex(images, r"/?[^/]*$", "")  # "" for a top-level file
+    plain = pc.and_not(pc.invert(images.is_null()), suspicious.fill_null(False))
+    escaping_parents, symlinks = [], []
+    for parent in pc.unique(parents.filter(plain)).to_pylist():
+        if image_path_problem(real_root, parent or ".") is not None:
+            escaping_parents.append(parent)
+            continue
+        try:
+            with os.scandir(os.path.join(real_root, parent)) as entries:
+                prefix = parent + "/" if parent else ""
+                symlinks.extend(prefix + e.name for e in entries if e.is_symlink())
+        except OSError:
+            pass  # a missing directory: its images are missing, not escaping (checked at read time)
+    candidates = suspicious.fill_null(False)
+    if escaping_parents:
+        candidates = pc.or_(candidates, pc.is_in(parents, pa.array(escaping_parents, pa.large_string())))
+    if symlinks:
+        candidates = pc.or_(candidates, pc.is_in(images, pa.array(symlinks, pa.large_string())))
+    for row in np.flatnonzero(np.asarray(candidates.fill_null(False))):
+        path = images[int(row)].as_py()
+        problem = image_path_problem(real_root, path)
+        if problem is not None:
+            return int(row), path, problem
+    return None
 
 
 def _ids(ids: Any) -> pa.Array:
@@ -33,6 +114,8 @@ class FeatureStore:
     pins: pa.Table
     boards: pa.Table
     root: Path | None = None
+    # (root, its realpath): resolved once, again only if ``root`` is reassigned.
+    _resolved_root: tuple[Path, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for col in PIN_COLUMNS:
@@ -46,10 +129,28 @@ class FeatureStore:
         return self.pins.column("text").take(_ids(ids)).to_pylist()
 
     def pin_image_paths(self, ids: Any) -> list[Path | None]:
-        """Absolute image paths of pins ``ids``; None where a pin has no image."""
-        rel = self.pins.column("image").take(_ids(ids)).to_pylist()
-        root = self.root or Path(".")
-        return [None if r is None else root / r for r in rel]
+        """Absolute image paths of pins ``ids`` (int [N]); None where a pin has no image.
+
+        Every path is checked to stay inside ``root`` (the current directory when ``root`` is
+        None) with symlinks resolved: ``ImagePathError`` names the first pin whose path is
+        absolute or escapes. The check costs one ``realpath`` a path, small beside a decode.
+        """
+        ids = _ids(ids)
+        rel = self.pins.column("image").take(ids).to_pylist()
+        root = Path(self.root or ".")
+        if self._resolved_root is None or self._resolved_root[0] != root:
+            self._resolved_root = (root, os.path.realpath(root))
+        real_root = self._resolved_root[1]
+        out: list[Path | None] = []
+        for pin, r in zip(ids.to_pylist(), rel):
+            if r is None:
+                out.append(None)
+                continue
+            problem = image_path_problem(real_root, r)
+            if problem is not None:
+                raise ImagePathError(pin, r, problem)
+            out.append(root / r)
+        return out
 
     def pin_fresh(self, ids: Any) -> torch.Tensor:
         """bool [N]: the dataset's ``fresh`` flag."""

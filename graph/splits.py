@@ -17,6 +17,7 @@ import torch
 
 from graph import storage
 from graph.csr import expand_indptr
+from graph.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from graph.store import PinBoardGraph
@@ -84,9 +85,9 @@ def make_splits(g: "PinBoardGraph", val_fraction: float = 0.05, test_fraction: f
     for name, v in (("val_fraction", val_fraction), ("test_fraction", test_fraction),
                     ("cold_start_fraction", cold_start_fraction)):
         if not 0.0 <= v < 1.0:
-            raise ValueError(f"{name}={v} must be in [0, 1)")
+            raise InputError(f"{name}={v} must be in [0, 1)")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction = {val_fraction + test_fraction} must be < 1")
+        raise InputError(f"val_fraction + test_fraction = {val_fraction + test_fraction} must be < 1")
     rng = np.random.default_rng(seed)
     P, E = g.num_pins, g.num_edges
     indptr = np.asarray(g.csr_numpy().pin_indptr)
@@ -96,12 +97,12 @@ def make_splits(g: "PinBoardGraph", val_fraction: float = 0.05, test_fraction: f
         fresh = torch.as_tensor(fresh_pins).cpu().numpy()
         if fresh.dtype == bool:
             if fresh.shape != (P,):
-                raise ValueError(f"fresh_pins: expected bool [{P}], got shape {fresh.shape}")
+                raise InputError(f"fresh_pins: expected bool [{P}], got shape {fresh.shape}")
             cold = np.flatnonzero(fresh)
         else:
             cold = np.unique(fresh.astype(np.int64))
             if cold.size and (cold[0] < 0 or cold[-1] >= P):
-                raise ValueError(f"fresh_pins: ids must be in [0, {P})")
+                raise InputError(f"fresh_pins: ids must be in [0, {P})")
         source = "fresh_flag"
     else:
         candidates = np.flatnonzero(degree > 0)

@@ -26,14 +26,22 @@ def distribution(values: np.ndarray) -> dict[str, float | int | None]:
 
 
 def connected_components(g: "PinBoardGraph") -> tuple[int, np.ndarray]:
-    """(number of components, int32 [P + B] labels); pins are nodes [0, P), boards [P, P + B)."""
+    """(number of components, int32 [P + B] labels); pins are nodes [0, P), boards [P, P + B).
+
+    Raises ``GraphStoreError`` when the CSR arrays are corrupted (``graph.store.check_structure``).
+    """
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components as cc
+
+    from graph.store import check_structure
 
     P, B, E = g.num_pins, g.num_boards, g.num_edges
     n = P + B
     if n == 0:
         return 0, np.zeros(0, np.int32)
+    # scipy's csgraph trusts indptr and indices: an out-of-range index in a store opened with
+    # verify="none" would read out of bounds (a segfault). The check is O(E), like the count.
+    check_structure(g.csr_numpy(), g.path)
     # Pin rows point at board columns shifted by P; board rows are empty. With
     # connection='weak' the directed pin -> board edges connect both ways.
     pin_indptr = g.pin_indptr.numpy()

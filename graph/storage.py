@@ -1,10 +1,12 @@
 """On-disk layout of a graph store: raw ``.npy`` arrays + Arrow IPC tables + ``manifest.json``.
 
 The manifest is written last, inside a temporary sibling directory that is renamed into place
-(see ``graph.atomic``), so a directory with a manifest is always a finished store. Opening is
-constant-time whatever the graph size: arrays are memory-mapped, and the open-time check reads
-the manifest, every file's size and ``.npy`` header, and a fixed number of sampled blocks whose
-CRC32 the manifest records. ``verify="full"`` re-checksums every byte.
+(see ``graph.atomic``), so a directory with a manifest is always a finished store. Arrays are
+memory-mapped; the checks here read the manifest, every file's size and ``.npy`` header, and a
+fixed number of sampled blocks whose CRC32 the manifest records (constant time whatever the
+graph size); ``verify="full"`` re-checksums every byte. A damaged byte outside the sampled
+blocks passes these checks: ``graph.store.check_structure`` (run by the default open) is what
+keeps a corrupted index from being used.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from graph.errors import ToolkitError
+from graph.output_dir import OutputKind
+
 FORMAT_NAME = "pinclip-graph"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -27,8 +32,12 @@ SAMPLE_BLOCKS = 16
 _CHUNK = 16 * 1024 * 1024
 
 
-class GraphStoreError(ValueError):
+class GraphStoreError(ToolkitError, ValueError):
     """A graph store on disk is missing, truncated, corrupted or of an unknown format."""
+
+
+# The graph store as an output directory (graph.output_dir): what build-graph may replace.
+STORE_OUTPUT = OutputKind("a graph store", "pinclip build-graph", MANIFEST, "format", FORMAT_NAME)
 
 
 def _sample_offsets(size: int) -> list[int]:

@@ -5,12 +5,14 @@ strings) are kept in order and mapped both ways. Topology is CSR in both directi
 optional per-edge float32 weights and int64 timestamps aligned to each direction. An edge's id
 is its position in the pin-major CSR.
 
-A store saved with ``save`` is a directory of memory-mapped arrays (see ``graph.storage``);
-``PinBoardGraph.open`` costs the same for a thousand or a billion edges.
+A store saved with ``save`` is a directory of memory-mapped arrays (see ``graph.storage``).
+``PinBoardGraph.open`` maps them without reading them; its default check reads the four CSR
+arrays once to prove indexing them is safe (``check_structure``: O(E), sequential; 10M edges
+about 5 ms and 100M about 50 ms from the page cache, ``benchmarks/bench_store_open.py``), and
+``verify="none"`` skips that.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -22,7 +24,8 @@ import torch
 
 from graph import storage
 from graph.atomic import atomic_directory
-from graph.csr import BipartiteCSR, build_bipartite_csr, expand_indptr
+from graph.csr import BipartiteCSR, build_bipartite_csr, expand_indptr, find_structure_problem
+from graph.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from graph.features import FeatureStore
@@ -30,6 +33,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _TOPOLOGY = ("pin_indptr", "pin_indices", "board_indptr", "board_indices")
 _EDGE_ATTRS = ("pin_weights", "board_weights", "pin_timestamps", "board_timestamps")
+# ``from_edges`` without a node count refuses an id space this much larger than the ids it was
+# given (and at least SPARSE_MIN_IDS): every node costs index memory (8 bytes of indptr, 8 of
+# external id), so a single id of 2**40 would ask for ~16 TiB.
+SPARSE_RATIO = 64
+SPARSE_MIN_IDS = 10_000_000
+# Below this many ids the sparse check counts distinct ids exactly (a sort); above, the id count
+# bounds them (no extra pass over a large edge list).
+_EXACT_DISTINCT_MAX = 1 << 20
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _as_numpy_ids(values: Any, what: str) -> np.ndarray:
@@ -38,17 +50,51 @@ def _as_numpy_ids(values: Any, what: str) -> np.ndarray:
         values = values.detach().cpu().numpy()
     arr = np.asarray(values)
     if arr.ndim != 1:
-        raise ValueError(f"{what}: expected a 1-D array of ids, got shape {tuple(arr.shape)}")
+        raise InputError(f"{what}: expected a 1-D array of ids, got shape {tuple(arr.shape)}")
     if arr.size == 0:
         return arr.astype(np.int64)
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{what}: expected integer ids, got dtype {arr.dtype}")
+        raise InputError(f"{what}: expected integer ids, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+        # Checked before the cast: uint64 ids >= 2**63 would wrap around to negative int64.
+        big = np.flatnonzero(arr > _INT64_MAX)
+        if big.size:
+            i = int(big[0])
+            raise InputError(f"{what}: id {int(arr[i])} at position {i} is too large (>= 2^63); "
+                             "ids must fit in int64")
     arr = arr.astype(np.int64, copy=False)
     neg = np.flatnonzero(arr < 0)
     if neg.size:
         i = int(neg[0])
-        raise ValueError(f"{what}: negative id {int(arr[i])} at position {i}")
+        raise InputError(f"{what}: negative id {int(arr[i])} at position {i}")
     return arr
+
+
+def _binary_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def _refuse_sparse_ids(ids: np.ndarray, top: int, what: str, count_name: str) -> None:
+    """Raise ``InputError`` when ``top`` (max id + 1) is far beyond the ids actually used."""
+    if top <= SPARSE_MIN_IDS or top <= SPARSE_RATIO * ids.size:
+        if top <= SPARSE_MIN_IDS or ids.size > _EXACT_DISTINCT_MAX:
+            return
+        distinct = int(np.unique(ids).size)  # at most 1M ids: a millisecond-scale sort
+        if top <= SPARSE_RATIO * distinct:
+            return
+        used = f"{distinct:,} distinct ids"
+    else:
+        used = f"{ids.size:,} edges (so at most {ids.size:,} distinct ids)"
+    raise InputError(
+        f"{what}: the largest id is {top - 1:,} but there are only {used}: with {count_name}=None "
+        f"the graph would hold {top:,} nodes (~{_binary_bytes(top * 8)} of index memory at 8 bytes a node, "
+        f"more with external ids). The ids look sparse: pass {count_name} explicitly if that many "
+        "nodes are meant, or remap the ids to dense ones 0..N-1 (the dataset builder, "
+        "graph.dataset.load_dataset_graph / `pinclip build-graph`, maps arbitrary ids to dense ones).")
 
 
 def _external_id_array(values: Any, n: int, what: str) -> pa.Array:
@@ -61,20 +107,24 @@ def _external_id_array(values: Any, n: int, what: str) -> pa.Array:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_integer(arr.type):
+        if pa.types.is_uint64(arr.type) and len(arr) and pc.max(arr).as_py() > _INT64_MAX:
+            i = int(np.flatnonzero(np.asarray(pc.greater(arr, pa.scalar(_INT64_MAX, pa.uint64())).fill_null(False)))[0])
+            raise InputError(f"{what}: external id {arr[i].as_py()} at position {i} is too large (>= 2^63); "
+                             "integer ids must fit in int64 (or pass them as strings)")
         arr = arr.cast(pa.int64())
     elif pa.types.is_large_string(arr.type) or pa.types.is_string(arr.type):
         arr = arr.cast(pa.large_string())
     else:
-        raise ValueError(f"{what}: external ids must be integers or strings, got {arr.type}")
+        raise InputError(f"{what}: external ids must be integers or strings, got {arr.type}")
     if len(arr) != n:
-        raise ValueError(f"{what}: {len(arr)} external ids for {n} nodes")
+        raise InputError(f"{what}: {len(arr)} external ids for {n} nodes")
     if arr.null_count:
         i = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
-        raise ValueError(f"{what}: null external id at position {i}")
+        raise InputError(f"{what}: null external id at position {i}")
     if pc.count_distinct(arr).as_py() != n:
         counts = pc.value_counts(arr)
         dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
-        raise ValueError(f"{what}: duplicate external id {dup!r}")
+        raise InputError(f"{what}: duplicate external id {dup!r}")
     return arr
 
 
@@ -114,7 +164,10 @@ class PinBoardGraph:
 
         Args:
           pin_ids, board_ids: integer [E]; edge ``i`` links pin ``pin_ids[i]`` to board ``board_ids[i]``.
-          num_pins, num_boards: node counts (default: max id + 1). Ids must be in range.
+          num_pins, num_boards: node counts (default: max id + 1). Ids must be in range. Without
+            a count, ids that look sparse (max id + 1 over ``SPARSE_MIN_IDS`` and over
+            ``SPARSE_RATIO`` times the number of distinct ids) raise ``InputError`` instead of
+            allocating index arrays for every id up to the largest.
           weights: float [E] or None; repeated edges are merged and their weights summed.
           timestamps: int [E] seconds or None; merged edges keep the earliest.
           pin_external_ids, board_external_ids: int64 or string ids of length P / B, unique.
@@ -122,7 +175,7 @@ class PinBoardGraph:
         pins = _as_numpy_ids(pin_ids, "pin_ids")
         boards = _as_numpy_ids(board_ids, "board_ids")
         if pins.shape != boards.shape:
-            raise ValueError(f"pin_ids has {pins.shape[0]} edges but board_ids has {boards.shape[0]}")
+            raise InputError(f"pin_ids has {pins.shape[0]} edges but board_ids has {boards.shape[0]}")
         num_pins = cls._check_count(pins, num_pins, "pin_ids", "num_pins")
         num_boards = cls._check_count(boards, num_boards, "board_ids", "num_boards")
         w = cls._edge_values(weights, pins.shape[0], "weights", np.float32)
@@ -131,7 +184,7 @@ class PinBoardGraph:
             bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
             if bad.size:
                 i = int(bad[0])
-                raise ValueError(f"weights: invalid weight {w[i]} at edge {i} (must be finite and >= 0)")
+                raise InputError(f"weights: invalid weight {w[i]} at edge {i} (must be finite and >= 0)")
         csr = build_bipartite_csr(pins, boards, num_pins, num_boards, w, t)
         return cls(csr,
                    _external_id_array(pin_external_ids, num_pins, "pin_external_ids"),
@@ -141,13 +194,14 @@ class PinBoardGraph:
     def _check_count(ids: np.ndarray, count: int | None, what: str, count_name: str) -> int:
         top = int(ids.max()) + 1 if ids.size else 0
         if count is None:
+            _refuse_sparse_ids(ids, top, what, count_name)
             return top
         count = int(count)
         if count < 0:
-            raise ValueError(f"{count_name}={count} must be >= 0")
+            raise InputError(f"{count_name}={count} must be >= 0")
         if top > count:
             i = int(np.flatnonzero(ids >= count)[0])
-            raise ValueError(f"{what}: id {int(ids[i])} at position {i} is out of range for {count_name}={count}")
+            raise InputError(f"{what}: id {int(ids[i])} at position {i} is out of range for {count_name}={count}")
         return count
 
     @staticmethod
@@ -158,9 +212,9 @@ class PinBoardGraph:
             values = values.detach().cpu().numpy()
         arr = np.asarray(values)
         if arr.shape != (n,):
-            raise ValueError(f"{what}: expected shape ({n},), got {tuple(arr.shape)}")
+            raise InputError(f"{what}: expected shape ({n},), got {tuple(arr.shape)}")
         if dtype is np.int64 and arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{what}: expected integers, got dtype {arr.dtype}")
+            raise InputError(f"{what}: expected integers, got dtype {arr.dtype}")
         return arr.astype(dtype, copy=False)
 
     # ------------------------------------------------------------------ persistence
@@ -172,8 +226,7 @@ class PinBoardGraph:
         such as ``--out .`` must not wipe a directory of other files.
         """
         path = Path(path)
-        _check_replaceable(path)
-        with atomic_directory(path, overwrite=overwrite) as tmp:
+        with atomic_directory(path, storage.STORE_OUTPUT, overwrite=overwrite) as tmp:
             self.write_into(tmp)
         return path
 
@@ -215,12 +268,22 @@ class PinBoardGraph:
     def open(cls, path: str | os.PathLike, verify: str = "fast") -> "PinBoardGraph":
         """Open a saved store memory-mapped.
 
-        ``verify``: ``"fast"`` (default: sizes, headers and CRC32 of sampled blocks; constant
-        time), ``"full"`` (CRC32 of every byte plus structural invariants), or ``"none"``.
+        ``verify``:
+          ``"fast"`` (default): sizes, ``.npy`` headers, CRC32 of sampled blocks, and the CSR
+            structure (see ``check_structure``: each indptr runs from 0 to E without
+            decreasing, every index lies in range), so a corrupted index outside the sampled
+            blocks fails here instead of crashing a sampler or ``graph-stats`` later. The
+            structure check reads the four topology arrays once, sequentially, in chunks:
+            O(E) (timed by ``benchmarks/bench_store_open.py``).
+          ``"full"``: CRC32 of every byte, then the same structure check.
+          ``"none"``: sizes and headers only (constant time); a corrupted index is then
+            caught only by the code that reads it: ``graph_stats`` runs ``check_structure``
+            before scipy reads the arrays, the samplers' torch indexing raises ``IndexError``
+            on CPU.
         Raises ``GraphStoreError`` naming the file at fault.
         """
         if verify not in ("fast", "full", "none"):
-            raise ValueError(f"verify={verify!r}: expected 'fast', 'full' or 'none'")
+            raise InputError(f"verify={verify!r}: expected 'fast', 'full' or 'none'")
         path = Path(path)
         manifest = storage.read_manifest(path)
         try:
@@ -261,11 +324,12 @@ class PinBoardGraph:
                 raise storage.GraphStoreError(f"{path / (name + '.npy')}: shape {arr.shape}, expected {shape}")
         for name, n in (("pin_indptr", P), ("board_indptr", B)):
             ptr = arrays[name]
-            if ptr[0] != 0 or ptr[n] != E:
-                raise storage.GraphStoreError(f"{path / (name + '.npy')}: corrupted (indptr must run from 0 to {E})")
+            if ptr[0] != 0 or ptr[n] != E:  # O(1): checked whatever ``verify`` says
+                raise _corrupted(path / (name + ".npy"), f"indptr runs from {int(ptr[0])} to {int(ptr[n])}; "
+                                 f"it must run from 0 to {E}", verify, on_disk=True)
         csr = BipartiteCSR(num_pins=P, num_boards=B, **arrays)
-        if verify == "full":
-            cls._check_structure(csr, path)
+        if verify != "none":
+            check_structure(csr, path, verify)
         g = cls(csr, pin_ids, board_ids, path=path, manifest=manifest)
         if "features" in manifest:
             from graph.features import FeatureStore
@@ -282,15 +346,10 @@ class PinBoardGraph:
                                               f"shape {g.splits.edge_split.shape}, expected ({E},)")
         return g
 
-    @staticmethod
-    def _check_structure(csr: BipartiteCSR, path: Path) -> None:
-        for ptr_name, idx_name, bound in (("pin_indptr", "pin_indices", csr.num_boards),
-                                          ("board_indptr", "board_indices", csr.num_pins)):
-            ptr, idx = getattr(csr, ptr_name), getattr(csr, idx_name)
-            if np.any(np.diff(ptr) < 0):
-                raise storage.GraphStoreError(f"{path / (ptr_name + '.npy')}: indptr is not non-decreasing")
-            if idx.size and (idx.min() < 0 or idx.max() >= bound):
-                raise storage.GraphStoreError(f"{path / (idx_name + '.npy')}: index out of range [0, {bound})")
+    def check_structure(self) -> None:
+        """Raise ``GraphStoreError`` when a CSR array breaks an invariant indexing relies on
+        (see the module function ``check_structure``); O(E), sequential."""
+        check_structure(self._csr, self.path)
 
     # ------------------------------------------------------------------ queries
     @property
@@ -407,24 +466,36 @@ class PinBoardGraph:
                 f"num_edges={self.num_edges}, index_dtype={self._csr.pin_indices.dtype.name}{where})")
 
 
-def _check_replaceable(path: Path) -> None:
-    """Refuse to replace anything but a graph store or an empty directory (see ``save``)."""
-    if not path.exists() and not path.is_symlink():
-        return
-    if not path.is_dir():
-        raise storage.GraphStoreError(f"{path}: exists and is not a directory; refusing to replace it with a graph store")
-    if (path / storage.MANIFEST).is_file():
-        try:
-            fmt = json.loads((path / storage.MANIFEST).read_text()).get("format")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            return  # a damaged store: replacing it is the repair
-        if fmt == storage.FORMAT_NAME:
-            return
-        raise storage.GraphStoreError(f"{path}: holds a manifest.json that is not a {storage.FORMAT_NAME} store; "
-                              "refusing to replace it")
-    if any(path.iterdir()):
-        raise storage.GraphStoreError(f"{path}: exists, is not empty and is not a graph store (no manifest.json); "
-                              "refusing to replace it (pick a new or empty directory)")
+def check_structure(csr: BipartiteCSR, path: Path | None = None, verify: str | None = None) -> None:
+    """Raise ``GraphStoreError`` at the first CSR invariant ``csr`` breaks, in either direction.
+
+    The invariants are what indexing relies on: ``pin_indptr`` / ``board_indptr`` start at 0,
+    never decrease and end at E; ``pin_indices`` lie in ``[0, num_boards)`` and
+    ``board_indices`` in ``[0, num_pins)`` (``graph.csr.find_structure_problem``). The message
+    names the file (``path / NAME.npy``, or the array name for an in-memory graph) and the first
+    bad position. ``verify``: the check the store was opened with, to suggest the next step.
+    """
+    for ptr_name, idx_name, bound in (("pin_indptr", "pin_indices", csr.num_boards),
+                                      ("board_indptr", "board_indices", csr.num_pins)):
+        found = find_structure_problem(getattr(csr, ptr_name), getattr(csr, idx_name), bound)
+        if found is None:
+            continue
+        name = ptr_name if found.array == "indptr" else idx_name
+        where = path / (name + ".npy") if path is not None else name
+        raise _corrupted(where, found.problem, verify, on_disk=path is not None)
+
+
+def _corrupted(where: Path | str, problem: str, verify: str | None, on_disk: bool) -> storage.GraphStoreError:
+    """The error of a CSR array that breaks an invariant, with what to do next."""
+    if verify == "full":
+        hint = ("its checksums match the manifest, so the store was written this way: rebuild it "
+                "with `pinclip build-graph`")
+    elif on_disk:
+        hint = ('open it with verify="full" (`--verify full` on the command line) to checksum every '
+                "byte, and rebuild it with `pinclip build-graph`")
+    else:
+        hint = "the graph's arrays were modified after it was built"
+    return storage.GraphStoreError(f"{where}: corrupted graph store: {problem}; {hint}")
 
 
 def _lookup(ids: pa.Array, query: Sequence[Any] | pa.Array, kind: str) -> np.ndarray:

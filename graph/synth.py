@@ -61,8 +61,12 @@ import pyarrow.parquet as pq
 
 from graph import synth_render
 from graph.atomic import atomic_directory
+from graph.errors import InputError
+from graph.output_dir import OutputKind
 
 SYNTH_VERSION = 1
+# The dataset directory as an output (graph.output_dir): synth replaces only its own worlds.
+SYNTH_OUTPUT = OutputKind("a synthetic dataset", "pinclip synth", "synth.json", "generator", "graph.synth")
 
 
 @dataclass(frozen=True)
@@ -204,21 +208,21 @@ def _check_args(num_pins, num_boards, seed, image_size, fresh_fraction, workers)
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     if not is_int(num_pins) or num_pins < 1:
-        raise ValueError(f"num_pins must be an integer >= 1, got {num_pins!r}")
+        raise InputError(f"num_pins must be an integer >= 1, got {num_pins!r}")
     if not is_int(num_boards) or num_boards < 1:
-        raise ValueError(f"num_boards must be an integer >= 1, got {num_boards!r}")
+        raise InputError(f"num_boards must be an integer >= 1, got {num_boards!r}")
     if num_boards > num_pins:
-        raise ValueError(f"num_boards ({num_boards}) must be <= num_pins ({num_pins}): every "
+        raise InputError(f"num_boards ({num_boards}) must be <= num_pins ({num_pins}): every "
                          "board needs at least one pin")
     if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     if not is_int(image_size) or image_size < 16:
-        raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}")
+        raise InputError(f"image_size must be an integer >= 16, got {image_size!r}")
     if not isinstance(fresh_fraction, (int, float)) or isinstance(fresh_fraction, bool) \
             or not 0 <= fresh_fraction < 1:
-        raise ValueError(f"fresh_fraction must be in [0, 1), got {fresh_fraction!r}")
+        raise InputError(f"fresh_fraction must be in [0, 1), got {fresh_fraction!r}")
     if workers is not None and (not is_int(workers) or workers < 1):
-        raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+        raise InputError(f"workers must be an integer >= 1 or None, got {workers!r}")
 
 
 def _rng(seed: int, key: int) -> np.random.Generator:
@@ -430,7 +434,7 @@ def synthesize(out_dir: str | os.PathLike, num_pins: int, num_boards: int, seed:
     pin_ids = np.arange(num_pins, dtype=np.int64)
     board_ids = np.arange(num_boards, dtype=np.int64)
 
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, SYNTH_OUTPUT) as tmp:
         paths = (_render_images(tmp, st, seed, image_size, workers, progress) if images
                  else [None] * num_pins)
         tables = {

@@ -15,6 +15,10 @@ Column types:
   * Edge ids are converted to the type of the pins' (boards') ids; an edge id that cannot be,
     or is not among them, is an unknown id.
 
+Integer ids must fit in int64: a Parquet ``uint64`` id of 2^63 or more is an error ("too large");
+in a CSV table, an integer-looking id too large for int64 makes every id of that table a string
+id (with a warning), as any other non-integer id does.
+
 Every problem raises ``DatasetError`` (a ``ValueError``) naming the file, the row (a 0-based
 index over data rows; a CSV header is not counted) and the column where that applies.
 """
@@ -33,6 +37,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from graph.errors import ToolkitError
+
 
 TABLE_NAMES = ("pins", "boards", "edges")
 PARQUET_BATCH_ROWS = 1 << 20
@@ -43,8 +49,9 @@ DEFAULT_COLD_START_FRACTION = 0.1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class DatasetError(ValueError):
-    """A dataset file is missing, malformed or inconsistent.
+class DatasetError(ToolkitError, ValueError):
+    """A dataset file is missing, malformed or inconsistent (a ``ToolkitError``: the CLI prints
+    it as one line and exits 2; still a ``ValueError`` for Python callers).
 
     Attributes: ``file`` (Path), ``row`` (0-based data row or None), ``column`` (or None),
     ``problem`` (the message without location).
@@ -159,6 +166,8 @@ def _convert_parquet(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Arra
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     t = arr.type
+    if c.kind in ("id", "int") and pa.types.is_uint64(t):
+        _check_fits_int64(arr, c.name, path, offset)
     try:
         if c.kind == "id" and pa.types.is_integer(t):
             return arr.cast(pa.int64())
@@ -176,6 +185,16 @@ def _convert_parquet(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Arra
         target = pa.int64() if c.kind in ("id", "int") else pa.float64()
         i, v, reason = _first_failing(arr, lambda v: pa.array([v], t).cast(target))
         raise DatasetError(path, f"value {v!r} cannot be converted ({reason})", offset + i, c.name) from None
+
+
+def _check_fits_int64(arr: pa.Array, col: str, path: Path, offset: int) -> None:
+    """A uint64 column: values of 2^63 and more do not fit the int64 the store keeps."""
+    too_big = np.asarray(pc.greater(arr, pa.scalar(np.iinfo(np.int64).max, pa.uint64())).fill_null(False))
+    if too_big.any():
+        i = int(np.flatnonzero(too_big)[0])
+        rule = ("timestamps must fit in int64" if col == "timestamp" else
+                "integer ids must fit in int64 (write ids this large as strings)")
+        raise DatasetError(path, f"{col} {arr[i].as_py()} is too large (>= 2^63); {rule}", offset + i, col)
 
 
 def _convert_csv(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:

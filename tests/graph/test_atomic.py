@@ -15,6 +15,13 @@ import pytest
 import graph.storage
 from graph import PinBoardGraph
 from graph.atomic import atomic_directory, atomic_write_bytes, remove_stale_temporaries
+from graph.output_dir import OutputKind
+
+KIND = OutputKind("a test output", "this test", "m.json", "format", "t")
+
+
+def _mark(d: Path) -> None:
+    (d / "m.json").write_text('{"format": "t"}')
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,28 +32,29 @@ def _siblings(path: Path) -> list[str]:
 
 def test_atomic_directory_commits_and_rolls_back(tmp_path):
     target = tmp_path / "out"
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, KIND) as tmp:
         (tmp / "a").write_text("one")
+        _mark(tmp)
         assert not target.exists()  # nothing visible until the block succeeds
     assert (target / "a").read_text() == "one"
     with pytest.raises(RuntimeError):
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, KIND) as tmp:
             (tmp / "a").write_text("two")
             raise RuntimeError("boom")
     assert (target / "a").read_text() == "one"
     assert _siblings(target) == ["out"]
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, KIND) as tmp:
         (tmp / "b").write_text("three")
     assert sorted(p.name for p in target.iterdir()) == ["b"]  # replaced, not merged
     with pytest.raises(FileExistsError):
-        with atomic_directory(target, overwrite=False):
+        with atomic_directory(target, KIND, overwrite=False):
             pass
 
 
 def test_atomic_outputs_respect_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        with atomic_directory(tmp_path / "d") as tmp:
+        with atomic_directory(tmp_path / "d", KIND) as tmp:
             (tmp / "f").write_text("x")
         atomic_write_bytes(tmp_path / "file.bin", b"abc")
     finally:
@@ -129,7 +137,8 @@ def test_sigkill_during_build_keeps_old_store(tmp_path, small_graph, helpers):
     # the old store is untouched and still opens; the half-written temp dir is not a store
     assert helpers.tree_digest(target) == before
     assert PinBoardGraph.open(target, verify="full").num_edges == small_graph.num_edges
-    leftovers = [p for p in tmp_path.iterdir() if p.name != "store"]
+    # the killed writer's lock file stays behind, but the kernel released its lock with the process
+    leftovers = [p for p in tmp_path.iterdir() if p.name not in ("store", ".store.lock")]
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".store.tmp-")
     with pytest.raises(graph.storage.GraphStoreError, match="not a finished graph store"):
         PinBoardGraph.open(leftovers[0])
@@ -140,7 +149,7 @@ def test_sigkill_during_build_keeps_old_store(tmp_path, small_graph, helpers):
 
 def test_stale_temporaries_of_live_processes_are_kept(tmp_path):
     target = tmp_path / "store"
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, KIND) as tmp:
         # our own (live) temporary directory is never a stale one
         assert remove_stale_temporaries(target) == []
         assert tmp.exists()

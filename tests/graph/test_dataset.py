@@ -400,3 +400,75 @@ def test_large_csv_spans_many_batches(tmp_path, helpers, monkeypatch):
                              "board_id": [int(r.split(",")[1]) for r in rows[:-1]] + [-4]}), d / "edges.parquet")
     (d / "edges.csv").unlink()
     expect_error(d, "edges.parquet", "negative board_id -4", n - 1, "board_id")
+
+
+# ---------------------------------------------------------------------------- image paths
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("image, problem", [
+    ("/etc/passwd", "is absolute; image paths must be relative"),
+    ("../../etc/passwd", "outside the dataset directory"),
+    ("img/../../secret.png", "outside the dataset directory"),
+])
+def test_image_paths_outside_the_dataset_are_rejected(tmp_path, helpers, tables, fmt, image, problem):
+    images = list(tables["pins"]["image"])
+    images[2] = image
+    d = helpers.write_dataset(tmp_path / "d", fmt, _with(tables, "pins", image=images))
+    err = expect_error(d, f"pins.{fmt}", problem, 2, "image")
+    assert image in str(err)
+    # the build of a store (in memory or out of core) refuses it before writing anything
+    for budget in (None, "64MB"):
+        with pytest.raises(DatasetError, match="row 2"):
+            build_graph_from_dataset(d, tmp_path / "g", progress=False, memory_budget=budget)
+        assert not (tmp_path / "g").exists()
+
+
+def test_symlinks_escaping_the_dataset_are_rejected(tmp_path, helpers, tables):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"private")
+    d = helpers.write_dataset(tmp_path / "d", "csv", tables)
+    (d / "img").mkdir()
+    (d / "img" / "10.png").write_bytes(b"fine")
+    (d / "img" / "12.png").symlink_to(outside / "secret.png")           # a symlinked file
+    err = expect_error(d, "pins.csv", f"resolves to {outside.resolve() / 'secret.png'}, outside", 2, "image")
+    assert err.column == "image"
+    (d / "img" / "12.png").unlink()
+    (d / "img" / "12.png").symlink_to(d / "img" / "10.png")              # a symlink that stays inside
+    assert load(d).num_pins == 4
+    (d / "img" / "12.png").unlink()
+    (d / "img" / "10.png").unlink()
+    (d / "img").rmdir()
+    (d / "img").symlink_to(outside)                                      # a symlinked directory
+    expect_error(d, "pins.csv", "outside the dataset directory", 0, "image")
+
+
+def test_unusual_but_safe_image_paths_are_accepted(tmp_path, helpers, tables):
+    d = helpers.write_dataset(tmp_path / "d", "parquet",
+                              _with(tables, "pins", image=["./img/10.png", "img//11.png", None, "img/x/../13.png"]))
+    g = load(d)
+    assert g.features.pin_image_paths([0, 2]) == [d.absolute() / "img/10.png", None]
+
+
+# ---------------------------------------------------------------------------- ids too large for int64
+def test_uint64_ids_of_2_63_or_more_are_too_large_not_negative(tmp_path, helpers, tables):
+    big = 2**63
+    pins = pa.array([10, 11, big, 13], pa.uint64())
+    d = helpers.write_dataset(tmp_path / "p", "parquet", _with(tables, "pins", pin_id=pins))
+    err = expect_error(d, "pins.parquet", f"pin_id {big} is too large (>= 2^63)", 2, "pin_id")
+    assert "negative" not in str(err)
+    edges = pa.array([10, 10, 11, 12, 13, 13, 2**64 - 1, 11], pa.uint64())
+    d = helpers.write_dataset(tmp_path / "e", "parquet", _with(tables, "edges", pin_id=edges))
+    expect_error(d, "edges.parquet", f"pin_id {2**64 - 1} is too large (>= 2^63)", 6, "pin_id")
+    # CSV: an integer-looking edge id beyond int64 cannot be one of the pins' int64 ids
+    d = helpers.write_dataset(tmp_path / "c", "csv", _with(tables, "edges", pin_id=[10, 10, 11, 12, 13, 13, big, 11]))
+    expect_error(d, "edges.csv", f"pin_id {big} is too large", 6, "pin_id")
+
+
+def test_csv_integer_ids_beyond_int64_become_strings_with_a_warning(tmp_path, helpers, tables):
+    big = 2**63
+    t = _with(tables, "pins", pin_id=[10, 11, big, 13])
+    t["edges"]["pin_id"] = [10, 10, 11, big, 13, 13, 10, 11]
+    d = helpers.write_dataset(tmp_path / "d", "csv", t)
+    with pytest.warns(UserWarning, match=rf"row 2 \(0-based data row\), column 'pin_id': pin_id {big} is too large for int64"):
+        g = load(d)
+    assert g.pin_ids.type == pa.large_string() and g.pin_ids.to_pylist()[2] == str(big)

@@ -8,6 +8,8 @@ import networkx as nx
 import numpy as np
 import pyarrow as pa
 import pytest
+
+from graph.output_dir import OutputDirError
 import scipy.sparse as sp
 import torch
 from hypothesis import given, settings
@@ -199,11 +201,11 @@ def test_save_refuses_to_replace_a_directory_that_is_not_a_store(tmp_path, small
     target = tmp_path / "mydir"
     target.mkdir()
     (target / "precious.txt").write_text("keep me")
-    with pytest.raises(GraphStoreError, match="not a graph store"):
+    with pytest.raises(OutputDirError, match="not a graph store"):
         small_graph.save(target)
     assert (target / "precious.txt").read_text() == "keep me"
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(GraphStoreError, match="not a directory"):
+    with pytest.raises(OutputDirError, match="not a directory"):
         small_graph.save(tmp_path / "afile")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -306,8 +308,9 @@ def test_full_verify_checks_structure(store):
     arr[0] = 10_000
     np.save(path, arr)
     _edit_manifest(store, lambda m: m["arrays"]["pin_indices"].update(file_record(path)))
-    PinBoardGraph.open(store)  # fast: sizes and checksums agree
-    with pytest.raises(GraphStoreError, match=r"pin_indices\.npy: index out of range"):
+    PinBoardGraph.open(store, verify="none")  # sizes and headers agree
+    with pytest.raises(GraphStoreError, match=r"pin_indices\.npy: .*index out of range \[0, 13\): 10000 at position 0; "
+                       "its checksums match"):
         PinBoardGraph.open(store, verify="full")
 
 
@@ -406,3 +409,36 @@ def test_train_graph_has_no_cold_or_held_out_edges(split_graph):
 def test_split_fractions_are_checked(small_graph, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_splits(small_graph, **kwargs)
+
+
+# ---------------------------------------------------------------------------- id hints
+def test_sparse_ids_get_a_hint_instead_of_a_huge_allocation():
+    import time
+
+    from graph.errors import InputError
+
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=r"pin_ids: the largest id is 1,099,511,627,776 but there are only 2 edges") as exc:
+        PinBoardGraph.from_edges([0, 2**40], [0, 1])        # would be ~8 TiB of indptr
+    msg = str(exc.value)
+    assert "~8.0 TiB" in msg and "pass num_pins explicitly" in msg and "maps arbitrary ids to dense ones" in msg
+    assert time.perf_counter() - t0 < 1.0
+    # distinct ids counted exactly when there are few edges: 400k edges (more than 20M / 64)
+    # over 2 distinct board ids, the largest 20M
+    n = 400_000
+    with pytest.raises(InputError, match=r"board_ids: .* only 2 distinct ids: with num_boards=None"):
+        PinBoardGraph.from_edges(np.arange(n) % 1000, np.where(np.arange(n) % 2, 20_000_000, 0))
+    # dense enough, or small: built as before
+    assert PinBoardGraph.from_edges([0, 5_000_000], [0, 1]).num_pins == 5_000_001
+    assert PinBoardGraph.from_edges(np.arange(1000) * 60, np.zeros(1000, np.int64)).num_pins == 59_941
+
+
+def test_uint64_ids_beyond_int64_are_too_large_not_negative():
+    from graph.errors import InputError
+
+    with pytest.raises(InputError, match=r"pin_ids: id 9223372036854775808 at position 1 is too large \(>= 2\^63\)"):
+        PinBoardGraph.from_edges(np.array([3, 2**63], np.uint64), [0, 1])
+    with pytest.raises(InputError, match=r"external id 18446744073709551615 at position 1 is too large"):
+        PinBoardGraph.from_edges([0, 1], [0, 0], pin_external_ids=pa.array([7, 2**64 - 1], pa.uint64()))
+    g = PinBoardGraph.from_edges(np.array([0, 1], np.uint64), [0, 0], pin_external_ids=pa.array([7, 8], pa.uint64()))
+    assert g.pin_ids.type == pa.int64() and g.pin_ids.to_pylist() == [7, 8]

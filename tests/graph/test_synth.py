@@ -222,6 +222,7 @@ def test_failure_leaves_existing_directory_untouched(tmp_path, monkeypatch, help
     out = tmp_path / "w"
     out.mkdir()
     (out / "keep.txt").write_text("previous dataset")
+    (out / "synth.json").write_text('{"generator": "graph.synth"}')  # a previous world: synth may replace it
     before = helpers.tree_digest(out)
 
     def boom(*args, **kwargs):
