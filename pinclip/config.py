@@ -1,14 +1,16 @@
 """Typed model configs: plain dataclasses parsed from JSON with strict key checking.
 
 A model config is data (``pinclip/model_configs/*.json``), as in open_clip. Parsing goes through
-:func:`config_from_dict`, which rejects unknown keys and bad enum values with an error that names the
-config and the dotted key at fault, e.g. ``model config 'my-model': unknown key 'vision.widht'``.
+:func:`config_from_dict`, which rejects unknown keys, bad enum values and NaN or infinite floats
+with an error that names the config and the dotted key at fault, e.g.
+``model config 'my-model': unknown key 'vision.widht'``.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -30,6 +32,11 @@ FREEZE_POLICIES = ("train_all", "frozen", "train_last_n")
 
 class ConfigError(ValueError):
     """A model config is malformed; the message names the config and the dotted key."""
+
+
+class ConfigFileMissingError(ConfigError, FileNotFoundError):
+    """A model config file or weights directory a config names does not exist (still a ConfigError,
+    so the CLI reports it as a user error, and a FileNotFoundError for callers that catch that)."""
 
 
 @dataclass
@@ -189,6 +196,10 @@ def _check_type(value: Any, hint: Any, where: str, name: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"model config '{name}': key '{where}' must be a number, got {value!r}")
+        # JSON parsers accept NaN and Infinity; a NaN init scale or ratio would only show up as
+        # NaN weights (NaN also passes every range check).
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"model config '{name}': key '{where}' = {value!r} is not a finite number")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, PinCLIPConfig, config_from_dict, config_to_dict, merge_overrides
+from .config import ConfigError, ConfigFileMissingError, PinCLIPConfig, config_from_dict, config_to_dict, merge_overrides
 from .model import PinCLIP
 from .tokenizer import HFTokenizer
 
@@ -85,7 +85,7 @@ def add_model_config(path_or_dict: str | Path | dict, name: str | None = None) -
     if path.is_dir():
         _MODEL_CONFIG_PATHS.append(path)
         return [_load_file(p) for p in sorted(path.glob("*.json"))]
-    raise FileNotFoundError(f"model config path {path} does not exist")
+    raise ConfigFileMissingError(f"model config path {path} does not exist")
 
 
 def get_model_config(name: str) -> PinCLIPConfig:

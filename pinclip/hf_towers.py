@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .config import BUILTIN_MINILM
+from .config import BUILTIN_MINILM, ConfigFileMissingError
 from .freeze import FreezableTower, find_block_list
 from .vit import ImageTowerOutput, resolve_layers
 
@@ -158,7 +158,7 @@ class Qwen2VLVisionTower(FreezableTower):
         from safetensors import safe_open
         files = sorted(Path(path).glob("*.safetensors"))
         if not files:
-            raise FileNotFoundError(f"no *.safetensors weights in {path}")
+            raise ConfigFileMissingError(f"no *.safetensors weights in {path}")
         state = {}
         for f in files:
             # Why safe_open: read only the vision tensors, not the language model's gigabytes.

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from graph.devices import check_device
+
 if TYPE_CHECKING:  # pragma: no cover
     from graph.store import PinBoardGraph
 
@@ -275,7 +277,7 @@ class SamplingGraph:
 
         ``weights``: keep the edge weights (when ``g`` has them) for weighted sampling.
         """
-        device = torch.device(device) if device is not None else g.pin_indptr.device
+        device = check_device(device, "device") if device is not None else g.pin_indptr.device
         same = device == g.pin_indptr.device
 
         def mv(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -293,7 +295,7 @@ class SamplingGraph:
         return cls(pins, boards, g.num_pins, g.num_boards, source_path=path, source_weights=weights)
 
     def to(self, device: torch.device | str) -> "SamplingGraph":
-        device = torch.device(device)
+        device = check_device(device, "device")
         if device == self.device:
             return self
         return SamplingGraph(self.pins.to(device), self.boards.to(device), self.num_pins, self.num_boards)

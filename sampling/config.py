@@ -7,15 +7,17 @@
 
 A YAML file holds any subset of the ``SamplerConfig`` keys; the rest keep their defaults.
 Presets live in ``sampling/configs/*.yaml`` (``list_sampler_configs()``). Every problem raises
-``SamplerConfigError`` naming the file and the dotted key: unknown keys (with the closest known
-key suggested), wrong types, out-of-range values. Only PyYAML is needed (no OmegaConf), so the
-configs also load in the DGL side environment.
+``SamplerConfigError`` naming the file (or the override that caused it) and the dotted key:
+unknown keys (with the closest known key suggested), wrong types, out-of-range values, NaN or
+infinite floats, device strings this machine cannot use. Only PyYAML is needed (no OmegaConf),
+so the configs also load in the DGL side environment.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
+
+from graph.errors import ToolkitError
 
 __all__ = ["SamplerConfig", "RandomWalkConfig", "PinSageConfig", "PixieConfig", "FanoutConfig",
            "PairConfig", "LoaderConfig", "SamplerConfigError", "load_sampler_config",
@@ -33,8 +37,8 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 KINDS = ("random_walk", "pinsage", "pixie", "fanout", "pairs")
 
 
-class SamplerConfigError(ValueError):
-    """A sampler config is invalid; the message names the file (when any) and the key."""
+class SamplerConfigError(ToolkitError, ValueError):
+    """A sampler config is invalid; the message names the file (or override, when any) and the key."""
 
 
 @dataclass
@@ -166,14 +170,12 @@ def _splits(v: list[str]) -> str | None:
 
 
 def _device(v: str | None) -> str | None:
-    if v is None:
-        return None
-    import torch
-    try:
-        torch.device(v)
-    except (RuntimeError, TypeError):
-        return f"{v!r} is not a torch device"
-    return None
+    # A device this machine lacks ("cuda" on a CPU-only torch) fails here, naming the key, not
+    # deep inside the first sampling kernel.
+    from graph.devices import device_problem
+    problem = device_problem(v)
+    # The message already shows the value after the key: drop device_problem's own "'cuda': ".
+    return problem[len(f"{v!r}: "):] if problem and problem.startswith(f"{v!r}: ") else problem
 
 
 _RULES = {
@@ -341,6 +343,7 @@ def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
         name = str(path)
         data = read_yaml_mapping(path, SamplerConfigError)
     data = _deepcopy(data)
+    applied: list[tuple[str, str]] = []     # (dotted key, override as the user wrote it)
     if overrides:
         items = overrides.items() if isinstance(overrides, dict) else []
         if not isinstance(overrides, dict):
@@ -353,13 +356,38 @@ def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
                     parsed.append((k.strip(), yaml.safe_load(v)))
                 except yaml.YAMLError as exc:
                     raise SamplerConfigError(f"override {o!r}: invalid value: {exc}") from None
+                applied.append((k.strip(), o))
             items = parsed
+        else:
+            applied = [(str(k), f"{k}={v!r}") for k, v in overrides.items()]
         for k, v in items:
             _set_dotted(data, k, v, f"{name}: " if name else "")
-    cfg = config_from_dict(data, name)
+    try:
+        cfg = config_from_dict(data, name)
+    except SamplerConfigError as exc:
+        raise _blame_override(exc, name, applied) from None
     if not cfg.name and name is not None:
         cfg.name = Path(name).stem
     return cfg
+
+
+_QUOTED_KEY = re.compile(r"key '([^']+)'")
+
+
+def _blame_override(exc: SamplerConfigError, name: str | None, applied: list[tuple[str, str]]) -> SamplerConfigError:
+    """``exc`` naming the override that set its key (the last one, or one for a section above or
+    a key below it) instead of the file; unchanged when the file's own value is at fault."""
+    msg = str(exc)
+    found = _QUOTED_KEY.search(msg)
+    if not found:
+        return exc
+    key = found.group(1).split("[", 1)[0]
+    for okey, item in reversed(applied):
+        if okey == key or key.startswith(okey + ".") or okey.startswith(key + "."):
+            where = f"{name}: " if name else ""
+            body = msg[len(where):] if where and msg.startswith(where) else msg
+            return SamplerConfigError(f"override {item!r}: {body}")
+    return exc
 
 
 def _deepcopy(x: Any) -> Any:

@@ -43,6 +43,9 @@ from typing import Any
 
 import numpy as np
 
+from graph.errors import MissingInputError, ToolkitError
+from graph.output_dir import OutputKind
+
 __all__ = ["KINDS", "WHICH", "FORMAT", "VERSION", "FaissMissingError", "ANNIndexError", "require_faiss",
            "default_ivfpq_params", "build_index", "build_index_from_embeddings", "save_index", "load_index",
            "ANNIndex", "recall_at_k", "rerank", "exact_reference", "index_nbytes"]
@@ -50,15 +53,17 @@ __all__ = ["KINDS", "WHICH", "FORMAT", "VERSION", "FaissMissingError", "ANNIndex
 KINDS = ("flat", "ivfpq")
 WHICH = ("fused", "image", "text")
 FORMAT = "pinclip-ann-index"
+# The index directory as an output (graph.output_dir): ann-index replaces only its own indexes.
+ANN_OUTPUT = OutputKind("an ANN index", "pinclip ann-index", "manifest.json", "format", FORMAT)
 VERSION = 1
 ADD_CHUNK = 65536      # rows converted to float32 and added at a time (bounded memory for mmaps)
 
 
-class FaissMissingError(ImportError):
+class FaissMissingError(ToolkitError, ImportError):
     """faiss does not import; the message says how to install the optional extra."""
 
 
-class ANNIndexError(ValueError):
+class ANNIndexError(ToolkitError, ValueError):
     """A bad parameter, input array or index directory; the message names it."""
 
 
@@ -302,7 +307,7 @@ def save_index(ann: ANNIndex, out: str | os.PathLike, extra: dict | None = None)
 
     out = Path(out)
     manifest = dict(ann.manifest, **(extra or {}))
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, ANN_OUTPUT) as tmp:
         faiss.write_index(ann.index, str(tmp / "index.faiss"))
         manifest["index_bytes"] = (tmp / "index.faiss").stat().st_size
         manifest["bytes_per_vector"] = manifest["index_bytes"] / max(1, manifest["num_vectors"])
@@ -317,7 +322,7 @@ def load_index(path: str | os.PathLike) -> ANNIndex:
     path = Path(path)
     mpath = path / "manifest.json"
     if not mpath.is_file():
-        raise FileNotFoundError(f"{path}: not an ANN index directory (no manifest.json)")
+        raise MissingInputError(f"{path}: not an ANN index directory (no manifest.json)")
     try:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as exc:
@@ -328,7 +333,7 @@ def load_index(path: str | os.PathLike) -> ANNIndex:
         raise ANNIndexError(f"{mpath}: version {manifest.get('version')!r}, this code reads {VERSION}")
     ipath = path / "index.faiss"
     if not ipath.is_file():
-        raise FileNotFoundError(f"{ipath}: missing")
+        raise MissingInputError(f"{ipath}: missing")
     try:
         index = faiss.read_index(str(ipath))
     except RuntimeError as exc:
@@ -352,7 +357,7 @@ def build_index_from_embeddings(emb_dir: str | os.PathLike, out: str | os.PathLi
         raise ANNIndexError(f"which={which!r}: expected one of {', '.join(WHICH)}")
     emb_dir = Path(emb_dir)
     if not (emb_dir / "manifest.json").is_file():
-        raise FileNotFoundError(f"{emb_dir}: not an embedding directory (no manifest.json; write one with pinclip embed)")
+        raise MissingInputError(f"{emb_dir}: not an embedding directory (no manifest.json; write one with pinclip embed)")
     emb = load_embeddings(emb_dir)
     if which not in emb:
         raise ANNIndexError(f"{emb_dir}: no {which!r} embeddings in manifest.json")

@@ -14,6 +14,14 @@ unreadable file, another format version, or a state that does not fit the model 
 extra keys, other shapes) raises :class:`CheckpointError` naming the file and the problem; a
 resume never silently falls back to a fresh start or to an older checkpoint.
 
+A checkpoint is loaded with ``weights_only=True``: a file holding pickled objects (class
+instances, functions) is refused as unsafe, never loaded with the unsafe fallback torch suggests.
+
+The graph store a run trained on is identified in ``RUN_DIR/graph_identity.json`` (sha256 of
+its ``manifest.json`` and its split parameters, :func:`graph_identity`); resume, embed and
+evaluate refuse a store that changed since (:func:`check_graph_identity`), since its held-out
+edges may then be training edges.
+
 The state (``Trainer.state_dict``): step, the model's *trainable* parameters and buffers (frozen
 towers are rebuilt from their pretrained weights; a digest of them is stored and checked),
 optimizer, scheduler, loader position and RNG states of every rank, the non-finite-step counters
@@ -24,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -32,16 +41,18 @@ from typing import Any
 import torch
 
 from graph.atomic import atomic_write_bytes, fsync_path
+from graph.errors import ToolkitError
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
-           "model_state", "load_model_state", "FORMAT", "VERSION"]
+           "model_state", "load_model_state", "FORMAT", "VERSION", "GraphChangedError", "graph_identity",
+           "write_graph_identity", "read_graph_identity", "check_graph_identity", "GRAPH_IDENTITY_FILE"]
 
 FORMAT = "pinclip-train-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.json$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ToolkitError, RuntimeError):
     """A checkpoint is missing, corrupt or incompatible; the message names the file."""
 
 
@@ -156,13 +167,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     try:
         state = torch.load(pt, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling problem is a corrupt file to the user
-        raise CheckpointError(f"{pt}: cannot load checkpoint: {type(exc).__name__}: {exc}") from None
+        raise _load_error(pt, exc) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("version") != VERSION:
         raise CheckpointError(f"{pt}: not a {FORMAT} v{VERSION} checkpoint")
     if state.get("step") != record.get("step"):
         raise CheckpointError(f"{pt}: holds step {state.get('step')} but its record says {record.get('step')}")
     state["_path"] = str(pt)
     return state
+
+
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_error(pt: Path, exc: Exception) -> CheckpointError:
+    """The CheckpointError for a ``torch.load(weights_only=True)`` failure.
+
+    torch refuses a pickled object (a class instance, a function) under ``weights_only=True`` with
+    a message advising ``weights_only=False``, which would run whatever code the file holds: that
+    advice is not passed on. The message names the first refused object when torch does."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text:
+        found = _UNSAFE_GLOBAL.search(text)
+        what = f" (e.g. {found.group(1)})" if found else ""
+        return CheckpointError(f"{pt}: refused for safety: it holds Python objects that are not plain tensors, "
+                               f"numbers, strings or containers{what}; unpickling them could run arbitrary code. "
+                               "Training checkpoints hold only plain data: was this file written by another "
+                               "program?")
+    return CheckpointError(f"{pt}: cannot load checkpoint: {type(exc).__name__}: {text}")
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -191,3 +222,91 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         raise CheckpointError(f"{source}: incompatible with the model: " + "; ".join(problems)
                               + " (was the model config changed?)")
     model.load_state_dict(state, strict=False)
+
+
+# ------------------------------------------------------------------ the graph store a run used
+GRAPH_IDENTITY_FILE = "graph_identity.json"
+GRAPH_IDENTITY_FORMAT = "pinclip-graph-identity"
+
+
+class GraphChangedError(ToolkitError, ValueError):
+    """The graph store a run or baseline was made on has changed since (rebuilt with another
+    split, another dataset...): its held-out edges may now be training edges. The message names
+    the recorded and the current identity and what to do."""
+
+
+def graph_identity(graph_path: str | os.PathLike) -> dict[str, Any]:
+    """The identity of the graph store at ``graph_path``: {"format", "graph": absolute path,
+    "manifest_sha256": sha256 hex of its ``manifest.json`` bytes (the manifest records the size
+    and CRC32 of every array, so any rebuilt content changes it), "split_params": the manifest's
+    ``splits.params`` (how the held-out edges were drawn) or None}."""
+    path = Path(graph_path).absolute()
+    data = (path / "manifest.json").read_bytes()
+    try:
+        splits = json.loads(data).get("splits") or {}
+    except ValueError:
+        splits = {}
+    return {"format": GRAPH_IDENTITY_FORMAT, "graph": str(path), "manifest_sha256": hashlib.sha256(data).hexdigest(),
+            "split_params": splits.get("params") if isinstance(splits, dict) else None}
+
+
+def write_graph_identity(run_dir: str | os.PathLike, identity: dict[str, Any]) -> Path:
+    """Record ``identity`` (:func:`graph_identity`) as ``RUN_DIR/graph_identity.json``."""
+    path = Path(run_dir) / GRAPH_IDENTITY_FILE
+    atomic_write_bytes(path, (json.dumps(identity, indent=2) + "\n").encode())
+    return path
+
+
+def read_graph_identity(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The identity a run recorded when it started, or None (a run made before runs recorded it)."""
+    path = Path(run_dir) / GRAPH_IDENTITY_FILE
+    if not path.is_file():
+        return None
+    try:
+        identity = json.loads(path.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: unreadable graph identity record ({exc})") from None
+    if not isinstance(identity, dict) or "manifest_sha256" not in identity:
+        raise CheckpointError(f"{path}: not a {GRAPH_IDENTITY_FORMAT} record")
+    return identity
+
+
+def check_graph_identity(recorded: dict[str, Any] | None, graph_path: str | os.PathLike, what: str, remedy: str,
+                         allow_changed: bool = False, log=None) -> dict[str, Any] | None:
+    """Compare the store at ``graph_path`` with the identity ``recorded`` for ``what`` (e.g.
+    "run runs/demo"). Returns None when it is unchanged or nothing was recorded (``log`` gets a
+    one-line note then); {"recorded": ..., "current": ...} when it changed and ``allow_changed``;
+    otherwise raises :class:`GraphChangedError` naming both and ``remedy`` (what to do)."""
+    if recorded is None:
+        if log is not None:
+            log(f"{what}: no record of the graph store it was made on (made before runs recorded it); "
+                f"not checked that {graph_path} is unchanged")
+        return None
+    current = graph_identity(graph_path)
+    if current["manifest_sha256"] == recorded.get("manifest_sha256"):
+        return None
+    change = {"recorded": {k: recorded.get(k) for k in ("graph", "manifest_sha256", "split_params")},
+              "current": {k: current[k] for k in ("graph", "manifest_sha256", "split_params")}}
+    if allow_changed:
+        if log is not None:
+            log(f"{what}: the graph store {current['graph']} changed since (allowed): the held-out edges may "
+                "be training edges")
+        return change
+    raise GraphChangedError(f"{what}: the graph store changed since it was recorded: {_describe_change(change)}. "
+                            f"Its held-out edges may now be training edges. {remedy}")
+
+
+def _describe_change(change: dict[str, Any]) -> str:
+    """A change as text, e.g. ``store P: manifest sha256 A... recorded, B... now; split params:
+    seed 0 recorded, 3 now`` (only the split parameters that differ)."""
+    rec, cur = change["recorded"], change["current"]
+    where = (f"store {cur['graph']}" if rec.get("graph") in (None, cur["graph"])
+             else f"store {rec.get('graph')} recorded, {cur['graph']} now")
+    text = (f"{where}: manifest sha256 {str(rec.get('manifest_sha256'))[:16]}... recorded, "
+            f"{cur['manifest_sha256'][:16]}... now")
+    rp, cp = rec.get("split_params"), cur.get("split_params")
+    if isinstance(rp, dict) and isinstance(cp, dict):
+        differ = [f"{k} {rp.get(k)!r} recorded, {cp.get(k)!r} now" for k in sorted(set(rp) | set(cp))
+                  if rp.get(k) != cp.get(k)]
+        return text + "; split params: " + ("; ".join(differ) if differ else f"the same ({rp})")
+    return text + f"; split params {rp} recorded, {cp} now"

@@ -9,8 +9,11 @@ holds any subset of the keys; the rest keep the schema defaults. A file may name
 (relative to itself) that it is merged on top of (``clip_only.yaml`` is ``demo.yaml`` with the
 neighbor terms off). Overrides are OmegaConf dotlist items, values parsed as YAML.
 
-Every problem raises :class:`TrainConfigError` naming the file (or ``override``) and the dotted
-key: unknown keys (with the closest known key), values of the wrong type, values out of range.
+Every problem raises :class:`TrainConfigError` naming the file (or, when the value at fault came
+from a ``key=value`` override, that override) and the dotted key: unknown keys (with the closest
+known key), values of the wrong type, values out of range, floats that are NaN or infinite (any
+float key: NaN compares false in every range check and would otherwise slip through to NaN
+weights), device strings this machine cannot use.
 The model architecture (``model.name`` + ``model.overrides``) is validated by the model library
 (``pinclip.config``) and the sampler sections by ``sampling.config``, so their rules and messages
 are the ones of those packages. The resolved config is written to ``RUN_DIR/config.yaml``.
@@ -18,7 +21,9 @@ are the ones of those packages. The resolved config is written to ``RUN_DIR/conf
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -26,6 +31,7 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from graph.errors import ToolkitError
 from sampling.config import PairConfig, PinSageConfig
 
 __all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
@@ -36,7 +42,7 @@ __all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(ToolkitError, ValueError):
     """A training config is invalid; the message names the file (or override) and the dotted key."""
 
 
@@ -53,6 +59,10 @@ class DataConfig:
     workers). ``num_workers`` DataLoader processes sample, decode and transform; each keeps
     ``prefetch_factor`` batches ready. Pins without an image get a zero image (the normalized
     mean colour) and ``image_missing``; pins without text get the empty caption.
+    ``on_bad_image``: what a missing, unreadable, non-regular or oversized image does: ``error``
+    (a DataError naming the pin and path) or ``skip`` (treated as a pin without an image; each
+    skipped pin is counted and logged once). ``max_image_pixels``: the pixel cap, checked from the
+    image header before decoding (width x height).
     """
     dataset: Optional[str] = None
     graph: Optional[str] = None
@@ -65,6 +75,8 @@ class DataConfig:
     num_workers: int = 2
     prefetch_factor: int = 2
     augment: bool = True
+    on_bad_image: str = "error"
+    max_image_pixels: int = 50_000_000
 
 
 @dataclass
@@ -178,6 +190,8 @@ def _range(lo=None, hi=None, lo_open=False, hi_open=False):
     def check(v):
         if v is None:
             return None
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{v!r} is not a finite number"  # NaN passes every comparison below
         if lo is not None and (v <= lo if lo_open else v < lo):
             return f"must be {'>' if lo_open else '>='} {lo}"
         if hi is not None and (v >= hi if hi_open else v > hi):
@@ -190,14 +204,15 @@ def _choice(*options):
     return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
 
 
-def _device(v):
-    if v in (None, "auto"):
+def _device_syntax_problem(v, allow_auto: bool) -> str | None:
+    """Why ``v`` is not a device string at all (whether this machine has it is not checked)."""
+    if v is None or (allow_auto and v == "auto"):
         return None
     import torch
     try:
         torch.device(v)
-    except (RuntimeError, TypeError):
-        return f"{v!r} is not a torch device (cpu, cuda, cuda:N or auto)"
+    except (RuntimeError, TypeError, ValueError):
+        return f"{v!r} is not a torch device (cpu, cuda, cuda:N{' or auto' if allow_auto else ''})"
     return None
 
 
@@ -212,9 +227,10 @@ _RULES = {
     "data.val_fraction": _range(0.0, 1.0, hi_open=True),
     "data.test_fraction": _range(0.0, 1.0, hi_open=True),
     "data.text_cache": _choice("auto", "off"),
+    "data.on_bad_image": _choice("error", "skip"),
+    "data.max_image_pixels": _range(1),
     "data.num_workers": _range(0),
     "data.prefetch_factor": _range(1),
-    "sampler.device": _device,
     "model.precision": _choice("auto", "fp32", "bf16"),
     "loss.image_text": lambda v: None if v is None else _choice("clip", "siglip", "none")(v),
     "loss.image_text_weight": _range(0.0),
@@ -234,7 +250,6 @@ _RULES = {
     "train.max_steps": _range(1),
     "train.batch_size": _range(1),
     "train.accum_freq": _range(1),
-    "train.device": _device,
     "train.threads": _range(1),
     "train.log_every": _range(1),
     "train.checkpoint_every": _range(1),
@@ -246,6 +261,10 @@ _RULES = {
     "eval.max_queries": _range(1),
 }
 
+# Device keys: whether ``auto`` is allowed. Checked against this machine (graph.devices) unless a
+# saved run's config is only read for its data and model (``check_devices=False``).
+_DEVICE_KEYS = {"sampler.device": False, "train.device": True}
+
 
 def _get(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
@@ -253,40 +272,103 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
-def _validate(cfg: DictConfig, where: str) -> None:
+def _blame(where: str, overrides: Sequence[tuple[str, str]], *keys: str) -> str:
+    """The message prefix for a problem with ``keys`` (most specific first): the last override
+    that set one of them, a section holding it or a key inside it (``override 'optim.lr=nan': ``),
+    else ``where`` (the file, or "" for a dict)."""
+    for key in keys:
+        key = key.split("[", 1)[0]   # list items (optim.betas[1]) belong to their list key
+        for okey, item in reversed(overrides):
+            if okey == key or key.startswith(okey + ".") or okey.startswith(key + "."):
+                return f"override {item!r}: "
+    return where
+
+
+def _nonfinite_floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every NaN or infinite float in a plain nested dict / list."""
+    out: list[tuple[str, float]] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _nonfinite_floats(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            out += _nonfinite_floats(v, f"{prefix}[{i}]")
+    elif isinstance(node, float) and not math.isfinite(node):
+        out.append((prefix, node))
+    return out
+
+
+_QUOTED_KEY = re.compile(r"key '([^']+)'")
+
+
+def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] = (),
+              check_devices: bool = True) -> None:
+    """Raise TrainConfigError for the first problem of ``cfg``. overrides: (dotted key, item) of
+    the command-line overrides applied, in order, so a problem they caused names them."""
+    # Every float, in every section (model.overrides included): one walk, not a rule per key.
+    for key, value in _nonfinite_floats(OmegaConf.to_container(cfg, resolve=True)):
+        raise TrainConfigError(f"{_blame(where, overrides, key)}key '{key}': {value!r} is not a finite number")
     for key, rule in _RULES.items():
         value = _get(cfg, key)
         if isinstance(value, (DictConfig,)) or OmegaConf.is_list(value):
             value = OmegaConf.to_container(value)
         problem = rule(value)
         if problem:
-            raise TrainConfigError(f"{where}key '{key}' = {value!r}: {problem}")
+            raise TrainConfigError(f"{_blame(where, overrides, key)}key '{key}' = {value!r}: {problem}")
+    for key, allow_auto in _DEVICE_KEYS.items():
+        value = _get(cfg, key)
+        if check_devices:
+            from graph.devices import device_problem
+            problem = device_problem(value, allow_auto=allow_auto)
+            if problem and problem.startswith(f"{value!r}: "):
+                problem = problem[len(f"{value!r}: "):]   # the message shows the value already
+        else:
+            problem = _device_syntax_problem(value, allow_auto)
+        if problem:
+            raise TrainConfigError(f"{_blame(where, overrides, key)}key '{key}' = {value!r}: {problem}")
     if cfg.data.val_fraction + cfg.data.test_fraction >= 1.0:
-        raise TrainConfigError(f"{where}keys 'data.val_fraction' + 'data.test_fraction' must be < 1")
+        raise TrainConfigError(f"{_blame(where, overrides, 'data.val_fraction', 'data.test_fraction')}keys "
+                               "'data.val_fraction' + 'data.test_fraction' must be < 1")
     if cfg.optim.min_lr > cfg.optim.lr:
-        raise TrainConfigError(f"{where}key 'optim.min_lr' = {cfg.optim.min_lr} must be <= optim.lr = {cfg.optim.lr}")
-    # The sampler sections follow the sampling package's own rules (and its messages).
-    from sampling.config import SamplerConfigError
+        raise TrainConfigError(f"{_blame(where, overrides, 'optim.min_lr', 'optim.lr')}key 'optim.min_lr' = "
+                               f"{cfg.optim.min_lr} must be <= optim.lr = {cfg.optim.lr}")
+    # The sampler sections follow the sampling package's own rules (and its messages). Its device
+    # was checked above (or deliberately not: check_devices=False).
+    from sampling.config import SamplerConfigError, config_from_dict
     try:
-        sampler_config(cfg)
+        config_from_dict(_sampler_dict(cfg, device=cfg.sampler.device if check_devices else None))
     except SamplerConfigError as exc:
         # Their keys are relative to the section: name them in full.
-        raise TrainConfigError(where + str(exc).replace("key '", "key 'sampler.")) from None
+        msg = str(exc).replace("key '", "key 'sampler.")
+        found = _QUOTED_KEY.search(msg)
+        raise TrainConfigError(_blame(where, overrides, *([found.group(1)] if found else [])) + msg) from None
     try:
         resolve_model_config(cfg)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise TrainConfigError(f"{where}model (model.name={cfg.model.name!r} + model.overrides + loss): {msg}") from None
+        # The model library names keys of the model config: model.overrides.KEY, or the loss
+        # section for loss.KEY; a message naming no key is about model.name.
+        found = _QUOTED_KEY.search(str(msg))
+        if found:
+            key = found.group(1)
+            keys = [f"model.overrides.{key}"] + ([f"loss.{key[len('loss.'):]}"] if key.startswith("loss.") else [])
+        else:
+            keys = ["model.name"]
+        raise TrainConfigError(f"{_blame(where, overrides, *keys)}model (model.name={cfg.model.name!r} + "
+                               f"model.overrides + loss): {msg}") from None
 
 
 def sampler_config(cfg: Any):
     """The ``sampling.SamplerConfig`` (kind ``pairs``) of a training config's ``sampler`` section."""
     from sampling.config import config_from_dict
+    return config_from_dict(_sampler_dict(cfg, cfg.sampler.device))
+
+
+def _sampler_dict(cfg: Any, device: str | None) -> dict:
     s = cfg.sampler
-    data = {"name": "train", "kind": "pairs", "seed": int(s.seed), "device": s.device,
+    return {"name": "train", "kind": "pairs", "seed": int(s.seed), "device": device,
             "exclude_splits": ["val", "test", "cold_start"],
             "pinsage": _container(s.pinsage), "pairs": _container(s.pairs)}
-    return config_from_dict(data)
 
 
 def _container(x: Any) -> Any:
@@ -321,14 +403,14 @@ def resolve_model_config(cfg: Any):
     """
     import json
 
-    from pinclip.config import config_from_dict, config_to_dict, merge_overrides
+    from pinclip.config import ConfigFileMissingError, config_from_dict, config_to_dict, merge_overrides
     from pinclip.factory import get_model_config
 
     name = str(cfg.model.name)
     if name.endswith(".json"):
         path = Path(name).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"model.name: model config file {path} does not exist")
+            raise ConfigFileMissingError(f"model.name: model config file {path} does not exist")
         base, label = json.loads(path.read_text()), path.stem
         base.pop("name", None)
     else:
@@ -386,12 +468,15 @@ def _resolve_path(source: str | os.PathLike) -> Path:
 
 
 def load_train_config(source: str | os.PathLike | dict | DictConfig | None = None,
-                      overrides: Sequence[str] | None = None) -> DictConfig:
+                      overrides: Sequence[str] | None = None, *, check_devices: bool = True) -> DictConfig:
     """Load and validate a training config.
 
     source: a YAML path, a shipped config name (``demo``), a dict / DictConfig, or None (the
-    schema defaults). overrides: ``["train.max_steps=40", ...]``. Returns a structured
-    ``DictConfig`` (typed, read-only keys set). Raises :class:`TrainConfigError`.
+    schema defaults). overrides: ``["train.max_steps=40", ...]``; a problem an override caused
+    names the override. check_devices: False when a saved run's config is read only for its data
+    and model (embed, evaluate, possibly on another machine): ``train.device`` and
+    ``sampler.device`` are then checked for syntax, not for this machine having them.
+    Returns a structured ``DictConfig`` (typed, read-only keys set). Raises :class:`TrainConfigError`.
     """
     schema = OmegaConf.structured(TrainConfig)
     if source is None:
@@ -406,6 +491,7 @@ def load_train_config(source: str | os.PathLike | dict | DictConfig | None = Non
         cfg = OmegaConf.merge(schema, OmegaConf.create(data))
     except OmegaConfBaseException as exc:
         raise _format_omegaconf_error(exc, where) from None
+    applied: list[tuple[str, str]] = []     # (dotted key, override): what each override set
     for item in overrides or ():
         if "=" not in item:
             raise TrainConfigError(f"override {item!r}: expected key=value (e.g. train.max_steps=40)")
@@ -416,7 +502,8 @@ def load_train_config(source: str | os.PathLike | dict | DictConfig | None = Non
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
             raise _format_omegaconf_error(exc, f"override {item!r}: ", key) from None
-    _validate(cfg, where)
+        applied.append((key, item))
+    _validate(cfg, where, applied, check_devices)
     OmegaConf.set_struct(cfg, True)
     return cfg
 

@@ -22,14 +22,22 @@ boundaries) and records the position after the last batch handed to the trainer.
 Pins without an image get an all-zero image tensor (after normalization: the dataset mean colour)
 and ``image_missing = True``; pins without text get the empty caption (the cached features of
 "" or its token ids).
+
+Bad images: every image is opened with ``pinclip.transforms.open_image`` (regular files only,
+never a FIFO that would block; at most ``max_image_pixels`` pixels, checked from the header before
+decoding) from a path ``FeatureStore.pin_image_paths`` has checked to stay inside the dataset
+directory. A missing, non-regular, unreadable or oversized image, or a path that escapes, raises
+``DataError`` naming the pin and the path (``on_bad_image="error"``, the default), or
+(``on_bad_image="skip"``) makes the pin a pin without an image: counted, and logged once.
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -37,6 +45,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from graph.errors import InputError, MissingInputError, ToolkitError
+from graph.features import ImagePathError
+from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image
 from sampling.loader import SeedBatches, batch_generator
 
 __all__ = ["TrainBatch", "PinFeatureFetcher", "TrainBatchDataset", "TrainLoader", "DataError",
@@ -48,7 +59,11 @@ _IMAGE_SALT = 0x1A6E
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-class DataError(ValueError):
+_LOG = logging.getLogger(__name__)
+ON_BAD_IMAGE = ("error", "skip")
+
+
+class DataError(ToolkitError, ValueError):
     """A pin's features cannot be read; the message names the pin and the file."""
 
 
@@ -90,6 +105,8 @@ class TrainBatch:
     negative_mask    bool [S, M] or None
     epoch, index     the batch's position; sample_s, fetch_s: worker seconds spent sampling and
                      fetching features (reported by the progress logs)
+    skipped_images   list of (pin, message): pins whose bad image was skipped in this batch
+                     (``on_bad_image="skip"``; their rows have ``image_missing``)
     """
     epoch: int
     index: int
@@ -106,6 +123,7 @@ class TrainBatch:
     negative_mask: Optional[torch.Tensor] = None
     sample_s: float = 0.0
     fetch_s: float = 0.0
+    skipped_images: list = field(default_factory=list)
 
     @property
     def num_seeds(self) -> int:
@@ -136,34 +154,104 @@ class TrainBatch:
 class PinFeatureFetcher:
     """Features of pins by internal id: images through ``transform`` (a pinclip image transform
     with a ``generator`` attribute), text through ``text_cache`` (``TextFeatureCache``) or
-    ``tokenizer``. ``features``: the graph's ``FeatureStore``."""
+    ``tokenizer``. ``features``: the graph's ``FeatureStore``.
+
+    on_bad_image: ``"error"`` (default) raises ``DataError`` naming the pin and the path of a
+      missing, non-regular, unreadable or oversized image (or a path outside the dataset
+      directory); ``"skip"`` treats that pin as a pin without an image (zero image,
+      ``image_missing``), records it in ``skipped_images`` ({pin: message}) and logs it the first
+      time this process skips it (unless ``defer_skip_log``: ``TrainLoader`` sets it when
+      workers fetch, and logs each pin once itself, from the batches).
+    max_image_pixels: the pixel cap, ``width x height`` from the image header, checked before
+      decoding (``pinclip.transforms.open_image``).
+    """
 
     def __init__(self, features: Any, transform: Any, image_size: int, text_cache: Any = None,
-                 tokenizer: Any = None):
+                 tokenizer: Any = None, on_bad_image: str = "error",
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         if (text_cache is None) == (tokenizer is None):
             raise ValueError("PinFeatureFetcher needs exactly one of text_cache and tokenizer")
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise InputError(f"on_bad_image={on_bad_image!r}: expected one of {', '.join(ON_BAD_IMAGE)}")
+        if int(max_image_pixels) < 1:
+            raise InputError(f"max_image_pixels={max_image_pixels}: must be >= 1")
         self.features = features
         self.transform = transform
         self.image_size = int(image_size)
         self.text_cache = text_cache
         self.tokenizer = tokenizer
+        self.on_bad_image = on_bad_image
+        self.max_image_pixels = int(max_image_pixels)
+        self.skipped_images: dict[int, str] = {}
+        self.defer_skip_log = False
 
-    def images(self, pins: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(float32 [N, 3, S, S], bool [N] missing). Augmentation draws from ``generator``."""
-        paths = self.features.pin_image_paths(pins)
+    @property
+    def num_skipped_images(self) -> int:
+        """Distinct pins whose image this process has skipped (``on_bad_image="skip"``)."""
+        return len(self.skipped_images)
+
+    def _image_paths(self, pins: torch.Tensor) -> list:
+        """Per pin: its image path, None (no image), or the ``ImagePathError`` of a path that
+        escapes the dataset directory (so that only that pin fails or is skipped)."""
+        try:
+            return self.features.pin_image_paths(pins)
+        except ImagePathError:
+            out = []
+            for pin in pins.tolist():  # error path only: resolve pin by pin
+                try:
+                    out.extend(self.features.pin_image_paths([pin]))
+                except ImagePathError as exc:
+                    out.append(exc)
+            return out
+
+    def _bad_image(self, pin: int, path: Any, detail: str, skipped: list | None) -> None:
+        """Raise ``DataError`` for a bad image, or record (and log once) a skipped one."""
+        message = f"pin {pin} (row {pin} of the pins table): bad image {path}: {detail}"
+        if self.on_bad_image == "error":
+            raise DataError(f"{message}. Fix or remove the file (`pinclip build-graph DATASET --out GRAPH "
+                            "--check-images` lists every bad image), or set data.on_bad_image=skip to train "
+                            "without it")
+        if skipped is not None:
+            skipped.append((pin, message))
+        if pin not in self.skipped_images:
+            self.skipped_images[pin] = message
+            if not self.defer_skip_log:
+                _LOG.warning("skipped (data.on_bad_image=skip, treated as a pin without an image): %s", message)
+
+    def images(self, pins: torch.Tensor, generator: torch.Generator | None = None,
+               skipped: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 [N, 3, S, S], bool [N] missing) for pins int64 [N]. Augmentation draws from
+        ``generator``. A bad image raises ``DataError`` or, with ``on_bad_image="skip"``, leaves
+        the pin's row zero with ``missing`` True and appends ``(pin, message)`` to ``skipped``."""
+        paths = self._image_paths(pins)
         out = torch.zeros((len(paths), 3, self.image_size, self.image_size), dtype=torch.float32)
         missing = torch.zeros(len(paths), dtype=torch.bool)
         if hasattr(self.transform, "generator"):
             self.transform.generator = generator
         for i, path in enumerate(paths):
+            pin = int(pins[i])
             if path is None:
                 missing[i] = True
                 continue
+            if isinstance(path, ImagePathError):
+                missing[i] = True
+                self._bad_image(pin, repr(path.path), path.problem, skipped)
+                continue
             try:
-                out[i] = self.transform(path)
+                image = open_image(path, self.max_image_pixels)
+            except ImageReadError as exc:
+                detail = exc.detail
+                if exc.reason == "too_large":
+                    detail += f" (data.max_image_pixels={self.max_image_pixels:,})"
+                missing[i] = True
+                self._bad_image(pin, path, detail, skipped)
+                continue
+            try:
+                out[i] = self.transform(image)
             except (OSError, ValueError, SyntaxError) as exc:
-                raise DataError(f"pin {int(pins[i])}: cannot read image {path}: {exc}") from None
+                # The file decoded: a transform that fails on it is a setup error, never skipped.
+                raise DataError(f"pin {pin} (row {pin} of the pins table): cannot transform image {path}: "
+                                f"{exc}") from None
         return out, missing
 
     def text(self, pins: torch.Tensor, texts: list | None = None) -> dict:
@@ -230,12 +318,14 @@ class TrainBatchDataset(Dataset):
             pins, seed_rows = torch.unique(seeds, return_inverse=True)
         t1 = time.perf_counter()
         texts = self.fetcher.features.pin_text(pins)
-        images, missing = self.fetcher.images(pins, batch_generator(self.seed ^ _IMAGE_SALT, epoch, gidx))
+        skipped: list = []
+        images, missing = self.fetcher.images(pins, batch_generator(self.seed ^ _IMAGE_SALT, epoch, gidx),
+                                              skipped=skipped)
         text = self.fetcher.text(pins, texts)
         captions = caption_group_ids(texts, pins)[seed_rows]
         t2 = time.perf_counter()
         return TrainBatch(epoch, index, pins, images, missing, text, seed_rows, captions,
-                          sample_s=t1 - t0, fetch_s=t2 - t1, **extra)
+                          sample_s=t1 - t0, fetch_s=t2 - t1, skipped_images=skipped, **extra)
 
 
 def _identity(x: Any) -> Any:
@@ -266,6 +356,10 @@ class TrainLoader:
     ``state_dict()`` is the position after the last batch handed out; ``load_state_dict``
     resumes there (checked against the seed pool, batch size, shard and seed, so a resume with
     another data config fails instead of silently drawing other batches).
+
+    ``skipped_images`` ({pin: message}) gathers the pins whose bad image was skipped
+    (``on_bad_image="skip"``) in the batches handed out, whichever process fetched them; with
+    workers, each is logged here once (the workers' fetchers do not log).
     """
 
     def __init__(self, dataset: TrainBatchDataset, num_workers: int = 0, prefetch_factor: int = 2,
@@ -274,7 +368,7 @@ class TrainLoader:
             raise ValueError(f"data.num_workers={num_workers} with sampling on {dataset.sampler.device}: "
                              "sample on the GPU in the main process (data.num_workers=0) or set sampler.device=null")
         if len(dataset) == 0:
-            raise ValueError("no training batches: fewer train pins than one batch (lower train.batch_size)")
+            raise InputError("no training batches: fewer train pins than one batch (lower train.batch_size)")
         self.dataset = dataset
         self.num_workers = int(num_workers)
         self.prefetch_factor = int(prefetch_factor)
@@ -282,9 +376,23 @@ class TrainLoader:
         self.multiprocessing_context = multiprocessing_context
         self.epoch = 0
         self.next_index = 0
+        self.skipped_images: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    @property
+    def num_skipped_images(self) -> int:
+        """Distinct pins whose bad image was skipped in the batches handed out so far."""
+        return len(self.skipped_images)
+
+    def _note_skipped(self, item: TrainBatch) -> None:
+        for pin, message in item.skipped_images:
+            if pin not in self.skipped_images:
+                self.skipped_images[pin] = message
+                if self.num_workers:  # the fetcher logged it itself when it ran in this process
+                    _LOG.warning("skipped (data.on_bad_image=skip, treated as a pin without an image): %s",
+                                 message)
 
     def __iter__(self) -> Iterator[TrainBatch]:
         per_epoch = len(self.dataset)
@@ -297,11 +405,15 @@ class TrainLoader:
             kwargs["multiprocessing_context"] = self.multiprocessing_context
         # An explicit generator: DataLoader would otherwise draw its base seed from the global
         # torch RNG, which the trainer checkpoints and must not depend on the loader's restarts.
+        # Workers' fetchers record skipped images but leave logging them to this process, which
+        # sees every batch and so logs each pin once (each worker would log its own first time).
+        self.dataset.fetcher.defer_skip_log = bool(self.num_workers)
         loader = DataLoader(self.dataset, batch_size=None, sampler=_KeyStream(self.epoch, self.next_index, per_epoch),
                             collate_fn=_identity, generator=torch.Generator().manual_seed(self.dataset.seed),
                             **kwargs)
         for item in loader:
             self.epoch, self.next_index = item.epoch, item.index + 1
+            self._note_skipped(item)
             yield item
 
     def state_dict(self) -> dict[str, Any]:
@@ -331,7 +443,7 @@ def prepare_graph(cfg: Any, run_dir: Path, is_main: bool = True, barrier=None, l
     if d.graph:
         path = Path(d.graph).expanduser()
         if not (path / "manifest.json").is_file():
-            raise FileNotFoundError(f"data.graph={d.graph}: not a graph store (no manifest.json); build one with "
+            raise MissingInputError(f"data.graph={d.graph}: not a graph store (no manifest.json); build one with "
                                     "`pinclip build-graph DATASET --out DIR` or set data.dataset=DIR instead")
     elif d.dataset:
         path = run_dir / "graph"
@@ -344,11 +456,11 @@ def prepare_graph(cfg: Any, run_dir: Path, is_main: bool = True, barrier=None, l
         if barrier is not None:
             barrier()
     else:
-        raise ValueError("no data: set data.dataset=DATASET_DIR (a dataset directory) or data.graph=GRAPH_DIR "
+        raise InputError("no data: set data.dataset=DATASET_DIR (a dataset directory) or data.graph=GRAPH_DIR "
                          "(a built graph store)")
     g = PinBoardGraph.open(path)
     if g.splits is None:
-        raise ValueError(f"graph store {path} has no splits: rebuild it with `pinclip build-graph`")
+        raise InputError(f"graph store {path} has no splits: rebuild it with `pinclip build-graph`")
     if getattr(g, "features", None) is None:
-        raise ValueError(f"graph store {path} has no pin features (text, images): rebuild it from the dataset")
+        raise InputError(f"graph store {path} has no pin features (text, images): rebuild it from the dataset")
     return g

@@ -23,6 +23,8 @@ from typing import Any, Iterable
 import torch
 import torch.distributed as dist
 
+from graph.devices import check_device
+
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "barrier", "all_reduce_mean",
            "average_gradients", "broadcast_parameters", "all_gather_object", "parameter_digest",
            "shutdown"]
@@ -45,16 +47,13 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available (``cuda:LOCAL_RANK``), else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device={name}: CUDA is not available on this machine (use cpu or auto)")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
+def resolve_device(name: str, local_rank: int = 0, what: str = "--device") -> torch.device:
+    """``auto`` -> CUDA when available (``cuda:LOCAL_RANK``), else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``.
+    A string that is no device, or a CUDA device this machine lacks, is a ``graph.devices.DeviceError``
+    naming ``what`` (the flag or key the string came from)."""
+    device = check_device(name, what, allow_auto=True)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     return device
 
 
@@ -65,7 +64,7 @@ def init_distributed(device_name: str = "auto", timeout_s: float = 1800.0) -> Di
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, what="train.device")
     if world_size <= 1:
         return DistInfo(0, 1, 0, device, None)
     backend = "nccl" if device.type == "cuda" else "gloo"

@@ -10,12 +10,18 @@ Output directory (written atomically with ``graph.atomic.atomic_directory``; eve
     pin_external_ids.arrow                       Arrow IPC file, column ``pin_id``: the dataset's ids
     image_missing.npy    bool [P]                pins without an image (zero image was encoded)
     cold_start.npy       bool [P]                cold-start pins (not seen in training)
-    manifest.json        shapes, dtype, model, checkpoint step, run directory
+    manifest.json        shapes, dtype, model, checkpoint step, run directory, the sha256 of the
+                         graph store's manifest the pins come from (``graph_manifest_sha256``)
 
 Pins are encoded in batches (``--batch-size``) through DataLoader workers (image decode with the
 *eval* transform: resize + center crop, no augmentation), with a progress bar. A pin without an
 image is encoded from the zero image; one without text from the empty caption.
 :func:`load_embeddings` opens the directory again.
+
+The run's graph store must be the one it trained on (``RUN_DIR/graph_identity.json``, see
+``training.checkpoint.check_graph_identity``): a store rebuilt since (another split, another
+dataset) is refused unless ``allow_changed_graph=True`` (``--allow-changed-graph``), which the
+manifest then records as ``graph_changed``.
 
 **Under torchrun** (``WORLD_SIZE`` > 1, any number of nodes and processes; see
 ``docs/DISTRIBUTED.md``) every rank embeds a contiguous, batch-aligned range of pins
@@ -47,6 +53,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from graph.errors import InputError, MissingInputError, ToolkitError
+from graph.output_dir import OutputKind, check_output_dir
+
 from pinclip.model import autocast
 
 __all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run", "embed_run", "load_embeddings",
@@ -55,11 +64,14 @@ __all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run", "embe
 FORMAT = "pinclip-embeddings"
 VERSION = 1
 SHARD_FORMAT = "pinclip-embeddings-shard"
+# Output directories (graph.output_dir): embed replaces only its own exports and shards.
+EMBED_OUTPUT = OutputKind("exported embeddings", "pinclip embed", "manifest.json", "format", FORMAT)
+SHARD_OUTPUT = OutputKind("an embedding shard", "pinclip embed (torchrun)", "manifest.json", "format", SHARD_FORMAT)
 EMB_KEYS = ("image", "text", "fused")
 COPY_ROWS = 65536      # rows copied at a time when merging shards (bounded memory)
 
 
-class EmbedShardError(RuntimeError):
+class EmbedShardError(ToolkitError, RuntimeError):
     """A distributed export failed: a rank's error, or a missing / partial / corrupt shard."""
 
 
@@ -124,17 +136,26 @@ def encode_pins(model: Any, fetcher: Any, pins: torch.Tensor, **kwargs) -> dict[
     return {k: torch.cat(v) if v else torch.zeros(0, model.embed_dim) for k, v in parts.items()}
 
 
+GRAPH_CHANGED_REMEDY = ("Scores on it would count edges the model may have trained on as held out: restore the "
+                        "store the run trained on (same dataset and split parameters), or pass "
+                        "--allow-changed-graph (allow_changed_graph=True) to go on anyway.")
+
+
 def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
              device: str = "auto", progress: bool = True, log=print, is_main: bool = True,
-             barrier=None) -> dict[str, Any]:
+             barrier=None, allow_changed_graph: bool = False) -> dict[str, Any]:
     """Rebuild a run's model from ``RUN_DIR/model_config.json`` and load a checkpoint (default:
-    the newest). Returns {"cfg", "model", "graph", "fetcher", "step", "device", "checkpoint"}.
+    the newest). Returns {"cfg", "model", "graph", "fetcher", "step", "device", "checkpoint",
+    "graph_identity" (the store's, ``training.checkpoint.graph_identity``), "graph_changed"
+    (None, or {"recorded", "current"} when allowed)}. The graph store must be the one the run
+    recorded, else ``training.checkpoint.GraphChangedError`` unless ``allow_changed_graph``.
     Several processes: only ``is_main`` builds a missing graph store or text cache, the others
     wait at ``barrier`` (a callable)."""
     from pinclip import create_model
     from pinclip.factory import get_image_transform, get_tokenizer
 
-    from training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_model_state
+    from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
+                                     load_checkpoint, load_model_state, read_graph_identity)
     from training.config import load_train_config
     from training.data import PinFeatureFetcher, prepare_graph
     from training.distributed import resolve_device
@@ -142,8 +163,9 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir}: not a training run directory (no config.yaml)")
-    cfg = load_train_config(run_dir / "config.yaml")
+        raise MissingInputError(f"{run_dir}: not a training run directory (no config.yaml)")
+    # The devices it trained on need not exist here: --device picks this machine's.
+    cfg = load_train_config(run_dir / "config.yaml", check_devices=False)
     dev = resolve_device(device)
     model_cfg = json.loads((run_dir / "model_config.json").read_text())
     torch.manual_seed(cfg.train.seed)
@@ -155,15 +177,20 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     load_model_state(model, state["model"], state["_path"])
     model.eval()
     g = prepare_graph(cfg, run_dir, is_main, barrier, log=log)
+    changed = check_graph_identity(read_graph_identity(run_dir), g.path, f"run {run_dir}", GRAPH_CHANGED_REMEDY,
+                                   allow_changed_graph, log=log if is_main else None)
     transform = get_image_transform(model, train=False)
+    # The run's own image checks: a bad image is handled in embedding as it was in training.
+    images = {"on_bad_image": str(cfg.data.on_bad_image), "max_image_pixels": int(cfg.data.max_image_pixels)}
     if cfg.data.text_cache == "auto" and model.text.frozen:
         cache = get_text_cache(model, get_tokenizer(model), g.features, g.num_pins, cfg.data.cache_dir, dev,
                                progress=progress, is_main=is_main, barrier=barrier, log=log)
-        fetcher = PinFeatureFetcher(g.features, transform, model.image_size, text_cache=cache)
+        fetcher = PinFeatureFetcher(g.features, transform, model.image_size, text_cache=cache, **images)
     else:
-        fetcher = PinFeatureFetcher(g.features, transform, model.image_size, tokenizer=get_tokenizer(model))
+        fetcher = PinFeatureFetcher(g.features, transform, model.image_size, tokenizer=get_tokenizer(model), **images)
     return {"cfg": cfg, "model": model, "graph": g, "fetcher": fetcher, "step": int(state["step"]),
-            "device": dev, "checkpoint": state["_path"]}
+            "device": dev, "checkpoint": state["_path"], "graph_identity": graph_identity(g.path),
+            "graph_changed": changed}
 
 
 def _write_common(tmp: Path, g: Any, p: int, d: int, dtype: str, missing: np.ndarray, meta: dict) -> dict:
@@ -189,8 +216,12 @@ def _write_common(tmp: Path, g: Any, p: int, d: int, dtype: str, missing: np.nda
 
 def _run_meta(run: dict, run_dir: str | os.PathLike) -> dict:
     model = run["model"]
-    return {"model": model.config.name, "step": run["step"], "checkpoint": run["checkpoint"],
-            "run_dir": str(Path(run_dir).absolute()), "matryoshka_dims": list(model.config.matryoshka_dims)}
+    meta = {"model": model.config.name, "step": run["step"], "checkpoint": run["checkpoint"],
+            "run_dir": str(Path(run_dir).absolute()), "matryoshka_dims": list(model.config.matryoshka_dims),
+            "graph_manifest_sha256": run["graph_identity"]["manifest_sha256"]}
+    if run.get("graph_changed"):
+        meta["graph_changed"] = run["graph_changed"]
+    return meta
 
 
 def _fill(arrays: dict[str, np.ndarray], missing: np.ndarray, batches: Iterator, offset: int = 0) -> None:
@@ -207,29 +238,36 @@ def _fill(arrays: dict[str, np.ndarray], missing: np.ndarray, batches: Iterator,
 
 def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
               batch_size: int = 256, device: str = "auto", dtype: str = "float32", num_workers: int | None = None,
-              progress: bool = True, log=print, shard_dir: str | os.PathLike | None = None) -> Path:
+              progress: bool = True, log=print, shard_dir: str | os.PathLike | None = None,
+              allow_changed_graph: bool = False) -> Path:
     """Write the embeddings of every pin of a run's graph to the directory ``out`` (see the
     module docstring). Returns ``out``.
 
     Under torchrun (``WORLD_SIZE`` > 1) every rank calls this with the same arguments: each embeds
     its shard, rank 0 merges (``shard_dir``: where the shards go; default a temporary sibling of
     ``out``, removed after the merge; a given one is kept). Every rank returns ``out`` once it is
-    complete, or raises :class:`EmbedShardError` when any rank failed."""
+    complete, or raises :class:`EmbedShardError` when any rank failed.
+
+    allow_changed_graph: embed even when the run's graph store changed since the run recorded it
+    (otherwise ``training.checkpoint.GraphChangedError``); the manifest records the change."""
     from graph.atomic import atomic_directory
 
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype={dtype!r}: expected float32 or float16")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    # Refuse a wrong --out (the run directory itself, someone's data) before minutes of loading
+    # and encoding; atomic_directory checks again under its lock.
+    check_output_dir(out, EMBED_OUTPUT)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _embed_distributed(run_dir, out, checkpoint, int(batch_size), device, dtype, num_workers, progress,
-                                  log, shard_dir)
-    run = load_run(run_dir, checkpoint, device, progress, log)
+                                  log, shard_dir, allow_changed_graph)
+    run = load_run(run_dir, checkpoint, device, progress, log, allow_changed_graph=allow_changed_graph)
     model, g, cfg = run["model"], run["graph"], run["cfg"]
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
     p, d = g.num_pins, model.embed_dim
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, EMBED_OUTPUT) as tmp:
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
                   for k in EMB_KEYS}
         missing = np.zeros(p, dtype=bool)
@@ -269,7 +307,7 @@ def _write_shard(shard_dir: Path, rank: int, world_size: int, job: str, start: i
     model, g, cfg = run["model"], run["graph"], run["cfg"]
     n, d = stop - start, model.embed_dim
     target = shard_dir / f"shard_{rank:05d}"
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, SHARD_OUTPUT) as tmp:
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(n, d))
                   for k in EMB_KEYS}
         missing = np.zeros(n, dtype=bool)
@@ -323,7 +361,7 @@ def _read_shard_manifests(shard_dir: Path, world_size: int | None, job: str | No
     if missing:
         raise EmbedShardError(f"{shard_dir}: missing shards of rank(s) {missing} of {ws} (those ranks did not finish)")
     shards = [manifests[r] for r in range(ws)]
-    for key in ("num_pins", "dim", "dtype", "model", "step", "checkpoint", "batch_size"):
+    for key in ("num_pins", "dim", "dtype", "model", "step", "checkpoint", "batch_size", "graph_manifest_sha256"):
         values = {json.dumps(m.get(key)) for m in shards}
         if len(values) > 1:
             raise EmbedShardError(f"{shard_dir}: shards disagree on {key}: {sorted(values)}")
@@ -365,11 +403,12 @@ def merge_shards(shard_dir: str | os.PathLike, out: str | os.PathLike, world_siz
         from training.config import load_train_config
         from training.data import prepare_graph
         run_dir = Path(m0["run_dir"])
-        graph = prepare_graph(load_train_config(run_dir / "config.yaml"), run_dir, log=lambda *_: None)
+        graph = prepare_graph(load_train_config(run_dir / "config.yaml", check_devices=False), run_dir,
+                              log=lambda *_: None)
     if graph.num_pins != p:
         raise EmbedShardError(f"{shard_dir}: shards hold {p} pins, the graph store has {graph.num_pins}")
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, EMBED_OUTPUT) as tmp:
         missing = np.zeros(p, dtype=bool)
         for k in EMB_KEYS:
             arr = np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
@@ -387,12 +426,13 @@ def merge_shards(shard_dir: str | os.PathLike, out: str | os.PathLike, world_siz
         for m in shards:
             missing[m["start"]:m["stop"]] = np.load(m["_dir"] / "image_missing.npy")
         meta = {key: m0[key] for key in ("model", "step", "checkpoint", "run_dir", "matryoshka_dims")}
+        meta.update({key: m0[key] for key in ("graph_manifest_sha256", "graph_changed") if key in m0})
         _write_common(tmp, graph, p, d, dtype, missing, {**meta, "world_size": len(shards)})
     return out
 
 
 def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_workers, progress, log,
-                       shard_dir) -> Path:
+                       shard_dir, allow_changed_graph=False) -> Path:
     import shutil
 
     import torch.distributed as dist
@@ -410,7 +450,7 @@ def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_
         error = None
         try:
             run = load_run(run_dir, checkpoint, str(info.device), progress and main, log if main else (lambda *_: None),
-                           is_main=main, barrier=lambda: barrier(info))
+                           is_main=main, barrier=lambda: barrier(info), allow_changed_graph=allow_changed_graph)
             run["run_dir"] = run_dir
             workers = run["cfg"].data.num_workers if num_workers is None else int(num_workers)
             start, stop = shard_range(run["graph"].num_pins, batch_size, info.rank, info.world_size)
@@ -445,9 +485,15 @@ def load_embeddings(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any
     import pyarrow as pa
 
     path = Path(path)
-    manifest = json.loads((path / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} directory")
+    if not (path / "manifest.json").is_file():
+        raise MissingInputError(f"{path}: not an embedding directory (no manifest.json); "
+                                "write one with `pinclip embed RUN_DIR --out DIR`")
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path / 'manifest.json'}: unreadable ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: not a {FORMAT} directory")
     out: dict[str, Any] = {"manifest": manifest}
     for key, name in manifest["arrays"].items():
         if name.endswith(".npy"):

@@ -30,9 +30,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from graph.output_dir import OutputKind
+
 __all__ = ["TextFeatureCache", "default_cache_root", "text_cache_key", "get_text_cache", "texts_digest"]
 
 FORMAT = "pinclip-text-features"
+CACHE_OUTPUT = OutputKind("a text feature cache", "the trainer", "manifest.json", "format", FORMAT)
 VERSION = 1
 
 
@@ -140,7 +143,7 @@ def _build(directory: Path, model: Any, tokenizer: Any, features: Any, num_pins:
 
     length = tokenizer.context_length
     width = model.text.width
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, CACHE_OUTPUT) as tmp:
         tokens = np.lib.format.open_memmap(tmp / "tokens.npy", mode="w+", dtype=np.float16,
                                            shape=(num_pins, length, width))
         mask = np.lib.format.open_memmap(tmp / "mask.npy", mode="w+", dtype=bool, shape=(num_pins, length))

@@ -13,8 +13,14 @@ A step: the loader hands over a batch (seeds, their sampled neighbors, negatives
 the loss always over the full batch); gradients are averaged over ranks, clipped to
 ``optim.grad_clip``; a step whose loss or gradient norm is not finite is skipped (no update,
 logged to ``events.jsonl``), and ``train.max_nonfinite_steps`` consecutive skips stop the run with
-:class:`TrainingError`. The learning-rate schedule advances on every step, skipped or not, so it
-stays aligned with the data.
+:class:`TrainingError`. A step that leaves any trainable parameter NaN or infinite stops the run
+at once (TrainingError naming the step and parameter), before those weights reach a checkpoint.
+The learning-rate schedule advances on every step, skipped or not, so it stays aligned with the
+data.
+
+Run directory: created only once every start-up check passed (a failed start leaves nothing),
+locked for the trainer's life (one writer per run), with ``graph_identity.json`` recording the
+graph store the run trains on; ``--resume`` refuses a store that changed since.
 
 Exact resume: batches are a function of (seed, epoch, index) only, and a checkpoint holds the
 model, optimizer, scheduler, loader position and every RNG of every rank; a resumed run cuts its
@@ -22,6 +28,7 @@ logs back to the checkpoint and logs the same losses an uninterrupted run would 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,10 +44,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from graph.errors import ToolkitError
+from graph.locks import exclusive_lock
 from training import step as step_mod
-from training.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_model_state,
-                                 model_state, save_checkpoint)
-from training.config import load_train_config, resolve_model_config, save_train_config
+from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
+                                 load_checkpoint, load_model_state, model_state, read_graph_identity,
+                                 save_checkpoint, write_graph_identity)
+from training.config import TrainConfigError, load_train_config, resolve_model_config, save_train_config
 from training.data import PinFeatureFetcher, TrainBatchDataset, TrainLoader, prepare_graph, train_pins
 from training.distributed import (DistInfo, all_gather_object, all_reduce_mean, average_gradients, barrier,
                                   broadcast_parameters, init_distributed, parameter_digest, shutdown)
@@ -49,11 +59,12 @@ from training.logging_utils import ConsoleLog, JsonlLog, ProgressBar, TensorBoar
 __all__ = ["Trainer", "TrainingError", "RunDirError", "build_optimizer", "cosine_lr_lambda"]
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. repeated non-finite steps); the message says why and what to try."""
+class TrainingError(ToolkitError, RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite steps, parameters that became NaN or
+    infinite); the message says why and what to try."""
 
 
-class RunDirError(ValueError):
+class RunDirError(ToolkitError, ValueError):
     """The run directory cannot be used as asked (a fresh run into an existing run, a resume of
     a directory that holds no run)."""
 
@@ -116,6 +127,29 @@ def _has_run(run_dir: Path) -> bool:
         or (run_dir / "metrics.jsonl").exists()
 
 
+class _StartupLog:
+    """The console log of a start whose run directory may not exist yet: each message goes to
+    stderr at once and is kept; :meth:`into` appends the kept lines to ``train.log`` once the
+    directory exists, so a start that fails its checks leaves no file behind."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.console = ConsoleLog(None, enabled=enabled)
+        self.lines: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        self.console(message)
+        if self.enabled:
+            self.lines.append(f"[{time.strftime('%H:%M:%S')}] {message}")
+
+    def into(self, path: Path) -> ConsoleLog:
+        """The run's ConsoleLog on ``path``, after the kept lines were appended to it."""
+        if self.enabled and self.lines:
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write("".join(line + "\n" for line in self.lines))
+        return ConsoleLog(path, enabled=self.enabled)
+
+
 class Trainer:
     """Builds a run from a config (or resumes one) and trains it. See the module docstring.
 
@@ -125,6 +159,14 @@ class Trainer:
     int (1-based, the step just done), terms {name: float} (the loss terms, ``grad_norm``, ``lr``,
     ``skipped``), e.g. a live loss plot in a notebook. They must not draw random numbers from the
     global generators, or a resumed run would no longer match an uninterrupted one.
+
+    Start-up: every check and build that can fail for a user reason (the config, the lock, an
+    existing run, the model, the graph store, batch size against the train pins, the checkpoint
+    to resume) runs before the run directory is written, so a failed start leaves nothing behind
+    and the corrected command works on the same directory. The main rank holds the run
+    directory's lock (``graph.locks``, a sibling ``.NAME.lock``) from before the directory is
+    created until :meth:`train` ends or :meth:`close`; a second trainer on the same directory gets
+    ``graph.locks.LockedError`` naming this process.
     """
 
     def __init__(self, cfg: DictConfig | None, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -132,78 +174,147 @@ class Trainer:
                  callbacks: Iterable[Callable[[int, dict], Any]] = ()):
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks)
-        if resume:
+        self.resume = bool(resume)
+        self._held = contextlib.ExitStack()        # the run directory's lock, until train() ends / close()
+        self._created_run_dir = False              # what a failed fresh start removes again
+        self._built_graph: Path | None = None
+        self.cfg = self._resolve_config(cfg, overrides)
+        self.dist: DistInfo = init_distributed(self.cfg.train.device)
+        self.log: Callable[[str], None] = _StartupLog(enabled=self.dist.is_main)
+        try:
+            self._lock_run_dir()
+            self._check_run_dir()
+            self._seed()
+            self._build_model()
+            self._build_optimizer()
+            self._open_graph()
+            self._build_data()
+            resume_state = self._load_checkpoint(checkpoint) if self.resume else None
+            self._open_run_dir()
+            self._begin(resume_state)
+        except BaseException:
+            if self.dist.is_main and not self.resume:
+                self._discard_failed_start()
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ start-up steps
+    def _resolve_config(self, cfg: DictConfig | None, overrides: list[str] | None) -> DictConfig:
+        if self.resume:
             if not (self.run_dir / "config.yaml").is_file():
                 raise RunDirError(f"--resume {self.run_dir}: not a training run (no config.yaml)")
-            cfg = load_train_config(self.run_dir / "config.yaml", overrides)
-        elif cfg is None:
+            return load_train_config(self.run_dir / "config.yaml", overrides)
+        if cfg is None:
             raise ValueError("Trainer needs a config (or resume=True)")
-        if not resume:
-            # Absolute data paths: the saved config must resume from any working directory.
-            for key in ("dataset", "graph", "cache_dir"):
-                value = cfg.data[key]
-                if value:
-                    cfg.data[key] = str(Path(value).expanduser().absolute())
-        self.cfg = cfg
-        t = cfg.train
-        self.dist: DistInfo = init_distributed(t.device)
-        main = self.dist.is_main
+        # Absolute data paths: the saved config must resume from any working directory.
+        for key in ("dataset", "graph", "cache_dir"):
+            value = cfg.data[key]
+            if value:
+                cfg.data[key] = str(Path(value).expanduser().absolute())
+        return cfg
+
+    def _lock_run_dir(self) -> None:
+        # Taken before the existing-run check, so two starts on one directory cannot both pass it.
+        if self.dist.is_main:
+            self._held.enter_context(exclusive_lock(self.run_dir, "training run"))
+
+    def _check_run_dir(self) -> None:
+        d = self.cfg.data
+        if not (d.graph or d.dataset):
+            raise TrainConfigError("keys 'data.dataset' and 'data.graph' are both null: set data.dataset=DATASET_DIR "
+                                   "(a dataset directory) or data.graph=GRAPH_DIR (a built graph store)")
+        if self.resume or not self.dist.is_main:
+            return
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise RunDirError(f"--out {self.run_dir}: exists and is not a directory")
+        if _has_run(self.run_dir):
+            raise RunDirError(f"{self.run_dir} already holds a training run; continue it with "
+                              f"`pinclip train --resume {self.run_dir}` or pick another --out")
+
+    def _seed(self) -> None:
+        t = self.cfg.train
         if t.threads:
             torch.set_num_threads(int(t.threads))
-        if not resume and main:
-            if _has_run(self.run_dir):
-                raise RunDirError(f"{self.run_dir} already holds a training run; continue it with "
-                                  f"`pinclip train --resume {self.run_dir}` or pick another --out")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        barrier(self.dist)
-        self.log = ConsoleLog(self.run_dir / "train.log", enabled=main)
-        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=main)
-        self.eval_log = JsonlLog(self.run_dir / "eval.jsonl", enabled=main)
-        self.events = JsonlLog(self.run_dir / "events.jsonl", enabled=main)
-        self.device = self.dist.device
-        self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=False)
-
         random.seed(t.seed)
         np.random.seed(t.seed)
         torch.manual_seed(t.seed)
 
-        # Graph, model, features.
-        self.graph = prepare_graph(cfg, self.run_dir, main, lambda: barrier(self.dist), self.log)
-        self.model_config = resolve_model_config(cfg)
+    def _build_model(self) -> None:
         from pinclip import PinCLIPLoss, create_model
-        from pinclip.factory import get_image_transform, get_tokenizer
+        self.device = self.dist.device
+        self.model_config = resolve_model_config(self.cfg)
         self.model = create_model(self.model_config).to(self.device)
         broadcast_parameters(self.model, self.dist)
         self.params = self.model.trainable_parameters()
+        self.param_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
         self.frozen_sha256 = _frozen_digest(self.model)
-        model_json = json.dumps(dataclasses.asdict(self.model_config), indent=2)
-        if main and not resume:
-            save_train_config(cfg, self.run_dir / "config.yaml")
-            (self.run_dir / "model_config.json").write_text(model_json + "\n")
-        self.model_json = model_json
+        self.model_json = json.dumps(dataclasses.asdict(self.model_config), indent=2)
+        self.uses_neighbors = self.model.neighbor_logit_scale is not None
+        self.loss_fn = PinCLIPLoss.from_config(self.model.config)
+
+    def _build_optimizer(self) -> None:
+        o, t = self.cfg.optim, self.cfg.train
+        self.optimizer = build_optimizer(self.model, o)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_lr_lambda(o.lr, o.min_lr, o.warmup_steps, t.max_steps, o.schedule))
+        self.step = 0
+        self.nonfinite = {"consecutive": 0, "total": 0}
+        self.samples_seen = 0
+
+    def _open_graph(self) -> None:
+        d, main = self.cfg.data, self.dist.is_main
+        if main and not self.resume and not d.graph and not (self.run_dir / "graph" / "manifest.json").is_file():
+            # prepare_graph builds data.dataset into RUN_DIR/graph: the one start-up step that
+            # writes into the run directory before every check passed. The simplest correct
+            # order: it runs after every check that does not need the graph, and should a later
+            # check fail, _discard_failed_start removes what was made here (the directory when
+            # this start created it, else the graph store). The lock keeps other writers out
+            # meanwhile.
+            self._make_run_dir()
+            self._built_graph = self.run_dir / "graph"
+        self.graph = prepare_graph(self.cfg, self.run_dir, main, lambda: barrier(self.dist), self.log)
+        self.graph_identity = graph_identity(self.graph.path)
+        if self.resume:
+            check_graph_identity(
+                read_graph_identity(self.run_dir), self.graph.path, f"--resume {self.run_dir}",
+                "Resuming would train on other edges than the run's checkpoints did: restore the store it "
+                "trained on (same dataset and split parameters), or train a new run on the changed store "
+                "(pinclip train --config ... --out NEW_DIR).", log=self.log)
+
+    def _build_data(self) -> None:
+        from pinclip.factory import get_image_transform, get_tokenizer
+        from sampling.loader import SeedBatches
+        from sampling.pairs import NeighborPairSampler
+
+        cfg, t, s, main = self.cfg, self.cfg.train, self.cfg.sampler, self.dist.is_main
+        self.seeds = train_pins(self.graph)
+        batches = SeedBatches(self.seeds, t.batch_size, shuffle=True, drop_last=True, seed=s.seed,
+                              rank=self.dist.rank, world_size=self.dist.world_size)
+        if len(batches) == 0:
+            raise TrainConfigError(
+                f"key 'train.batch_size' = {t.batch_size}: larger than the {batches.num_per_rank} train pins of each "
+                f"of {self.dist.world_size} rank(s) ({self.graph.num_pins} pins in {self.graph.path}, "
+                f"{self.graph.num_pins - self.seeds.numel()} of them cold-start): no full batch; "
+                "lower train.batch_size")
         transform = get_image_transform(self.model, train=bool(cfg.data.augment))
+        eval_transform = get_image_transform(self.model, train=False)
         tokenizer = get_tokenizer(self.model)
+        images = self._image_policy()
         if cfg.data.text_cache == "auto" and self.model.text.frozen:
             from training.text_cache import get_text_cache
             cache = get_text_cache(self.model, tokenizer, self.graph.features, self.graph.num_pins,
                                    cfg.data.cache_dir, self.device, progress=main and t.progress, is_main=main,
                                    barrier=lambda: barrier(self.dist), log=self.log)
-            self.fetcher = PinFeatureFetcher(self.graph.features, transform, self.model.image_size, text_cache=cache)
-            self.eval_fetcher = PinFeatureFetcher(self.graph.features, get_image_transform(self.model, train=False),
-                                                  self.model.image_size, text_cache=cache)
-            text_mode = f"cached frozen-tower features ({cache.directory})"
+            text = {"text_cache": cache}
+            self.text_mode = f"cached frozen-tower features ({cache.directory})"
         else:
-            self.fetcher = PinFeatureFetcher(self.graph.features, transform, self.model.image_size, tokenizer=tokenizer)
-            self.eval_fetcher = PinFeatureFetcher(self.graph.features, get_image_transform(self.model, train=False),
-                                                  self.model.image_size, tokenizer=tokenizer)
-            text_mode = "tokenized in the workers"
+            text = {"tokenizer": tokenizer}
+            self.text_mode = "tokenized in the workers"
+        self.fetcher = PinFeatureFetcher(self.graph.features, transform, self.model.image_size, **text, **images)
+        self.eval_fetcher = PinFeatureFetcher(self.graph.features, eval_transform, self.model.image_size, **text,
+                                              **images)
 
         # Sampler on the training graph; seeds and negatives from the warm pins only.
-        from sampling.loader import SeedBatches
-        from sampling.pairs import NeighborPairSampler
-        s = cfg.sampler
-        self.seeds = train_pins(self.graph)
-        self.uses_neighbors = self.model.neighbor_logit_scale is not None
         sampler = None
         if self.uses_neighbors:
             use_neg = bool(cfg.loss.use_negatives)
@@ -218,50 +329,24 @@ class Trainer:
                 hard_num_traversals=s.pairs.hard_num_traversals, hard_termination_prob=s.pairs.hard_termination_prob,
                 mask_shared_boards=s.pairs.mask_shared_boards, weighted=s.pinsage.weighted, seed=s.seed,
                 device=s.device)
-        batches = SeedBatches(self.seeds, t.batch_size, shuffle=True, drop_last=True, seed=s.seed,
-                              rank=self.dist.rank, world_size=self.dist.world_size)
         self.dataset = TrainBatchDataset(sampler, batches, self.fetcher, seed=s.seed,
                                          hard_curriculum=s.pairs.hard_curriculum, use_negatives=cfg.loss.use_negatives)
         self.loader = TrainLoader(self.dataset, cfg.data.num_workers, cfg.data.prefetch_factor,
                                   pin_memory=self.device.type == "cuda")
-        self.loss_fn = PinCLIPLoss.from_config(self.model.config)
 
-        o = cfg.optim
-        self.optimizer = build_optimizer(self.model, o)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_lr_lambda(o.lr, o.min_lr, o.warmup_steps, t.max_steps, o.schedule))
-        self.step = 0
-        self.nonfinite = {"consecutive": 0, "total": 0}
-        self.samples_seen = 0
-        if resume:
-            self._resume(checkpoint)
-        elif main:
-            self.events.write({"step": 0, "event": "start", "world_size": self.dist.world_size})
-        n_params = sum(p.numel() for p in self.params)
-        self.log(f"run {self.run_dir}: device {self.device}, {self.dist.world_size} rank(s); {self.graph.num_pins} pins "
-                 f"({self.seeds.numel()} train pins, {self.graph.num_pins - self.seeds.numel()} cold-start); "
-                 f"{len(self.loader)} batches of {t.batch_size} seeds per epoch per rank; model "
-                 f"{self.model_config.name} ({n_params / 1e6:.2f} M trainable parameters), precision "
-                 f"{cfg.model.precision}; text {text_mode}; neighbors "
-                 f"{'K=%d per seed' % s.pairs.num_positives if self.uses_neighbors else 'off'}; "
-                 f"{cfg.data.num_workers} data workers")
+    def _image_policy(self) -> dict[str, Any]:
+        """PinFeatureFetcher keywords of the image checks (``data.on_bad_image``,
+        ``data.max_image_pixels``)."""
+        d = self.cfg.data
+        return {"on_bad_image": str(d.on_bad_image), "max_image_pixels": int(d.max_image_pixels)}
 
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "model": model_state(self.model), "frozen_sha256": self.frozen_sha256,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "loader": all_gather_object(self.loader.state_dict(), self.dist),
-                "rng": all_gather_object(_capture_rng(self.device), self.dist),
-                "nonfinite": dict(self.nonfinite), "samples_seen": self.samples_seen,
-                "world_size": self.dist.world_size, "model_config": self.model_json,
-                "config": OmegaConf.to_yaml(self.cfg, resolve=True)}
-
-    def _resume(self, checkpoint: str | os.PathLike | None) -> None:
+    def _load_checkpoint(self, checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
+        """Check the checkpoint to resume from against this run and load it into the model,
+        optimizer, scheduler and loader (nothing is written). Returns {"path", "rng"} for
+        :meth:`_begin`, or None when the run has no checkpoint yet."""
         rec = Path(checkpoint) if checkpoint else latest_checkpoint(self.run_dir)
         if rec is None:
-            self.log(f"{self.run_dir}: no checkpoint yet; starting again from step 0")
-            self._cut_logs(0)
-            return
+            return None
         state = load_checkpoint(rec)
         path = state["_path"]
         if state["world_size"] != self.dist.world_size:
@@ -285,13 +370,85 @@ class Trainer:
         # optimizer's saved lr belongs to the old schedule.
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"] = base * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        _restore_rng(state["rng"][self.dist.rank], self.device)
         self.step = int(state["step"])
         self.nonfinite = dict(state["nonfinite"])
         self.samples_seen = int(state.get("samples_seen", 0))
-        self._cut_logs(self.step)
-        self.events.write({"step": self.step, "event": "resume", "checkpoint": path})
-        self.log(f"resumed from {path} at step {self.step}")
+        return {"path": path, "rng": state["rng"][self.dist.rank]}
+
+    def _make_run_dir(self) -> None:
+        if not self.run_dir.exists():
+            self.run_dir.mkdir(parents=True)
+            self._created_run_dir = True
+
+    def _open_run_dir(self) -> None:
+        """Every check passed: create the run directory (fresh run), write its config, model
+        config and graph identity, and open the logs (the start-up lines so far go first)."""
+        main = self.dist.is_main
+        if main:
+            self._make_run_dir()
+            if not self.resume:
+                save_train_config(self.cfg, self.run_dir / "config.yaml")
+                (self.run_dir / "model_config.json").write_text(self.model_json + "\n")
+                write_graph_identity(self.run_dir, self.graph_identity)
+        barrier(self.dist)
+        self.log = self.log.into(self.run_dir / "train.log")
+        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=main)
+        self.eval_log = JsonlLog(self.run_dir / "eval.jsonl", enabled=main)
+        self.events = JsonlLog(self.run_dir / "events.jsonl", enabled=main)
+        self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=False)
+
+    def _begin(self, resume_state: dict[str, Any] | None) -> None:
+        """Cut a resumed run's logs back to its checkpoint and restore its RNG states (last, so
+        nothing in the start-up draws from them afterwards); log the start."""
+        if self.resume and resume_state is None:
+            self.log(f"{self.run_dir}: no checkpoint yet; starting again from step 0")
+            self._cut_logs(0)
+        elif self.resume:
+            self._cut_logs(self.step)
+            self.events.write({"step": self.step, "event": "resume", "checkpoint": resume_state["path"]})
+            self.log(f"resumed from {resume_state['path']} at step {self.step}")
+        elif self.dist.is_main:
+            self.events.write({"step": 0, "event": "start", "world_size": self.dist.world_size})
+        cfg, t, s = self.cfg, self.cfg.train, self.cfg.sampler
+        n_params = sum(p.numel() for p in self.params)
+        self.log(f"run {self.run_dir}: device {self.device}, {self.dist.world_size} rank(s); {self.graph.num_pins} pins "
+                 f"({self.seeds.numel()} train pins, {self.graph.num_pins - self.seeds.numel()} cold-start); "
+                 f"{len(self.loader)} batches of {t.batch_size} seeds per epoch per rank; model "
+                 f"{self.model_config.name} ({n_params / 1e6:.2f} M trainable parameters), precision "
+                 f"{cfg.model.precision}; text {self.text_mode}; neighbors "
+                 f"{'K=%d per seed' % s.pairs.num_positives if self.uses_neighbors else 'off'}; "
+                 f"{cfg.data.num_workers} data workers")
+        if resume_state is not None:
+            _restore_rng(resume_state["rng"], self.device)
+
+    def _discard_failed_start(self) -> None:
+        """Remove what a failed fresh start wrote: the run directory when this start created it
+        (it holds only what the start wrote: the lock kept other writers out), else the graph
+        store it built in a directory that already existed."""
+        import shutil
+        if self._created_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        elif self._built_graph is not None:
+            shutil.rmtree(self._built_graph, ignore_errors=True)
+
+    def close(self) -> None:
+        """Release the run directory's lock (and close the logs). :meth:`train` calls it when it
+        ends, by success or error; a trainer that is never trained should be closed. Idempotent."""
+        for name in ("metrics", "eval_log", "events"):
+            log = getattr(self, name, None)
+            if log is not None:
+                log.close()
+        self._held.close()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "model": model_state(self.model), "frozen_sha256": self.frozen_sha256,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "loader": all_gather_object(self.loader.state_dict(), self.dist),
+                "rng": all_gather_object(_capture_rng(self.device), self.dist),
+                "nonfinite": dict(self.nonfinite), "samples_seen": self.samples_seen,
+                "world_size": self.dist.world_size, "model_config": self.model_json,
+                "config": OmegaConf.to_yaml(self.cfg, resolve=True)}
 
     def _cut_logs(self, step: int) -> None:
         if self.dist.is_main:
@@ -328,7 +485,16 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         finite = math.isfinite(out["loss"]) and math.isfinite(grad_norm)
         if finite:
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as exc:
+                # An lr near the float32 range (>= ~3e37) fails inside AdamW converting its step
+                # size, with a message naming no key.
+                if "overflow" not in str(exc):
+                    raise
+                raise TrainingError(f"stopped at step {self.step + 1}: the optimizer step overflowed float32 "
+                                    f"(lr {lr:g}, optim.lr={self.cfg.optim.lr}: {exc}); lower optim.lr") from None
+            self._check_parameters_finite(lr)
             self.nonfinite["consecutive"] = 0
         else:
             self.nonfinite["consecutive"] += 1
@@ -337,6 +503,30 @@ class Trainer:
         self.scheduler.step()
         out.update(grad_norm=grad_norm, lr=lr, skipped=0 if finite else 1)
         return out
+
+    def _check_parameters_finite(self, lr: float) -> None:
+        """TrainingError when the optimizer step just taken left a trainable parameter NaN or
+        infinite (e.g. optim.lr far too large): every later step and checkpoint would carry it,
+        and the loss guard only sees it a step later, if at all. One device sync per step: the
+        max-abs (inf) norm of every tensor in one multi-tensor kernel is NaN or inf exactly when
+        the tensor holds one (unlike the 2-norm, it cannot overflow on large finite values)."""
+        if not self.params:
+            return
+        with torch.no_grad():
+            finite = torch.stack(torch._foreach_norm(self.params, float("inf"))).isfinite()
+        if bool(finite.all()):
+            return
+        step = self.step + 1           # the step being taken (self.step counts finished steps)
+        name = self.param_names[int(torch.nonzero(~finite)[0])]
+        count = int((~finite).sum())
+        self.events.write({"step": step, "event": "nonfinite_parameters", "parameter": name, "count": count})
+        last = latest_checkpoint(self.run_dir)
+        others = f" and {count - 1} other(s)" if count > 1 else ""
+        raise TrainingError(
+            f"stopped at step {step}: parameter {name!r}{others} became NaN or infinite in the optimizer step "
+            f"(lr {lr:g}, optim.lr={self.cfg.optim.lr}); these weights were not checkpointed. "
+            + (f"The last good checkpoint is {last}. " if last else "No checkpoint was written yet. ")
+            + "Try a lower optim.lr, a stricter optim.grad_clip or model.precision=fp32.")
 
     def _on_skip(self, step: int, out: dict) -> None:
         reason = "non-finite loss" if not math.isfinite(out["loss"]) else "non-finite gradient norm"
@@ -375,9 +565,16 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def train(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train up to ``train.max_steps``; returns the summary (also in ``RUN_DIR/summary.json``).
+        Releases the run directory's lock when it returns or raises (:meth:`close`).
 
         stop_after: stop after that step as if interrupted (no final checkpoint or evaluation;
         resume the run later). The schedule still runs to ``train.max_steps``."""
+        try:
+            return self._train(stop_after)
+        finally:
+            self.close()
+
+    def _train(self, stop_after: int | None) -> dict[str, Any]:
         cfg, t, main = self.cfg, self.cfg.train, self.dist.is_main
         self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=main and t.tensorboard,
                                  purge_step=self.step + 1 if self.step else None)
@@ -474,7 +671,8 @@ def train_or_resume(config: Any, run_dir: str | os.PathLike, overrides: list[str
     reached ``train.max_steps``. Returns the run summary. Used by ``pinclip demo`` and notebooks."""
     run_dir = Path(run_dir)
     if (run_dir / "config.yaml").is_file():
-        cfg = load_train_config(run_dir / "config.yaml")
+        # Only max_steps is read here; the Trainer checks the config (devices included) itself.
+        cfg = load_train_config(run_dir / "config.yaml", check_devices=False)
         summary_path = run_dir / "summary.json"
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
@@ -488,4 +686,5 @@ def train_or_resume(config: Any, run_dir: str | os.PathLike, overrides: list[str
     try:
         return trainer.train()
     finally:
+        trainer.close()
         shutdown(trainer.dist)

@@ -103,3 +103,26 @@ def test_create_model_overrides_nested_and_dotted():
     assert model.embed_dim == 8 and model.visual.num_layers == 1 and model.fusion.region_grid == 0
     with pytest.raises(ConfigError, match="vision.layerz"):
         create_model(tiny_config(), vision={"layerz": 1})
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"init_logit_scale": float("nan")}, "init_logit_scale"),
+    ({"max_logit_scale": float("inf")}, "max_logit_scale"),
+    ({"vision": {"mlp_ratio": float("-inf")}}, "vision.mlp_ratio"),
+    ({"vision": {"image_mean": [0.5, float("nan"), 0.5]}}, r"vision.image_mean[1]"),
+    ({"loss": {"image_text_weight": float("nan")}}, "loss.image_text_weight"),
+])
+def test_nonfinite_floats_name_the_key(patch, key):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tiny_config(**patch), "bad")
+    assert f"key '{key}'" in str(err.value) and "is not a finite number" in str(err.value)
+
+
+def test_nonfinite_float_in_a_json_file_is_refused(tmp_path):
+    # Python's JSON reader accepts NaN and Infinity literals.
+    data = tiny_config()
+    data.pop("name")
+    path = tmp_path / "nan-model.json"
+    path.write_text(json.dumps(data).replace('"embed_dim"', '"init_logit_bias": NaN, "embed_dim"'))
+    with pytest.raises(ConfigError, match=r"key 'init_logit_bias' = nan is not a finite number"):
+        add_model_config(path)

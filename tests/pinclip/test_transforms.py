@@ -70,3 +70,68 @@ def test_train_augmentations_are_random_but_reproducible_with_a_generator():
     out = ImageTransform(16, MEAN, STD, train=True, augment_config=plain)(img)
     expected = normalize(to_tensor(img.resize((16, 16), Image.Resampling.BICUBIC)), MEAN, STD)
     torch.testing.assert_close(out, expected)
+
+
+# ---------------------------------------------------------------------------- safe opening
+def _png_declaring(width: int, height: int) -> bytes:
+    """A ~60-byte PNG whose IHDR declares width x height (8-bit RGB) but holds no pixel data:
+    what a decompression bomb looks like to a header reader."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_open_image_refuses_what_would_hang_or_is_no_image(tmp_path):
+    import os
+
+    from pinclip.transforms import ImageReadError, open_image
+
+    os.mkfifo(tmp_path / "pipe.png")     # opening it for reading would block forever
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "dir.png").mkdir()
+    for name, reason, words in [("pipe.png", "not_regular", "FIFO"), ("dir.png", "not_regular", "directory"),
+                                ("missing.png", "missing", "no such file"),
+                                ("text.png", "unreadable", "not an image")]:
+        with pytest.raises(ImageReadError, match=words) as exc:
+            open_image(tmp_path / name)
+        assert exc.value.reason == reason and str(tmp_path / name) in str(exc.value)
+    with pytest.raises(ImageReadError, match="character device"):
+        open_image("/dev/zero")            # endless "data": never read
+
+
+def test_open_image_checks_pixels_from_the_header_before_decoding(tmp_path):
+    import time
+
+    from pinclip.transforms import ImageReadError, load_rgb, open_image, read_image_size
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png_declaring(20000, 20000))   # 400M pixels: 1.2 GB if decoded
+    t0 = time.perf_counter()
+    with pytest.raises(ImageReadError, match="declares 400,000,000 pixels") as exc:
+        open_image(bomb)
+    assert exc.value.reason == "too_large" and time.perf_counter() - t0 < 1.0
+    with pytest.raises(ImageReadError, match="too_large|pixels"):
+        load_rgb(bomb)                     # the transforms' path input goes through the same check
+    # Between Pillow's warning and error limits: its DecompressionBombWarning is a refusal too,
+    # even when our own cap would allow the image.
+    (tmp_path / "warn.png").write_bytes(_png_declaring(10000, 10000))
+    with pytest.raises(ImageReadError, match="decompression-bomb limit") as exc:
+        open_image(tmp_path / "warn.png", max_pixels=10**9)
+    assert exc.value.reason == "too_large"
+    # Our cap, from the header of a real image.
+    _image(50, 30).save(tmp_path / "ok.png")
+    assert read_image_size(tmp_path / "ok.png") == (50, 30)
+    with pytest.raises(ImageReadError, match=r"50 x 30 = 1,500 pixels, over the cap of 1,000"):
+        open_image(tmp_path / "ok.png", max_pixels=1000)
+    img = open_image(tmp_path / "ok.png", max_pixels=1500)
+    assert img.size == (50, 30) and np.asarray(img).shape == (30, 50, 3)
+    # A header that promises pixels the file does not hold: unreadable, not a crash.
+    (tmp_path / "short.png").write_bytes(_png_declaring(20, 20))
+    with pytest.raises(ImageReadError, match="cannot decode") as exc:
+        open_image(tmp_path / "short.png")
+    assert exc.value.reason == "unreadable"

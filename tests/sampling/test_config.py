@@ -101,3 +101,29 @@ def test_exclude_splits_removes_held_out_edges(medium_graph):
         assert everyone.negative_pool is None
     finally:
         g.splits = None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pinsage.termination_prob=.nan", r"key 'pinsage.termination_prob': nan is not a finite number"),
+    ("pixie.restart_prob=.inf", r"key 'pixie.restart_prob': inf is not a finite number"),
+    ("device=cuda:99", r"key 'device' = 'cuda:99'"),
+    ("device=gpu0", r"key 'device' = 'gpu0': 'gpu0' is not a torch device"),
+])
+def test_nonfinite_floats_and_unusable_devices_name_the_key_and_the_override(override, message):
+    with pytest.raises(SamplerConfigError, match=message) as err:
+        load_sampler_config("neighbor_pairs", [override])
+    # The override is at fault, not the preset file.
+    assert str(err.value).startswith(f"override {override!r}: ")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_on_a_cpu_only_torch_is_a_config_error():
+    with pytest.raises(SamplerConfigError, match=r"key 'device' = 'cuda': CUDA is not available"):
+        load_sampler_config("neighbor_pairs", ["device=cuda"])
+    with pytest.raises(SamplerConfigError, match=r"key 'device' = 'cuda': CUDA is not available"):
+        load_sampler_config({"device": "cuda"})
+
+
+def test_sampler_config_error_is_a_toolkit_error():
+    from graph.errors import ToolkitError
+    assert issubclass(SamplerConfigError, ToolkitError) and issubclass(SamplerConfigError, ValueError)

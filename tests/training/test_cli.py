@@ -78,3 +78,75 @@ def test_embed_writes_memory_mappable_arrays(config_file, tmp_path, cli_env):
     assert int(e["cold_start"].sum()) == 16 and not e["image_missing"].any()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dtype"] == "float32" and manifest["dim"] == 16
+
+
+def _png_declaring(width, height):
+    """A ~60-byte PNG whose header declares width x height pixels and holds none."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_build_graph_check_images_reports_every_bad_image_together(tmp_path, capsys):
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS
+    from training.cli import build_parser, main
+    from training.commands.build_graph import DEFAULT_MAX_IMAGE_PIXELS as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_MAX_IMAGE_PIXELS
+    assert build_parser().parse_args(["build-graph", "d", "--out", "g"]).max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS
+    d = tmp_path / "data"
+    (d / "img").mkdir(parents=True)
+    n = 50
+    for i in range(0, n, 2):
+        Image.new("RGB", (4, 4), (i, 0, 0)).save(d / "img" / f"{i}.png")     # even pins: fine
+    (d / "img" / "1.png").write_bytes(_png_declaring(20000, 20000))        # too large
+    (d / "img" / "3.png").write_text("not a png")                           # unreadable
+    os.mkfifo(d / "img" / "5.png")                                           # not a regular file
+    (d / "img" / "7.png").mkdir()                                            # not a regular file
+    # 9, 11, ..., 49 do not exist: 21 missing
+    images = [f"img/{i}.png" for i in range(n)]
+    images[48] = None                                                        # no image: fine
+    pq.write_table(pa.table({"pin_id": [f"p{i}" for i in range(n)], "text": ["t"] * n, "image": images}),
+                   d / "pins.parquet")
+    pq.write_table(pa.table({"board_id": [0], "name": ["b"]}), d / "boards.parquet")
+    pq.write_table(pa.table({"pin_id": [f"p{i}" for i in range(n)], "board_id": [0] * n}), d / "edges.parquet")
+
+    assert main(["build-graph", str(d), "--out", str(tmp_path / "g"), "--quiet", "--check-images"]) == 2
+    err = capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+    head, *lines = err.strip().splitlines()
+    assert head.startswith(f"pinclip build-graph: error: {d / 'pins.parquet'}, column 'image': 25 of 49 images are bad "
+                           "(21 missing, 2 not a regular file, 1 unreadable, 1 too large; --max-image-pixels 50,000,000):")
+    assert lines[0].startswith("  row 1, pin_id 'p1': img/1.png: declares 400,000,000 pixels")
+    assert lines[1] == "  row 3, pin_id 'p3': img/3.png: not an image (no format Pillow reads matches its first bytes)"
+    assert lines[2] == "  row 5, pin_id 'p5': img/5.png: a FIFO (named pipe), not an image file"
+    assert lines[3] == "  row 7, pin_id 'p7': img/7.png: a directory, not an image file"
+    assert lines[4] == "  row 9, pin_id 'p9': img/9.png: no such file"
+    assert len(lines) == 22 and lines[20] == "  ... and 5 more" and "on_bad_image=skip" in lines[-1]
+    # the cap is the flag's: 4 x 4 = 16 pixels are too many for --max-image-pixels 10
+    assert main(["build-graph", str(d), "--out", str(tmp_path / "g"), "--quiet", "--check-images",
+                 "--max-image-pixels", "10"]) == 2
+    assert "49 of 49 images are bad" in capsys.readouterr().err
+    # without the flag images are not opened: the store builds
+    assert main(["build-graph", str(d), "--out", str(tmp_path / "g"), "--quiet"]) == 0
+    # fixed: the check passes and the store is built
+    for i in range(1, n, 2):
+        p = d / "img" / f"{i}.png"
+        if p.is_dir():
+            p.rmdir()
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        Image.new("RGB", (4, 4)).save(p)
+    capsys.readouterr()
+    assert main(["build-graph", str(d), "--out", str(tmp_path / "g"), "--quiet", "--check-images"]) == 0
+    assert "checked 49 images" in capsys.readouterr().out

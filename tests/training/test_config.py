@@ -64,3 +64,77 @@ def test_file_errors_name_the_file(tmp_path):
         load_train_config(loop)
     with pytest.raises(TrainConfigError, match="no such file"):
         load_train_config("no_such_config")
+
+
+@pytest.mark.parametrize("key", ["optim.lr", "optim.min_lr", "optim.grad_clip", "optim.eps", "loss.neighbor_weight",
+                                 "data.val_fraction"])
+@pytest.mark.parametrize("value", ["nan", ".nan", "inf", ".inf", "-.inf"])
+def test_nonfinite_floats_are_refused_naming_the_key_and_the_override(key, value):
+    """NaN passes every range check (it compares false), and inf passes the lower bounds: both
+    used to reach training (exit 0, NaN weights). Every float key refuses them."""
+    with pytest.raises(TrainConfigError) as err:
+        load_train_config("demo", [f"{key}={value}"])
+    msg = str(err.value)
+    assert msg.startswith(f"override '{key}={value}': key '{key}': ") and "is not a finite number" in msg
+    assert "demo.yaml" not in msg            # the override is at fault, not the file
+
+
+def test_nonfinite_floats_anywhere_in_the_config_are_refused(tmp_path):
+    # In a file (named), in a list, in the free-form model.overrides.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: .nan\n")
+    with pytest.raises(TrainConfigError, match=r"bad\.yaml: key 'optim\.lr': nan is not a finite number"):
+        load_train_config(bad)
+    with pytest.raises(TrainConfigError, match=r"key 'optim\.betas\[1\]': nan is not a finite number"):
+        load_train_config("demo", ["optim.betas=[0.9,.nan]"])
+    with pytest.raises(TrainConfigError, match=r"key 'model\.overrides\.init_logit_scale': inf is not a finite"):
+        load_train_config("demo", ["model.overrides.init_logit_scale=.inf"])
+    with pytest.raises(TrainConfigError, match=r"key 'sampler\.pinsage\.termination_prob': nan is not a finite"):
+        load_train_config({"sampler": {"pinsage": {"termination_prob": float("nan")}}})
+
+
+def test_errors_caused_by_an_override_name_the_override(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("train:\n  max_steps: 3\n")
+    cases = {
+        "train.batch_size=0": "key 'train.batch_size' = 0",
+        "optim.min_lr=0.5": "key 'optim.min_lr' = 0.5 must be <= optim.lr",
+        "sampler.pairs.num_positives=50": "key 'sampler.pairs.num_positives'",
+        "model.overrides.vision.widht=3": "unknown key 'vision.widht'",
+        "model.name=no-such-model": "unknown model config 'no-such-model'",
+        "data.val_fraction=0.96": "'data.val_fraction' + 'data.test_fraction' must be < 1",
+    }
+    for item, message in cases.items():
+        with pytest.raises(TrainConfigError) as err:
+            load_train_config(cfg, ["train.seed=3", item, "train.log_every=2"])
+        assert str(err.value).startswith(f"override {item!r}: ") and message in str(err.value), str(err.value)
+    # The file's own bad value still names the file, even with overrides given.
+    cfg.write_text("train:\n  batch_size: 0\n")
+    with pytest.raises(TrainConfigError, match=r"cfg\.yaml: key 'train\.batch_size' = 0"):
+        load_train_config(cfg, ["train.seed=3"])
+
+
+def test_device_keys_are_checked_against_this_machine():
+    import torch
+    with pytest.raises(TrainConfigError, match=r"override 'train\.device=gpu0': key 'train\.device' = 'gpu0': "
+                                               r"'gpu0' is not a torch device"):
+        load_train_config("demo", ["train.device=gpu0"])
+    with pytest.raises(TrainConfigError, match=r"key 'sampler\.device' = 'auto'"):
+        load_train_config("demo", ["sampler.device=auto"])    # auto is a train.device value only
+    assert load_train_config("demo", ["train.device=auto", "sampler.device=cpu"]).sampler.device == "cpu"
+    with pytest.raises(TrainConfigError, match=r"key 'sampler\.device' = 'cuda:99'"):
+        load_train_config("demo", ["sampler.device=cuda:99"])
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainConfigError, match=r"key 'sampler\.device' = 'cuda': CUDA is not available"):
+            load_train_config("demo", ["sampler.device=cuda"])
+        with pytest.raises(TrainConfigError, match=r"key 'train\.device' = 'cuda': CUDA is not available"):
+            load_train_config("demo", ["train.device=cuda"])
+        # A saved run read for its data and model only (embed, evaluate elsewhere): syntax only.
+        assert load_train_config("demo", ["train.device=cuda"], check_devices=False).train.device == "cuda"
+    with pytest.raises(TrainConfigError, match="'gpu0' is not a torch device"):
+        load_train_config("demo", ["train.device=gpu0"], check_devices=False)
+
+
+def test_config_errors_are_toolkit_errors():
+    from graph.errors import ToolkitError
+    assert issubclass(TrainConfigError, ToolkitError) and issubclass(TrainConfigError, ValueError)

@@ -2,7 +2,9 @@
 missing features, the text feature cache."""
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from sampling.loader import batch_generator
+from sampling.loader import SeedBatches, batch_generator
 from training.config import load_train_config
 from training.data import PinFeatureFetcher, TrainLoader
 from training.trainer import Trainer
@@ -138,3 +140,134 @@ def test_text_cache_matches_the_tower_and_is_reused(trainer, tmp_path):
     other = get_text_cache(trainer.model, get_tokenizer(trainer.model), trainer.graph.features,
                            trainer.graph.num_pins, tmp_path / "cache2", log=messages.append)
     assert other.key != cache.key and messages
+
+
+# ---------------------------------------------------------------------------- bad images
+def _png_declaring(width: int, height: int) -> bytes:
+    """A ~60-byte PNG whose header declares width x height (8-bit RGB) and holds no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: int = 10):
+    """Fail (TimeoutError) instead of hanging when the block takes over ``seconds``: a FIFO
+    opened for reading would block forever (pytest-timeout is not installed)."""
+    def fail(*_):
+        raise TimeoutError(f"still running after {seconds} s: the read hung")
+    old = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def bad_image_graph(tmp_path):
+    """A 5-pin graph: pin 0 a good 8x8 PNG, 1 a PNG declaring 20000 x 20000 pixels (48 bytes), 2 a
+    FIFO, 3 no image, 4 a good PNG."""
+    import os
+
+    from PIL import Image
+
+    from graph.dataset import load_dataset_graph
+
+    d = tmp_path / "data"
+    (d / "img").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(d / "img" / "0.png")
+    Image.new("RGB", (8, 8), (30, 200, 30)).save(d / "img" / "4.png")
+    (d / "img" / "1.png").write_bytes(_png_declaring(20000, 20000))
+    os.mkfifo(d / "img" / "2.png")
+    pq.write_table(pa.table({"pin_id": [0, 1, 2, 3, 4], "text": ["a", "b", "c", "d", "e"],
+                             "image": ["img/0.png", "img/1.png", "img/2.png", None, "img/4.png"]}), d / "pins.parquet")
+    pq.write_table(pa.table({"board_id": [0], "name": ["x"]}), d / "boards.parquet")
+    pq.write_table(pa.table({"pin_id": [0, 1, 2, 3, 4], "board_id": [0] * 5}), d / "edges.parquet")
+    return load_dataset_graph(d)
+
+
+def _fetcher(g, **kw):
+    from pinclip.transforms import ImageTransform
+    return PinFeatureFetcher(g.features, ImageTransform(8, (0.5,) * 3, (0.25,) * 3), 8,
+                             tokenizer=lambda texts: {}, **kw)
+
+
+def test_a_fifo_image_is_a_data_error_not_a_hang(bad_image_graph):
+    from training.data import DataError
+    with _no_hang(), pytest.raises(DataError, match=r"pin 2 \(row 2 of the pins table\): bad image .*2\.png: "
+                                                    r"a FIFO \(named pipe\), not an image file") as exc:
+        _fetcher(bad_image_graph).images(torch.tensor([0, 2]))
+    assert "data.on_bad_image=skip" in str(exc.value) and "--check-images" in str(exc.value)
+
+
+def test_an_oversized_image_is_a_data_error_naming_the_pin(bad_image_graph):
+    import time
+
+    from graph.errors import ToolkitError
+    from training.data import DataError
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"pin 1 \(row 1 of the pins table\): bad image .*1\.png: declares "
+                                        r"400,000,000 pixels") as exc:
+        _fetcher(bad_image_graph).images(torch.tensor([1]))
+    assert isinstance(exc.value, ToolkitError) and time.perf_counter() - t0 < 1.0   # never decoded
+    # the configured cap, checked from the header: an 8x8 image over a 50-pixel cap
+    with pytest.raises(DataError, match=r"pin 0 .*8 x 8 = 64 pixels, over the cap of 50 .*data.max_image_pixels=50"):
+        _fetcher(bad_image_graph, max_image_pixels=50).images(torch.tensor([0]))
+    images, missing = _fetcher(bad_image_graph, max_image_pixels=64).images(torch.tensor([0, 3]))
+    assert missing.tolist() == [False, True] and torch.count_nonzero(images[0]) > 0
+
+
+def test_skipped_bad_images_are_pins_without_an_image_counted_and_logged_once(bad_image_graph, caplog):
+    import logging
+
+    fetcher = _fetcher(bad_image_graph, on_bad_image="skip")
+    good, _ = _fetcher(bad_image_graph).images(torch.tensor([0, 4]))
+    pins = torch.tensor([0, 1, 2, 3, 4])
+    with caplog.at_level(logging.WARNING, logger="training.data"), _no_hang():
+        for _ in range(3):
+            skipped = []
+            images, missing = fetcher.images(pins, skipped=skipped)
+            assert missing.tolist() == [False, True, True, True, False]
+            assert [p for p, _ in skipped] == [1, 2]
+            assert torch.count_nonzero(images[1:4]) == 0
+            assert torch.equal(images[0], good[0]) and torch.equal(images[4], good[1])
+    assert fetcher.num_skipped_images == 2 and sorted(fetcher.skipped_images) == [1, 2]
+    logged = [r.getMessage() for r in caplog.records if r.name == "training.data"]
+    assert len(logged) == 2, logged                 # each skipped pin logged once, not once a batch
+    assert "pin 1 (row 1" in logged[0] and "400,000,000 pixels" in logged[0] and "pin 2 (row 2" in logged[1]
+    with pytest.raises(ValueError, match="on_bad_image='sometimes'"):
+        _fetcher(bad_image_graph, on_bad_image="sometimes")
+
+
+def test_the_loader_counts_skipped_images_across_batches(bad_image_graph, caplog):
+    import logging
+
+    from training.data import TrainBatchDataset
+    batches = SeedBatches(torch.tensor([0, 1, 2, 3, 4]), 2, shuffle=False)
+    ds = TrainBatchDataset(None, batches, _fetcher(bad_image_graph, on_bad_image="skip"))
+    loader = TrainLoader(ds, num_workers=0)
+    with caplog.at_level(logging.WARNING, logger="training.data"), _no_hang():
+        items = _items(loader, 6)                    # two epochs
+    assert [sorted(p for p, _ in b.skipped_images) for b in items[:3]] == [[1], [2], []]
+    assert loader.num_skipped_images == 2 and sorted(loader.skipped_images) == [1, 2]
+    assert len([r for r in caplog.records if r.name == "training.data"]) == 2
+
+
+def test_an_image_path_that_escapes_at_read_time_is_refused(bad_image_graph, tmp_path):
+    from training.data import DataError
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"secret")
+    link = bad_image_graph.features.root / "img" / "4.png"
+    link.unlink()
+    link.symlink_to(outside)                          # swapped after the build checked it
+    with pytest.raises(DataError, match=rf"pin 4 \(row 4 of the pins table\).*resolves to {outside}, outside"):
+        _fetcher(bad_image_graph).images(torch.tensor([0, 4]))
+    images, missing = _fetcher(bad_image_graph, on_bad_image="skip").images(torch.tensor([0, 4]))
+    assert missing.tolist() == [False, True] and torch.count_nonzero(images[1]) == 0

@@ -8,7 +8,8 @@ per vector, ``--nprobe`` lists scanned per query, trained on ``--train-size`` ve
 with ``--seed``. Unset parameters get defaults from the number of pins (``training.ann.
 default_ivfpq_params``: nlist ~ 4 sqrt(P), m = D / 8, nbits 8, nprobe = nlist / 64).
 
-INDEX_DIR (replaced atomically) holds ``index.faiss`` and ``manifest.json``; open it with
+INDEX_DIR (new, empty or an earlier index, which is replaced atomically; anything else is
+refused) holds ``index.faiss`` and ``manifest.json``; open it with
 ``training.ann.load_index``. ``--recall-queries Q`` also measures recall@10 against exact
 search for Q of the indexed pins sampled with ``--seed`` (each query's own row counts on both
 sides) and stores it in the manifest. Needs the optional extra ``faiss`` (``pip install 'pinclip-toolkit[faiss]'``).
@@ -25,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("ann-index", help="build a faiss ANN index over pinclip embed output",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("emb_dir", type=Path, metavar="EMB_DIR", help="embedding directory written by pinclip embed")
-    p.add_argument("--out", required=True, type=Path, metavar="INDEX_DIR", help="output directory (replaced atomically)")
+    p.add_argument("--out", required=True, type=Path, metavar="INDEX_DIR", help="output directory (new, empty or an earlier index: replaced atomically)")
     p.add_argument("--kind", choices=("flat", "ivfpq"), default="ivfpq")
     p.add_argument("--which", choices=("fused", "image", "text"), default="fused", help="which embeddings to index")
     p.add_argument("--nlist", type=int, default=None, help="ivfpq: inverted lists (default ~4 sqrt(P))")
@@ -40,9 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    from graph.locks import exclusive_lock
+    from graph.output_dir import check_output_dir
 
-    from training.ann import ANNIndexError, FaissMissingError, build_index_from_embeddings, require_faiss, save_index
+    from training.ann import ANN_OUTPUT, FaissMissingError, require_faiss
     from training.cli import CLIError
 
     try:
@@ -55,6 +57,17 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--kind flat takes no {', '.join('--' + k.replace('_', '-') for k in params)} (ivfpq only)")
     if args.recall_queries < 0:
         raise CLIError(f"--recall-queries {args.recall_queries}: must be >= 0")
+    check_output_dir(args.out, ANN_OUTPUT)  # refuse before the (long) k-means, not after it
+    with exclusive_lock(args.out, ANN_OUTPUT.what):
+        return _build(args, params)
+
+
+def _build(args: argparse.Namespace, params: dict) -> int:
+    import numpy as np
+
+    from training.ann import ANNIndexError, FaissMissingError, build_index_from_embeddings, save_index
+    from training.cli import CLIError
+
     t0 = time.perf_counter()
     try:
         ann = build_index_from_embeddings(args.emb_dir, args.out, kind=args.kind, which=args.which, seed=args.seed,

@@ -25,6 +25,12 @@ from pathlib import Path
 DEFAULT_PINS = 3000
 DEFAULT_BOARDS = 300
 METHODS = ("pinclip", "clip_only", "frozen_text", "graph_only")
+DEMO_FORMAT = "pinclip-demo"
+
+
+def _demo_output():
+    from graph.output_dir import OutputKind
+    return OutputKind("a demo directory", "pinclip demo", "demo.json", "format", DEMO_FORMAT)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,19 +55,25 @@ def _params(args: argparse.Namespace) -> dict:
 
 
 def _check_out(out: Path, params: dict) -> None:
-    """A re-run must use the same parameters as the outputs already in ``out``."""
+    """``out`` must be new, empty or a demo made with the same parameters (continued, never replaced)."""
+    from graph.output_dir import check_output_dir
+
     from training.cli import CLIError
     f = out / "demo.json"
     if f.is_file():
         old = json.loads(f.read_text())
+        if isinstance(old, dict) and "format" not in old and "pins" in old:
+            old["format"] = DEMO_FORMAT  # a demo directory written before demo.json named its format
+            f.write_text(json.dumps(old, indent=2) + "\n")
+    check_output_dir(out, _demo_output())
+    if f.is_file():
+        old = {k: v for k, v in json.loads(f.read_text()).items() if k != "format"}
         if old != params:
             diff = {k: (old.get(k), v) for k, v in params.items() if old.get(k) != v}
             raise CLIError(f"{out} holds a demo made with other parameters {diff} (old, new): "
                            "pick another --out or delete it")
-    elif out.exists() and any(out.iterdir()):
-        raise CLIError(f"{out} exists and is not a demo directory (no demo.json): pick another --out")
     out.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(params, indent=2) + "\n")
+    f.write_text(json.dumps({"format": DEMO_FORMAT, **params}, indent=2) + "\n")
 
 
 def _train(name: str, config: str, run_dir: Path, graph_dir: Path, cache_dir: Path, max_steps: int | None,
@@ -78,17 +90,27 @@ def _train(name: str, config: str, run_dir: Path, graph_dir: Path, cache_dir: Pa
 
 
 def run(args: argparse.Namespace) -> int:
+    from graph.devices import check_device
+    from graph.locks import exclusive_lock
+
+    from training.cli import CLIError
+    for item in args.overrides:
+        if "=" not in item:
+            raise CLIError(f"--set {item!r}: expected KEY=VALUE (e.g. train.batch_size=32)")
+    check_device(args.device, "--device", allow_auto=True)
+    out: Path = args.out.absolute()
+    with exclusive_lock(out, "demo directory"):  # one demo writer at a time
+        _check_out(out, _params(args))
+        return _run_demo(args, out)
+
+
+def _run_demo(args: argparse.Namespace, out: Path) -> int:
     from graph import PinBoardGraph
     from graph.dataset import build_graph_from_dataset
     from graph.stats import format_stats, graph_stats
     from graph.synth import synthesize
 
     from training.cli import CLIError
-    for item in args.overrides:
-        if "=" not in item:
-            raise CLIError(f"--set {item!r}: expected KEY=VALUE (e.g. train.batch_size=32)")
-    out: Path = args.out.absolute()
-    _check_out(out, _params(args))
     world, graph_dir, runs, cache = out / "world", out / "graph", out / "runs", out / "cache"
     t0 = time.perf_counter()
     step_times: dict[str, float] = {}

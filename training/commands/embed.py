@@ -14,6 +14,10 @@ and merges them into DIR, identical to a single-process export (``docs/DISTRIBUT
     torchrun --standalone --nproc-per-node 8 -m training embed RUN_DIR --out DIR
 
 The run directory, the text cache and DIR must be on storage every node sees.
+
+The run's graph store must be the one it trained on (RUN_DIR/graph_identity.json): a store
+rebuilt since is refused, naming both; ``--allow-changed-graph`` embeds anyway and the
+manifest records it.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-dir", type=Path, default=None,
                    help="under torchrun: where each rank writes its shard (kept; default: a temporary sibling "
                         "of --out, removed after the merge)")
+    p.add_argument("--allow-changed-graph", action="store_true",
+                   help="embed even when the run's graph store changed since it trained (manifest.json records it)")
     p.set_defaults(func=run)
 
 
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         out = embed_run(args.run_dir, args.out, checkpoint=args.checkpoint, batch_size=args.batch_size,
                         device=args.device, dtype=args.dtype, num_workers=args.workers, progress=not args.quiet,
-                        shard_dir=args.shard_dir)
+                        shard_dir=args.shard_dir, allow_changed_graph=args.allow_changed_graph)
     except (TrainConfigError, CheckpointError, EmbedShardError) as exc:
         raise CLIError(str(exc)) from None
     import json

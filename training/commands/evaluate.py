@@ -8,6 +8,11 @@ only), neighbor_overlap@10 with the random-walk neighborhood, board-mate recall 
 embedding (image, text, fused), and neighborhood quality (board coherence, alignment,
 uniformity; purity w.r.t. the hidden topic and style on the synthetic world). The result is
 saved as RUN_DIR/evaluation.json; ``--json`` prints it, otherwise a table.
+
+A directory whose embeddings hold NaN or infinite rows is refused, and so is one whose graph
+store changed since it was made (RUN_DIR/graph_identity.json, method.json): the error names the
+recorded and the current store. ``--allow-changed-graph`` evaluates anyway and records it in
+evaluation.json (``graph_changed``).
 """
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print evaluation.json instead of a table")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (for embedding the pins)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-changed-graph", action="store_true",
+                   help="evaluate even when the graph store changed since the run or baseline was made (e.g. "
+                        "rebuilt with another split: held-out edges may then have been training edges); "
+                        "evaluation.json records it")
     p.set_defaults(func=run)
 
 
@@ -39,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.run_dir}: no such directory")
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
     try:
-        ev = evaluate_dir(args.run_dir, device=args.device, progress=not args.quiet, log=log)
+        ev = evaluate_dir(args.run_dir, device=args.device, progress=not args.quiet, log=log,
+                          allow_changed_graph=args.allow_changed_graph)
     except (EvaluationError, CheckpointError, TrainConfigError) as exc:
         raise CLIError(str(exc)) from None
     if args.json:

@@ -16,7 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("graph_dir", type=Path, metavar="GRAPH_DIR", help="graph store directory")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--verify", choices=("fast", "full", "none"), default="fast",
-                   help="checksum check on open: sampled blocks (fast, default), every byte (full), none")
+                   help="checks on open: sizes, CRC32 of sampled blocks and the CSR structure (fast, "
+                        "default), CRC32 of every byte and the structure (full), sizes and headers only "
+                        "(none; the structure is still checked before components are counted)")
     p.set_defaults(func=run)
 
 

@@ -3,9 +3,11 @@
 Each RUN_DIR (a training run or a baseline directory) is evaluated first unless its
 evaluation.json is current. DIR gets report.md (comparison table, the demo bar when pinclip,
 clip_only and frozen_text are among the methods, recall by embedding, neighborhood quality),
-metrics.json ({method: metrics}, DESIGN.md keys) and PNG plots (recall@k curves, cold-start
+metrics.json ({method: metrics}, DESIGN.md keys), report.json (the sources) and PNG plots (recall@k curves, cold-start
 against warm bars, 2-D PCA maps colored by topic or board, similarity histograms). A method is
-named after its directory (or its method.json).
+named after its directory (or its method.json). DIR is written atomically: it must be new,
+empty or an earlier report (replaced whole); anything else is refused. A directory whose graph
+store changed since it was made is refused unless ``--allow-changed-graph``.
 """
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (for embedding the pins)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-changed-graph", action="store_true",
+                   help="evaluate even when the graph store changed since the run or baseline was made (e.g. "
+                        "rebuilt with another split: held-out edges may then have been training edges); "
+                        "evaluation.json records it")
     p.set_defaults(func=run)
 
 
@@ -29,15 +35,18 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.evaluation.report import format_checks, format_table, metrics_table, write_report
-    from training.evaluation.run_eval import EvaluationError
+    from training.evaluation.report import format_checks, format_table, metrics_table, write_report_directory
+    from training.evaluation.run_eval import EvaluationError, allowing_changed_graph
 
     for d in args.run_dirs:
         if not d.is_dir():
             raise CLIError(f"{d}: no such directory")
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
     try:
-        rep = write_report(args.run_dirs, args.out, device=args.device, progress=not args.quiet, log=log)
+        # write_report opens each directory itself: the flag reaches its load_method this way.
+        with allowing_changed_graph(args.allow_changed_graph):
+            rep = write_report_directory(args.run_dirs, args.out, device=args.device, progress=not args.quiet,
+                                         log=log)
     except (EvaluationError, CheckpointError, TrainConfigError) as exc:
         raise CLIError(str(exc)) from None
     print(format_table(metrics_table(rep["metrics"])))

@@ -11,6 +11,13 @@ saved as RUN_DIR/config.yaml. RUN_DIR/metrics.jsonl gets one line per logging st
 checkpoints go to RUN_DIR/checkpoints/. ``--resume`` continues a run (killed or finished: raise
 ``train.max_steps``) from its newest checkpoint, exactly where it stopped.
 
+RUN_DIR is created only once every start-up check passed (config, data, model, batch size,
+checkpoint), so a failed start leaves nothing behind and the corrected command works on the same
+--out. A running training holds RUN_DIR's lock (a sibling .RUN_DIR.lock file): a second
+``pinclip train`` on it exits with status 2 naming the first one's process id. Training stops
+with an error when a step makes any parameter NaN or infinite (optim.lr too large...), before
+those weights are checkpointed.
+
 Data parallel: ``torchrun --standalone --nproc_per_node N -m training train ...``
 (gloo on CPU, NCCL on CUDA).
 """
@@ -62,5 +69,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if trainer is not None:
             from training.distributed import shutdown
+            trainer.close()        # the run directory's lock (train() releases it too)
             shutdown(trainer.dist)
     return 0 if summary else 1

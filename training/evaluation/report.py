@@ -22,11 +22,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from graph.atomic import atomic_directory
+from graph.output_dir import OutputKind
 from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, current_evaluation, evaluate_method,
                                           load_method, truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
 
-__all__ = ["BAR", "bar_checks", "format_checks", "format_table", "write_report", "metrics_table"]
+__all__ = ["BAR", "REPORT_OUTPUT", "bar_checks", "format_checks", "format_table", "write_report",
+           "write_report_directory", "metrics_table"]
+
+REPORT_FORMAT = "pinclip-report"
+# ``pinclip report --out DIR`` as an output (graph.output_dir): it replaces only its own reports.
+REPORT_OUTPUT = OutputKind("a report", "pinclip report", "report.json", "format", REPORT_FORMAT)
 
 # The bar of the demo (issue: evaluation): (metric, method, baseline, minimum relative change).
 # A negative minimum is the largest loss allowed.
@@ -214,3 +221,18 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     files = [*summary_plots, *(f for _, p, h in projections for f in (p, h)), out / "metrics.json", out / "report.md"]
     return {"metrics": metrics, "checks": checks, "evaluations": evals, "files": files}
+
+
+def write_report_directory(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
+    """``write_report`` into a directory of its own, written atomically under the output policy
+    (``graph.output_dir``): ``out`` must be missing, empty or an earlier report, which is replaced
+    whole; ``out/report.json`` records the method directories. Same return value, with ``files``
+    under ``out``."""
+    out = Path(out).absolute()
+    with atomic_directory(out, REPORT_OUTPUT) as tmp:
+        rep = write_report(dirs, tmp, **kwargs)
+        meta = {"format": REPORT_FORMAT, "version": 1, "methods": list(rep["metrics"]),
+                "sources": [str(Path(d).absolute()) for d in dirs]}
+        (tmp / "report.json").write_text(json.dumps(meta, indent=2) + "\n")
+    rep["files"] = [out / Path(f).name for f in rep["files"]] + [out / "report.json"]
+    return rep

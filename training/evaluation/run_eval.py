@@ -16,9 +16,20 @@ neighborhood quality of the pin embedding: board coherence on train edges, align
 mates and uniformity, and on the synthetic world the purity of nearest neighbors with respect to
 the hidden topic and style (when the graph's source dataset holds ``truth_pins.parquet``).
 
+Nothing untrustworthy is scored: an embedding with NaN or infinite rows (of pins the method
+supports) is an :class:`EvaluationError`, and a directory whose graph store changed since the
+run or baseline was made (``RUN_DIR/graph_identity.json``, ``method.json``'s ``graph_identity``;
+``training.checkpoint.check_graph_identity``) raises ``training.checkpoint.GraphChangedError``
+naming both identities, since its held-out edges may have been training edges. With
+``allow_changed_graph=True`` (``--allow-changed-graph``) it is scored anyway and
+``evaluation.json`` records ``graph_changed``. Directories made before identities were recorded
+are not checked.
+
 The result is written to ``DIR/evaluation.json`` (atomically)::
 
     {"method": str, "kind": "run"|"baseline", "step": int|None, "graph": path,
+     "graph_manifest_sha256": str,              # the store scored on
+     "graph_changed": {"recorded": .., "current": ..},   # only when allowed
      "metrics": {name: float|None, ...},        # the DESIGN.md keys plus curve cutoffs
      "modalities": {"image"|"text"|"fused"|"graph": board_recall@10},
      "neighborhood": {"board_coherence": .., "alignment": .., "uniformity": .., "topic_purity@10": ..},
@@ -26,6 +37,8 @@ The result is written to ``DIR/evaluation.json`` (atomically)::
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
 import time
@@ -36,22 +49,50 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from graph.errors import ToolkitError
+from graph.output_dir import OutputKind
 from graph.splits import COLD, TEST, TRAIN
 from training.evaluation.neighborhood import alignment, board_coherence, synthetic_purity, uniformity
 from training.evaluation.summary import PIN_EMBEDDING_ORDER, method_metrics
 
 __all__ = ["CURVE_KS", "EvaluationError", "evaluate_embeddings", "evaluate_method", "evaluate_dir",
-           "current_evaluation", "load_evaluation",
+           "current_evaluation", "load_evaluation", "allowing_changed_graph",
            "load_method", "save_baseline", "method_name", "truth_labels", "board_mate_pairs"]
 
 CURVE_KS = (1, 5, 10, 20, 50)
 EVALUATION_FILE = "evaluation.json"
 BASELINE_FILE = "method.json"
 BASELINE_FORMAT = "pinclip-baseline"
+BASELINE_OUTPUT = OutputKind("a baseline method directory", "pinclip demo", "method.json", "format", BASELINE_FORMAT)
 
 
-class EvaluationError(ValueError):
-    """A directory that cannot be evaluated (names the directory and what is missing)."""
+class EvaluationError(ToolkitError, ValueError):
+    """A directory that cannot be evaluated (names the directory and what is missing or wrong)."""
+
+
+# Set by allowing_changed_graph(): lets callers that cannot pass the keyword through
+# (training.evaluation.report.write_report calls load_method itself) allow a changed store.
+_ALLOW_CHANGED_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar("allow_changed_graph", default=False)
+
+
+@contextlib.contextmanager
+def allowing_changed_graph(allow: bool = True):
+    """Within the block, :func:`load_method` (and so :func:`evaluate_dir` and the report) acts as
+    if called with ``allow_changed_graph=allow`` or its own argument, whichever allows."""
+    token = _ALLOW_CHANGED_GRAPH.set(bool(allow))
+    try:
+        yield
+    finally:
+        _ALLOW_CHANGED_GRAPH.reset(token)
+
+
+def _manifest_sha256(graph_path: str | os.PathLike) -> str | None:
+    """sha256 of a graph store's manifest.json, or None when it has none."""
+    import hashlib
+    try:
+        return hashlib.sha256((Path(graph_path) / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -123,11 +164,20 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
 
     emb: {"image"|"text"|"fused"|"graph": float [P, D]}; supported: bool [P] pins the method can
     embed (default all); has_image / has_text: bool [P] for the image-text metrics.
+    Raises :class:`EvaluationError` when a supported pin's row of any embedding is not finite.
     """
     t0 = time.perf_counter()
     emb = {k: torch.as_tensor(np.asarray(v)).float() for k, v in emb.items()}
     P = g.num_pins
     sup = torch.ones(P, dtype=torch.bool) if supported is None else torch.as_tensor(np.asarray(supported)).bool()
+    for name, e in emb.items():
+        # A NaN row ranks as a tie with everything, which tie-aware metrics can score as perfect.
+        bad = ~torch.isfinite(e).all(dim=1) & sup[:e.shape[0]] if e.ndim == 2 else None
+        if bad is not None and bool(bad.any()):
+            first = int(torch.nonzero(bad)[0])
+            raise EvaluationError(f"method {method!r}: {int(bad.sum())} of {e.shape[0]} rows of the {name!r} embedding "
+                                  f"are not finite (NaN or inf; first: pin {first}); nothing can be scored on them. "
+                                  "Were the weights that made them already NaN?")
     metrics = method_metrics(g, emb, supported=sup, has_image=has_image, has_text=has_text, seed=seed,
                              backend=backend, max_overlap_seeds=max_overlap_seeds, curve_ks=ks)
     pin_name = next(n for n in PIN_EMBEDDING_ORDER if n in emb)
@@ -179,13 +229,16 @@ def method_name(path: str | os.PathLike) -> str:
 def save_baseline(out: str | os.PathLike, method: str, graph_path: str | os.PathLike,
                   emb: dict[str, torch.Tensor], supported: Any = None, info: dict | None = None) -> Path:
     """Write a baseline directory (see the module docstring) atomically. emb: {name: float [P, D]}
-    with names among image / text / fused / graph."""
+    with names among image / text / fused / graph. ``method.json`` records the graph store's
+    identity, which :func:`load_method` checks."""
     from graph.atomic import atomic_directory
+
+    from training.checkpoint import graph_identity
     bad = [k for k in emb if k not in PIN_EMBEDDING_ORDER]
     if bad:
         raise ValueError(f"baseline embedding names {bad}: expected some of {list(PIN_EMBEDDING_ORDER)}")
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, BASELINE_OUTPUT) as tmp:
         n = None
         for name, e in emb.items():
             arr = torch.as_tensor(e).detach().float().cpu().numpy()
@@ -194,7 +247,7 @@ def save_baseline(out: str | os.PathLike, method: str, graph_path: str | os.Path
         sup = np.ones(n or 0, dtype=bool) if supported is None else np.asarray(torch.as_tensor(supported).cpu(), bool)
         np.save(tmp / "supported.npy", sup)
         meta = {"format": BASELINE_FORMAT, "method": method, "graph": str(Path(graph_path).absolute()),
-                "embeddings": sorted(emb), "info": info or {}}
+                "graph_identity": graph_identity(graph_path), "embeddings": sorted(emb), "info": info or {}}
         (tmp / BASELINE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
@@ -206,11 +259,22 @@ def _has_text(g: Any) -> torch.Tensor | None:
     return torch.tensor([t is not None and t != "" for t in g.features.pin_text(np.arange(g.num_pins))])
 
 
-def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
-    """Open a method directory: {"kind", "method", "graph", "emb": {name: float32 [P, D]},
-    "supported": bool [P], "has_image", "has_text", "step"}. A training run is embedded first
-    when ``RUN_DIR/embeddings`` is missing or older than its newest checkpoint."""
+def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print,
+                allow_changed_graph: bool = False) -> dict[str, Any]:
+    """Open a method directory: {"kind", "method", "graph", "graph_path", "emb": {name: float32
+    [P, D]}, "supported": bool [P], "has_image", "has_text", "step", "graph_identity",
+    "graph_changed"}. A training run is embedded first when ``RUN_DIR/embeddings`` is missing,
+    older than its newest checkpoint or made from another graph store.
+
+    The graph store must be the one the directory recorded (see the module docstring): else
+    ``training.checkpoint.GraphChangedError``, unless ``allow_changed_graph`` (or an enclosing
+    :func:`allowing_changed_graph`), when ``graph_changed`` holds {"recorded", "current"}."""
     from graph import PinBoardGraph
+
+    from training.checkpoint import check_graph_identity, graph_identity, read_graph_identity
+    from training.embed import GRAPH_CHANGED_REMEDY
+
+    allow = bool(allow_changed_graph) or _ALLOW_CHANGED_GRAPH.get()
     path = Path(path)
     if (path / BASELINE_FILE).is_file():
         meta = json.loads((path / BASELINE_FILE).read_text())
@@ -222,6 +286,8 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
             if not f.is_file():
                 raise EvaluationError(f"{path}: {f.name} is missing (method.json lists it)")
             emb[name] = torch.from_numpy(np.load(f))
+        changed = check_graph_identity(meta.get("graph_identity"), meta["graph"], f"baseline {path}",
+                                       GRAPH_CHANGED_REMEDY, allow, log=log)
         g = PinBoardGraph.open(meta["graph"])
         sup = torch.from_numpy(np.load(path / "supported.npy"))
         for name, e in emb.items():
@@ -229,62 +295,90 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
                 raise EvaluationError(f"{path / f'embedding_{name}.npy'}: {e.shape[0]} rows, the graph "
                                       f"{meta['graph']} has {g.num_pins} pins")
         return {"kind": "baseline", "method": meta["method"], "graph": g, "graph_path": meta["graph"], "emb": emb,
-                "supported": sup, "has_image": None, "has_text": _has_text(g), "step": None}
+                "supported": sup, "has_image": None, "has_text": _has_text(g), "step": None,
+                "graph_identity": graph_identity(meta["graph"]), "graph_changed": changed}
     if not (path / "config.yaml").is_file():
         raise EvaluationError(f"{path}: neither a training run (config.yaml) nor a baseline directory "
                               f"({BASELINE_FILE})")
     from training.checkpoint import CheckpointError
+    from training.config import load_train_config
     from training.embed import embed_run, load_embeddings
     step = _latest_step(path)
     if step is None:
         raise CheckpointError(f"{path}: no checkpoint to evaluate (train first)")
+    cfg = load_train_config(path / "config.yaml", check_devices=False)
+    graph_path = Path(cfg.data.graph) if cfg.data.graph else path / "graph"
+    # Checked before embedding: a refused store costs no embedding pass. (A missing RUN_DIR/graph
+    # is rebuilt from data.dataset by embed_run, which checks it then.)
+    checked = (graph_path / "manifest.json").is_file()
+    changed = None
+    if checked:
+        changed = check_graph_identity(read_graph_identity(path), graph_path, f"run {path}", GRAPH_CHANGED_REMEDY,
+                                       allow, log=log)
     emb_dir = path / "embeddings"
-    current = None
+    made = {}
     if (emb_dir / "manifest.json").is_file():
-        current = json.loads((emb_dir / "manifest.json").read_text()).get("step")
-    if current != step:
+        made = json.loads((emb_dir / "manifest.json").read_text())
+    current_sha = _manifest_sha256(graph_path)
+    if not checked or made.get("step") != step or made.get("graph_manifest_sha256") not in (None, current_sha):
         log(f"embedding every pin of {path} with the step-{step} checkpoint -> {emb_dir}")
-        embed_run(path, emb_dir, device=device, progress=progress, log=log)
+        embed_run(path, emb_dir, device=device, progress=progress, log=log, allow_changed_graph=allow)
+    if not checked:   # embed_run rebuilt the store (and checked it, logging what it found)
+        changed = check_graph_identity(read_graph_identity(path), graph_path, f"run {path}", GRAPH_CHANGED_REMEDY,
+                                       allow)
     e = load_embeddings(emb_dir, mmap=False)
-    graph_path = path / "graph"
-    from training.config import load_train_config
-    cfg = load_train_config(path / "config.yaml")
-    if cfg.data.graph:
-        graph_path = Path(cfg.data.graph)
     g = PinBoardGraph.open(graph_path)
+    if e["fused"].shape[0] != g.num_pins:
+        raise EvaluationError(f"{emb_dir}: {e['fused'].shape[0]} rows, the graph {graph_path} has {g.num_pins} pins; "
+                              f"remove {emb_dir} to embed again")
     return {"kind": "run", "method": path.name, "graph": g, "graph_path": str(graph_path.absolute()),
             "emb": {k: torch.from_numpy(np.asarray(e[k], dtype=np.float32)) for k in ("image", "text", "fused")},
             "supported": None, "has_image": torch.from_numpy(~np.asarray(e["image_missing"])),
-            "has_text": _has_text(g), "step": step}
+            "has_text": _has_text(g), "step": step, "graph_identity": graph_identity(graph_path),
+            "graph_changed": changed}
 
 
 def evaluate_method(m: dict[str, Any], path: str | os.PathLike, method: str | None = None,
                     write: bool = True) -> dict[str, Any]:
     """Evaluate a method opened with :func:`load_method` from ``path``; writes
-    ``DIR/evaluation.json`` (unless ``write`` is False) and returns its contents."""
+    ``DIR/evaluation.json`` (unless ``write`` is False) and returns its contents. Raises
+    :class:`EvaluationError` naming ``path`` for non-finite embedding rows."""
     path = Path(path)
-    result = evaluate_embeddings(m["graph"], m["emb"], method or m["method"], supported=m["supported"],
-                                 has_image=m["has_image"], has_text=m["has_text"])
+    try:
+        result = evaluate_embeddings(m["graph"], m["emb"], method or m["method"], supported=m["supported"],
+                                     has_image=m["has_image"], has_text=m["has_text"])
+    except EvaluationError as exc:
+        raise EvaluationError(f"{path}: {exc}") from None
     result.update({"kind": m["kind"], "step": m["step"], "graph": m["graph_path"], "dir": str(path.absolute())})
+    if m.get("graph_identity"):
+        result["graph_manifest_sha256"] = m["graph_identity"]["manifest_sha256"]
+    if m.get("graph_changed"):
+        result["graph_changed"] = m["graph_changed"]
     if write:
         _write_json_atomic(path / EVALUATION_FILE, result)
     return result
 
 
 def evaluate_dir(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print,
-                 method: str | None = None, write: bool = True) -> dict[str, Any]:
-    """Evaluate a method directory and write ``DIR/evaluation.json``; returns its contents."""
-    return evaluate_method(load_method(path, device=device, progress=progress, log=log), path, method, write)
+                 method: str | None = None, write: bool = True, allow_changed_graph: bool = False) -> dict[str, Any]:
+    """Evaluate a method directory and write ``DIR/evaluation.json``; returns its contents.
+    allow_changed_graph: score it even when its graph store changed since it was made (recorded
+    as ``graph_changed``); otherwise that is a ``training.checkpoint.GraphChangedError``."""
+    m = load_method(path, device=device, progress=progress, log=log, allow_changed_graph=allow_changed_graph)
+    return evaluate_method(m, path, method, write)
 
 
 def current_evaluation(path: str | os.PathLike) -> dict[str, Any] | None:
     """``DIR/evaluation.json`` when it is current (a baseline's, or a run's made at its newest
-    checkpoint), else None."""
+    checkpoint; either made on the graph store as it is now), else None."""
     path = Path(path)
     f = path / EVALUATION_FILE
     if not f.is_file():
         return None
     ev = json.loads(f.read_text())
+    if ev.get("graph_manifest_sha256") is not None and ev.get("graph"):
+        if _manifest_sha256(ev["graph"]) != ev["graph_manifest_sha256"]:
+            return None      # the store changed since: evaluate again (which checks it)
     if ev.get("kind") == "baseline":
         return ev
     if ev.get("step") is not None and _latest_step(path) == ev.get("step"):
@@ -292,6 +386,8 @@ def current_evaluation(path: str | os.PathLike) -> dict[str, Any] | None:
     return None
 
 
-def load_evaluation(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print) -> dict[str, Any]:
+def load_evaluation(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print,
+                    allow_changed_graph: bool = False) -> dict[str, Any]:
     """:func:`current_evaluation`, else a fresh :func:`evaluate_dir`."""
-    return current_evaluation(path) or evaluate_dir(path, device=device, progress=progress, log=log)
+    return current_evaluation(path) or evaluate_dir(path, device=device, progress=progress, log=log,
+                                                    allow_changed_graph=allow_changed_graph)

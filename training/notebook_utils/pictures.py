@@ -7,23 +7,40 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS
 from training.notebook_utils.display import _plt
 
 
 # ------------------------------------------------------------------------------------ pictures
-def load_pin_images(features: Any, pins: Any) -> list[np.ndarray | None]:
+def load_pin_images(features: Any, pins: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                    on_bad_image: str = "error") -> list[np.ndarray | None]:
     """RGB uint8 arrays [H, W, 3] of ``pins`` (int [N]) from the graph's ``FeatureStore``;
-    None for -1 padding and for pins without an image."""
-    from PIL import Image
+    None for -1 padding and for pins without an image.
+
+    Images are opened as the training loader opens them (``pinclip.transforms.open_image``:
+    regular files inside the dataset directory, at most ``max_pixels`` pixels). A bad image
+    raises ``training.data.DataError`` naming the pin and the path (``on_bad_image="error"``)
+    or is drawn as a missing image (``"skip"``).
+    """
+    from graph.features import ImagePathError
+    from pinclip.transforms import ImageReadError, open_image
+    from training.data import DataError
+
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
     ids = np.asarray(torch.as_tensor(pins).cpu().numpy() if isinstance(pins, torch.Tensor) else pins,
                      dtype=np.int64).reshape(-1)
     out: list[np.ndarray | None] = [None] * ids.size
-    ok = np.flatnonzero(ids >= 0)
-    paths = features.pin_image_paths(ids[ok]) if ok.size else []
-    for i, p in zip(ok, paths):
-        if p is not None:
-            with Image.open(p) as im:
-                out[i] = np.asarray(im.convert("RGB"))
+    for i in np.flatnonzero(ids >= 0):
+        pin = int(ids[i])
+        try:
+            path = features.pin_image_paths([pin])[0]
+            if path is not None:
+                out[i] = np.asarray(open_image(path, max_pixels).convert("RGB"))
+        except (ImagePathError, ImageReadError) as exc:
+            if on_bad_image == "error":
+                detail = str(exc) if isinstance(exc, ImagePathError) else f"bad image {exc}"
+                raise DataError(detail if detail.startswith("pin ") else f"pin {pin}: {detail}") from None
     return out
 
 
