@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The layering contracts (pyproject.toml [tool.importlinter]) first: seconds, and a broken layer
+# is reported before the suite runs.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 test-all: $(STAMP)
