@@ -42,6 +42,7 @@ every node sees.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -54,6 +55,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from graph.errors import InputError, MissingInputError, ToolkitError
+from graph.locks import exclusive_lock
 from graph.output_dir import OutputKind, check_output_dir
 
 from pinclip.model import autocast
@@ -250,8 +252,6 @@ def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: st
 
     allow_changed_graph: embed even when the run's graph store changed since the run recorded it
     (otherwise ``training.checkpoint.GraphChangedError``); the manifest records the change."""
-    from graph.atomic import atomic_directory
-
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype={dtype!r}: expected float32 or float16")
     if int(batch_size) < 1:
@@ -262,11 +262,23 @@ def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: st
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _embed_distributed(run_dir, out, checkpoint, int(batch_size), device, dtype, num_workers, progress,
                                   log, shard_dir, allow_changed_graph)
+    out = Path(out)
+    # Writing into the run (evaluate's RUN_DIR/embeddings) takes the run's lock: not while a
+    # trainer or another evaluate writes it. An export elsewhere only reads the run.
+    writes_into_run = Path(run_dir).is_dir() and out.absolute().parent == Path(run_dir).absolute()
+    with exclusive_lock(run_dir, "training run") if writes_into_run else contextlib.nullcontext():
+        return _embed_single_process(run_dir, out, checkpoint, int(batch_size), device, dtype, num_workers,
+                                     progress, log, allow_changed_graph)
+
+
+def _embed_single_process(run_dir, out: Path, checkpoint, batch_size: int, device: str, dtype: str,
+                          num_workers: int | None, progress: bool, log, allow_changed_graph: bool) -> Path:
+    from graph.atomic import atomic_directory
+
     run = load_run(run_dir, checkpoint, device, progress, log, allow_changed_graph=allow_changed_graph)
     model, g, cfg = run["model"], run["graph"], run["cfg"]
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
     p, d = g.num_pins, model.embed_dim
-    out = Path(out)
     with atomic_directory(out, EMBED_OUTPUT) as tmp:
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
                   for k in EMB_KEYS}

@@ -251,7 +251,8 @@ def test_run_refuses_a_changed_graph_store_in_evaluate_embed_and_resume(make_con
         evaluate_dir(run, progress=False, log=lambda *_: None)
 
 
-def test_embed_into_the_run_directory_is_refused_before_any_work(make_config, tmp_path, capsys, monkeypatch):
+def test_embed_into_the_run_directory_is_refused_before_any_work(make_config, tmp_path, capsys, monkeypatch,
+                                                                 hold_lock):
     from training import embed as embed_module
     from training.cli import main
     run = tmp_path / "run"
@@ -267,6 +268,17 @@ def test_embed_into_the_run_directory_is_refused_before_any_work(make_config, tm
         assert f"{out}: exists and holds" in err and "not exported embeddings" in err and "refusing" in err, err
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
     assert [s for s, _ in list_checkpoints(run)] == [2]
+    monkeypatch.undo()
+
+    # Evaluate embeds into RUN_DIR/embeddings: not while another process writes the run.
+    holder = hold_lock(run)
+    assert main(["evaluate", str(run), "--quiet"]) == 2
+    assert f"training run is being written by process {holder.pid}" in capsys.readouterr().err
+    assert not (run / "embeddings").exists()
+    holder.kill()
+    holder.wait()
+    assert main(["evaluate", str(run), "--quiet", "--json"]) == 0
+    assert (run / "embeddings" / "manifest.json").is_file() and not lock_path(run).exists()
 
 
 def test_a_second_build_graph_into_an_out_in_use_is_refused_before_reading(tiny_world, tmp_path, hold_lock, capsys):
