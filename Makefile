@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: venv test test-all demo bench dgl-env clean
+.PHONY: venv test demo bench dgl-env clean
 
 venv: $(STAMP)
 
@@ -22,9 +22,6 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
-
-test-all: $(STAMP)
-	$(PY) -m pytest -m ''
 
 demo: $(STAMP)
 	$(VENV)/bin/pinclip demo --out $(DEMO_OUT)

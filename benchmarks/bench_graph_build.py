@@ -130,7 +130,7 @@ def _worker_dataset(data: Path, store: Path) -> dict:
         else:
             setattr(owner, name, wrapper)
 
-    timed(gd, "_read_nodes", "read_nodes_s")
+    timed(gd, "read_nodes", "read_nodes_s")
     timed(gd, "_read_edges", "read_edges_s")
     timed(PinBoardGraph, "from_edges", "build_csr_s")
     timed(gd, "make_splits", "splits_s")

@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE))
 
 from graph import PinBoardGraph  # noqa: E402
 from powerlaw_edges import add_graph_size_args, ensure_dataset  # noqa: E402
-from sampling import FanoutSampler, PinSageSampler, SamplingGraph, random_walk, set_num_threads  # noqa: E402
+from sampling import SamplingGraph, build_sampler, load_sampler_config, set_num_threads  # noqa: E402
 
 DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
 TARGETS = {"random_walk": 3.0, "pinsage": 2.0}
@@ -164,8 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                     "num_random_walks": 200, "num_neighbors": 10},
         "fanout": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5]},
     }
-    pinsage = {who: PinSageSampler(sg, 3, 0.5, 200, 10, seed=0) for who, sg in sgs.items()}
-    fanout = {who: FanoutSampler(sg, [10, 5], seed=0) for who, sg in sgs.items()}
+    # The samplers as sampling.build_sampler makes them from these workloads (seed 0, the graph's device).
+    configs = {
+        "random_walk": {"random_walk": {"num_hops": args.walk_hops}},
+        "pinsage": {"pinsage": {k: workloads["pinsage"][k] for k in
+                                ("num_traversals", "termination_prob", "num_random_walks", "num_neighbors")}},
+        "fanout": {"fanout": {"fanouts": workloads["fanout"]["fanouts"]}},
+    }
+    samplers = {op: {who: build_sampler(load_sampler_config({"kind": op, "seed": 0, "exclude_splits": [], **c}), sg)
+                     for who, sg in sgs.items()} for op, c in configs.items()}
     gen = {who: torch.Generator(device=dev).manual_seed(0) for who, dev in devices.items()}
 
     def seeds(r: int, n: int, device: torch.device) -> torch.Tensor:
@@ -177,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         _sync(device)
         t = time.perf_counter()
         if op == "random_walk":
-            random_walk(sgs[who], s, w["num_hops"], 0.0, gen[who])
-        elif op == "pinsage":
-            pinsage[who].sample(s)
+            samplers[op][who].sample(s, generator=gen[who])
         else:
-            fanout[who].sample(s)
+            samplers[op][who].sample(s)
         _sync(device)
         return time.perf_counter() - t
 

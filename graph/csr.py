@@ -194,6 +194,24 @@ def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bit
     return indptr, indices, weights, timestamps, num_dup
 
 
+def sort_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int,
+                   weights: np.ndarray | None, timestamps: np.ndarray | None, idx_dtype: np.dtype):
+    """One direction of an edge list through the packed-key kernel (``_sorted_direction``):
+    ``(indptr, indices, weights, timestamps, num_duplicates)`` with rows in ``[0, num_rows)``.
+
+    The edge positions are packed into the key when there are weights or timestamps and
+    ``bits(rows) + bits(cols) + bits(E)`` fits in the 63-bit key; otherwise the key holds
+    (row, col) only and a stable argsort gives the order. Both give the same arrays. Used by the
+    out-of-core build (``graph.external_build``) on each group of rows.
+    """
+    row_bits, col_bits, edge_bits = _bits(num_rows), _bits(num_cols), _bits(rows.shape[0])
+    if row_bits + col_bits > _KEY_BITS:  # pragma: no cover - needs > 2^63 (row, col) pairs
+        raise NotImplementedError(f"{num_rows} x {num_cols} ids do not pack into a 63-bit key")
+    if (weights is None and timestamps is None) or row_bits + col_bits + edge_bits > _KEY_BITS:
+        edge_bits = 0
+    return _sorted_direction(rows, cols, num_rows, col_bits, edge_bits, weights, timestamps, idx_dtype)
+
+
 def build_bipartite_csr(
     pins: np.ndarray,
     boards: np.ndarray,

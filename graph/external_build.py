@@ -14,7 +14,7 @@ build leaves an existing store as it was):
    file, row and column), map ids, count degrees, and append each edge to an on-disk bucket by
    pin-id range (``graph.buckets.EdgeBuckets``: stable, so each bucket keeps input order).
 3. Pin direction: load consecutive buckets up to ``plan.sort_edges`` edges, sort and merge
-   repeats with the in-memory kernel (``graph.csr._sorted_direction``: weights summed in
+   repeats with the in-memory kernel (``graph.csr.sort_direction``: weights summed in
    float64 in input order then stored float32, earliest timestamp kept), append the rows to the
    final ``pin_*.npy`` files, and append the merged edges to buckets by board-id range
    (bounds balanced by board degree).
@@ -47,19 +47,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from graph import storage
 from graph.atomic import atomic_directory
 from graph.buckets import EdgeBuckets, NpyAppender, balanced_bounds, record_dtype
-from graph.csr import _KEY_BITS, _bits, _sorted_direction, expand_indptr, index_dtype_for
-from graph.dataset import (TABLE_NAMES, _check_fractions, _cold_start_source,
-                           _map_ids, _read_nodes, _source_record, _TableReader, find_table)
+from graph.build_inputs import check_fractions, cold_start_source, map_ids, read_nodes, source_record
+from graph.csr import expand_indptr, index_dtype_for, sort_direction
 from graph.errors import InputError
 from graph.features import FeatureStore
 from graph.splits import COLD, TEST, TRAIN, VAL
 from graph.output_dir import check_output_dir
 from graph.storage import STORE_OUTPUT
+from graph.tables import TABLE_NAMES, TableReader, find_table
 
 # The default budget: a measured peak RSS of 1.13 GB at 100M edges, 10M pins, 1M boards
 # (benchmarks/RESULTS.md, "Out-of-core build"); the per-edge figures below are upper estimates.
@@ -155,7 +157,6 @@ def plan_build(memory_budget: int, num_edges: int, num_pins: int, num_boards: in
 
 
 def _resident_bytes() -> int:
-    import psutil
     return int(psutil.Process().memory_info().rss)
 
 
@@ -172,20 +173,20 @@ def build_graph_external(dataset_dir: str | Path, out_dir: str | Path,
     ``out_dir``; raises ``DatasetError`` naming file, row and column on bad input.
     """
     budget = parse_bytes(memory_budget)
-    _check_fractions(cold_start_fraction, val_fraction, test_fraction)
+    check_fractions(cold_start_fraction, val_fraction, test_fraction)
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if out_dir.absolute() == dataset_dir.absolute():
         raise InputError(f"{out_dir}: the graph store cannot replace its own dataset directory")
     check_output_dir(out_dir, STORE_OUTPUT)
     paths = {name: find_table(dataset_dir, name) for name in TABLE_NAMES}
-    pins = _read_nodes(paths["pins"], "pins", progress)
-    boards = _read_nodes(paths["boards"], "boards", progress)
-    reader = _TableReader(paths["edges"], "edges", progress)
+    pins = read_nodes(paths["pins"], "pins", progress)
+    boards = read_nodes(paths["boards"], "boards", progress)
+    reader = TableReader(paths["edges"], "edges", progress)
     P, B = len(pins.ids), len(boards.ids)
     if plan is None:
         # Arrow's allocator keeps freed memory for reuse: hand it back before measuring.
         pa.default_memory_pool().release_unused()
-        rows = reader.size // 8 if reader.is_csv else reader._pq.metadata.num_rows
+        rows = reader.row_estimate
         plan = plan_build(budget, rows, P, B, _resident_bytes())
     reader.batch_rows, reader.csv_block_bytes = plan.chunk_rows, plan.csv_block_bytes
     with atomic_directory(out_dir, STORE_OUTPUT) as tmp:
@@ -197,7 +198,7 @@ def build_graph_external(dataset_dir: str | Path, out_dir: str | Path,
 class _Build:
     """One out-of-core build writing into the temporary directory ``tmp``."""
 
-    def __init__(self, tmp: Path, plan: BuildPlan, pins, boards, reader: _TableReader,
+    def __init__(self, tmp: Path, plan: BuildPlan, pins, boards, reader: TableReader,
                  progress: bool) -> None:
         self.tmp, self.plan, self.pins, self.boards, self.reader = tmp, plan, pins, boards, reader
         self.progress = progress
@@ -221,10 +222,10 @@ class _Build:
         self.arrays["pin_indptr"] = storage.write_array(self.tmp, "pin_indptr", pin_indptr)
         self.arrays["board_indptr"] = storage.write_array(self.tmp, "board_indptr", board_indptr)
         del board_indptr
-        fresh, frac = _cold_start_source(self.pins, cold_start_fraction)
+        fresh, frac = cold_start_source(self.pins, cold_start_fraction)
         splits = _write_splits(self.tmp, pin_indptr, fresh, frac, val_fraction, test_fraction,
                                seed, self.plan.sort_edges)
-        source = _source_record(dataset_dir, paths, self.P, self.B, num_raw, num_dup)
+        source = source_record(dataset_dir, paths, self.P, self.B, num_raw, num_dup)
         self._write_manifest(splits, source, dataset_dir)
 
     # -------------------------------------------------------------- pass 1: input -> pin buckets
@@ -236,8 +237,8 @@ class _Build:
         board_degree = np.zeros(self.B, dtype=np.int64)
         path = self.reader.path
         for offset, cols in self.reader.batches():
-            p = _map_ids(cols["pin_id"], self.pins, "pin_id", path, offset)
-            b = _map_ids(cols["board_id"], self.boards, "board_id", path, offset)
+            p = map_ids(cols["pin_id"], self.pins, "pin_id", path, offset)
+            b = map_ids(cols["board_id"], self.boards, "board_id", path, offset)
             rec = np.empty(p.shape[0], dtype=self.rec_dtype)
             rec["row"], rec["col"] = p, b
             if self.has_w:  # float64 -> float32 with the rounding of the in-memory astype
@@ -267,8 +268,6 @@ class _Build:
         Yields ``(lo, counts int64 [hi - lo], indices, weights, timestamps, num_dup)`` per group
         (merged edges in row-major order), and fills ``self.arrays`` when done.
         """
-        from tqdm.auto import tqdm
-
         out = self._appenders(side, max_len)
         bar = tqdm(total=bar_total, unit="edges", unit_scale=True, desc=f"sorting by {side}",
                    disable=not self.progress, leave=False)
@@ -377,18 +376,14 @@ def _indptr(counts: np.ndarray) -> np.ndarray:
 
 def _sort_group(rows: np.ndarray, cols: np.ndarray, num_rows: int, num_cols: int,
                 weights: np.ndarray | None, timestamps: np.ndarray | None, idx_dtype: np.dtype):
-    """One group through the in-memory kernel, with rows local to the group (``rows`` int64).
+    """One group through the in-memory kernel (``graph.csr.sort_direction``), with rows local to
+    the group (``rows`` int64).
 
     The kernel packs (row, col, position) into one int64 key when it fits, else sorts stably;
     both give the same arrays (``graph.csr``), so the key layout may differ from the in-memory
     build's (whose rows are global) without changing a byte.
     """
-    row_bits, col_bits, edge_bits = _bits(num_rows), _bits(num_cols), _bits(rows.shape[0])
-    if row_bits + col_bits > _KEY_BITS:  # pragma: no cover - needs > 2^63 (row, col) pairs
-        raise NotImplementedError(f"{num_rows} x {num_cols} ids do not pack into a 63-bit key")
-    if (weights is None and timestamps is None) or row_bits + col_bits + edge_bits > _KEY_BITS:
-        edge_bits = 0
-    return _sorted_direction(rows, cols, num_rows, col_bits, edge_bits, weights, timestamps, idx_dtype)
+    return sort_direction(rows, cols, num_rows, num_cols, weights, timestamps, idx_dtype)
 
 
 # ---------------------------------------------------------------------------- splits

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,10 +26,9 @@ from graph import storage
 from graph.atomic import atomic_directory
 from graph.csr import BipartiteCSR, build_bipartite_csr, expand_indptr, find_structure_problem
 from graph.errors import InputError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from graph.features import FeatureStore
-    from graph.splits import GraphSplits
+from graph.features import FeatureStore
+from graph.interop import to_dgl, to_networkx, to_pyg, to_scipy
+from graph.splits import GraphSplits
 
 _TOPOLOGY = ("pin_indptr", "pin_indices", "board_indptr", "board_indices")
 _EDGE_ATTRS = ("pin_weights", "board_weights", "pin_timestamps", "board_timestamps")
@@ -332,14 +331,12 @@ class PinBoardGraph:
             check_structure(csr, path, verify)
         g = cls(csr, pin_ids, board_ids, path=path, manifest=manifest)
         if "features" in manifest:
-            from graph.features import FeatureStore
             g.features = FeatureStore.open(path, manifest["features"], verify)
             for kind, table, n in (("pins", g.features.pins, P), ("boards", g.features.boards, B)):
                 if table.num_rows != n:
                     raise storage.GraphStoreError(f"{path / manifest['features'][kind]['file']}: "
                                                   f"{table.num_rows} rows for {n} {kind}")
         if "splits" in manifest:
-            from graph.splits import GraphSplits
             g.splits = GraphSplits.open(path, manifest["splits"], verify)
             if g.splits.edge_split.shape != (E,):
                 raise storage.GraphStoreError(f"{path / manifest['splits']['arrays']['edge_split']['file']}: "
@@ -442,22 +439,18 @@ class PinBoardGraph:
     # ------------------------------------------------------------------ interop
     def to_pyg(self):
         """``torch_geometric.data.HeteroData`` with ('pin','saved_to','board') and its reverse."""
-        from graph.interop import to_pyg
         return to_pyg(self)
 
     def to_scipy(self, direction: str = "pin"):
         """``scipy.sparse.csr_array`` of shape [P, B] (``direction='pin'``) or [B, P]."""
-        from graph.interop import to_scipy
         return to_scipy(self, direction)
 
     def to_networkx(self, max_edges: int = 1_000_000):
         """``networkx.Graph`` with nodes ('pin', i) and ('board', j); refuses large graphs."""
-        from graph.interop import to_networkx
         return to_networkx(self, max_edges)
 
     def to_dgl(self):
         """``dgl.heterograph`` (DGL is optional and imported lazily)."""
-        from graph.interop import to_dgl
         return to_dgl(self)
 
     def __repr__(self) -> str:

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from graph import synth_render
 from graph.atomic import atomic_directory
@@ -376,8 +377,6 @@ def image_path(pin: int, num_pins: int) -> str:
 
 def _render_images(root: Path, st: _Structure, seed: int, image_size: int, workers: int,
                    progress: bool) -> list[str]:
-    from tqdm import tqdm
-
     n = len(st.pin_topic)
     (root / "images").mkdir()
     paths = [image_path(i, n) for i in range(n)]

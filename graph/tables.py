@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from graph.errors import ToolkitError
 
@@ -105,7 +106,7 @@ def find_table(dataset_dir: str | Path, name: str) -> Path:
 
 
 # ---------------------------------------------------------------------------- column conversion
-def _first_failing(arr: pa.Array, convert) -> tuple[int, Any, str]:
+def first_failing(arr: pa.Array, convert) -> tuple[int, Any, str]:
     """Row, value and reason of the first element ``convert`` rejects (error path only)."""
     for i, v in enumerate(arr.to_pylist()):
         if v is None:
@@ -124,7 +125,7 @@ def _utf8(arr: pa.Array, path: Path, col: str, offset: int) -> pa.Array:
     except pa.ArrowInvalid:
         def decode(v: bytes) -> None:
             v.decode("utf-8")
-        i, v, _ = _first_failing(arr, decode)
+        i, v, _ = first_failing(arr, decode)
         try:
             v.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -139,7 +140,7 @@ def _cast_text(arr: pa.Array, to: pa.DataType, path: Path, col: str, offset: int
     try:
         return pc.cast(arr, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        i, v, _ = _first_failing(arr, lambda v: pc.cast(pa.array([v], pa.large_string()), to))
+        i, v, _ = first_failing(arr, lambda v: pc.cast(pa.array([v], pa.large_string()), to))
         raise DatasetError(path, f"{v!r} is not {what}", offset + i, col) from None
 
 
@@ -183,7 +184,7 @@ def _convert_parquet(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Arra
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         # e.g. a uint64 id beyond int64, or a decimal weight beyond float range
         target = pa.int64() if c.kind in ("id", "int") else pa.float64()
-        i, v, reason = _first_failing(arr, lambda v: pa.array([v], t).cast(target))
+        i, v, reason = first_failing(arr, lambda v: pa.array([v], t).cast(target))
         raise DatasetError(path, f"value {v!r} cannot be converted ({reason})", offset + i, c.name) from None
 
 
@@ -217,7 +218,7 @@ def _check_values(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:
         i = int(np.flatnonzero(np.asarray(arr.is_null()))[0])
         raise DatasetError(path, f"missing {c.name} (null or empty)", offset + i, c.name)
     if c.kind == "id" and pa.types.is_integer(arr.type):
-        _check_nonnegative(arr, c.name, path, offset)
+        check_nonnegative(arr, c.name, path, offset)
     if c.kind == "float":
         w = arr.to_numpy(zero_copy_only=False)
         bad = np.flatnonzero(~np.isfinite(w) | (w < 0) | (w > _FLOAT32_MAX))
@@ -230,7 +231,7 @@ def _check_values(arr: pa.Array, c: _Col, path: Path, offset: int) -> pa.Array:
     return arr
 
 
-def _check_nonnegative(ids: pa.Array, col: str, path: Path, offset: int) -> None:
+def check_nonnegative(ids: pa.Array, col: str, path: Path, offset: int) -> None:
     v = ids.to_numpy(zero_copy_only=False)
     neg = np.flatnonzero(v < 0)
     if neg.size:
@@ -270,7 +271,7 @@ def _locate_csv_parse_error(path: Path, num_fields: int, rows_before: int, reaso
 
 
 @dataclass
-class _TableReader:
+class TableReader:
     """Streams one table file as batches of canonical columns, with row offsets."""
 
     path: Path
@@ -319,13 +320,17 @@ class _TableReader:
                                        f"expected {_KIND_WORDS[c.kind]}", None, c.name)
 
     @property
+    def row_estimate(self) -> int:
+        """Rows before reading: exact for Parquet (the footer), an upper bound for CSV (file
+        bytes / 8: every CSV data row takes at least that much)."""
+        return self.size // 8 if self.is_csv else self._pq.metadata.num_rows
+
+    @property
     def _noun(self) -> str:
         return {"pins": "pin", "boards": "board", "edges": "edge"}[self.table]
 
     def batches(self) -> Iterator[tuple[int, dict[str, pa.Array]]]:
         """Yield ``(row_offset, {column: array})`` with canonical, validated columns."""
-        from tqdm.auto import tqdm
-
         names = [c.name for c in self.present]
         if self.is_csv:
             stream = pa.input_stream(str(self.path))

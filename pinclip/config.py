@@ -3,18 +3,19 @@
 A model config is data (``pinclip/model_configs/*.json``), as in open_clip. Parsing goes through
 :func:`config_from_dict`, which rejects unknown keys, bad enum values and NaN or infinite floats
 with an error that names the config and the dotted key at fault, e.g.
-``model config 'my-model': unknown key 'vision.widht'``.
+``model config 'my-model': unknown key 'vision.widht' (did you mean 'vision.width'?)``. The checks
+are the shared strict-config helpers of :mod:`configkit.strict`.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
-import math
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from configkit.strict import NonFiniteError, StrictConfigError, coerce, unknown_key_error
 
 __all__ = [
     "ConfigError", "VisionConfig", "TextConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
@@ -173,47 +174,15 @@ _ENUMS = {
 
 
 def _check_type(value: Any, hint: Any, where: str, name: str) -> Any:
-    """Light runtime type check of JSON values against a dataclass field annotation."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(value, arg, where, name)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"model config '{name}': key '{where}' must be a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_check_type(v, item, f"{where}[{i}]", name) for i, v in enumerate(value)]
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"model config '{name}': key '{where}' must be a number, got {value!r}")
+    """Runtime type check of a JSON value against a dataclass field annotation (no float -> int)."""
+    try:
+        return coerce(value, hint, where)
+    except NonFiniteError as e:
         # JSON parsers accept NaN and Infinity; a NaN init scale or ratio would only show up as
         # NaN weights (NaN also passes every range check).
-        if not math.isfinite(float(value)):
-            raise ConfigError(f"model config '{name}': key '{where}' = {value!r} is not a finite number")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"model config '{name}': key '{where}' must be an int, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"model config '{name}': key '{where}' must be true/false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"model config '{name}': key '{where}' must be a string, got {value!r}")
-        return value
-    return value
+        raise ConfigError(f"model config '{name}': key '{e.key}' = {e.value!r} is not a finite number") from None
+    except StrictConfigError as e:
+        raise ConfigError(f"model config '{name}': {e}") from None
 
 
 def _build(cls: type, data: dict, name: str, prefix: str = "") -> Any:
@@ -225,8 +194,7 @@ def _build(cls: type, data: dict, name: str, prefix: str = "") -> Any:
     for key, value in data.items():
         where = prefix + key
         if key not in fields:
-            raise ConfigError(
-                f"model config '{name}': unknown key '{where}' (valid keys: {', '.join(sorted(fields))})")
+            raise unknown_key_error(key, fields, prefix=prefix, where=f"model config '{name}': ", error=ConfigError)
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, name, where + ".")

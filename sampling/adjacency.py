@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from graph.store import PinBoardGraph
 
 __all__ = ["GeneratorStateMixin", "Adjacency", "SamplingGraph", "EdgeExclusion", "DirectionExclusion", "as_sampling_graph",
-           "segment_search", "expand_segments"]
+           "segment_search", "expand_segments", "GraphLike"]
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -321,6 +321,7 @@ class SamplingGraph:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "source_path" in state:
+            # Imported here: graph.store needs pyarrow, which ``import sampling`` does not load.
             from graph.store import PinBoardGraph
             g = PinBoardGraph.open(state["source_path"], verify="none")
             other = SamplingGraph.from_graph(g, weights=state["weights"])
@@ -412,7 +413,12 @@ def _drop_positions(adj: Adjacency, pos: torch.Tensor, rows: torch.Tensor) -> Ad
     return Adjacency(indptr, adj.indices[keep], None if adj.weights is None else adj.weights[keep])
 
 
-def as_sampling_graph(g: Any, device: torch.device | str | None = None) -> SamplingGraph:
+# What the samplers take as a graph: a ``graph.store.PinBoardGraph`` (its CSR is copied into a
+# ``SamplingGraph``) or a ``SamplingGraph`` (used as it is, or moved to the sampler's device).
+GraphLike = Union["PinBoardGraph", SamplingGraph]
+
+
+def as_sampling_graph(g: GraphLike, device: torch.device | str | None = None) -> SamplingGraph:
     """``SamplingGraph`` from a ``PinBoardGraph`` (or a ``SamplingGraph``, moved to ``device``)."""
     if isinstance(g, SamplingGraph):
         return g if device is None else g.to(device)

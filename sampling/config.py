@@ -1,6 +1,7 @@
 """Sampler configs: a dataclass schema, YAML presets researchers edit, strict validation.
 
-    from sampling.config import load_sampler_config, build_sampler, list_sampler_configs
+    from sampling.config import load_sampler_config, list_sampler_configs
+    from sampling.builder import build_sampler
     cfg = load_sampler_config("pinsage_default", ["pinsage.num_neighbors=20"])
     cfg = load_sampler_config("my_sampler.yaml")
     sampler = build_sampler(cfg, graph)
@@ -10,15 +11,12 @@ Presets live in ``sampling/configs/*.yaml`` (``list_sampler_configs()``). Every 
 ``SamplerConfigError`` naming the file (or the override that caused it) and the dotted key:
 unknown keys (with the closest known key suggested), wrong types, out-of-range values, NaN or
 infinite floats, device strings this machine cannot use. Only PyYAML is needed (no OmegaConf),
-so the configs also load in the DGL side environment.
+so the configs also load in the DGL side environment. The key, type, YAML and override checks are
+the shared strict-config helpers of :mod:`configkit.strict`.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from configkit.strict import (StrictConfigError, blamed_override, coerce, key_in_message, parse_override,
+                              read_yaml_mapping, set_dotted, unknown_key_error)
 from graph.errors import ToolkitError
 
 __all__ = ["SamplerConfig", "RandomWalkConfig", "PinSageConfig", "PixieConfig", "FanoutConfig",
@@ -196,43 +196,11 @@ _RULES = {
 
 
 # ---------------------------------------------------------------------------------- building
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(value, args[0], key, where)
-    if origin is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise SamplerConfigError(f"{where}key '{key}': expected a list of {_type_name(item_tp)}, "
-                                     f"got {type(value).__name__} {value!r}")
-        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(float(value)):
-                raise SamplerConfigError(f"{where}key '{key}': {value!r} is not a finite number")
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:  # pragma: no cover - schema types are the ones above
-        return value
-    raise SamplerConfigError(f"{where}key '{key}': expected {_type_name(tp)}, got "
-                             f"{type(value).__name__} {value!r}")
+    try:
+        return coerce(value, tp, key, int_from_float=True)
+    except StrictConfigError as exc:
+        raise SamplerConfigError(f"{where}{exc}") from None
 
 
 def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
@@ -245,11 +213,7 @@ def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
-            full = f"{prefix}{key}"
-            choices = [f"{prefix}{k}" for k in known]
-            close = difflib.get_close_matches(full, choices, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(choices)})"
-            raise SamplerConfigError(f"{where}unknown key '{full}'{hint}")
+            raise unknown_key_error(key, known, prefix=prefix, where=where, error=SamplerConfigError)
     kwargs = {}
     for name, f in known.items():
         tp = hints[name]
@@ -287,38 +251,9 @@ def config_to_dict(cfg: SamplerConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any, where: str) -> None:
-    parts = dotted.split(".")
-    node = data
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise SamplerConfigError(f"{where}override '{dotted}': '{p}' is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
 def list_sampler_configs() -> list[str]:
     """Names of the shipped presets (``sampling/configs/*.yaml``)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def read_yaml_mapping(path: Path, error: type[Exception] = ValueError) -> dict:
-    """The YAML file ``path`` as a dict ({} when empty). An unreadable file, invalid YAML or a
-    top level that is not a mapping raises ``error`` naming the file (also used by
-    ``training.config``)."""
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise error(f"{path}: cannot read ({exc.strerror or exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise error(f"{path}: invalid YAML: {exc}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
@@ -349,19 +284,14 @@ def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
         if not isinstance(overrides, dict):
             parsed = []
             for o in overrides:
-                if "=" not in o:
-                    raise SamplerConfigError(f"override {o!r}: expected key=value")
-                k, v = o.split("=", 1)
-                try:
-                    parsed.append((k.strip(), yaml.safe_load(v)))
-                except yaml.YAMLError as exc:
-                    raise SamplerConfigError(f"override {o!r}: invalid value: {exc}") from None
-                applied.append((k.strip(), o))
+                k, v = parse_override(o, SamplerConfigError)
+                parsed.append((k, v))
+                applied.append((k, o))
             items = parsed
         else:
             applied = [(str(k), f"{k}={v!r}") for k, v in overrides.items()]
         for k, v in items:
-            _set_dotted(data, k, v, f"{name}: " if name else "")
+            set_dotted(data, k, v, SamplerConfigError, f"{name}: " if name else "")
     try:
         cfg = config_from_dict(data, name)
     except SamplerConfigError as exc:
@@ -371,23 +301,17 @@ def load_sampler_config(source: str | Path | dict[str, Any] | None = None,
     return cfg
 
 
-_QUOTED_KEY = re.compile(r"key '([^']+)'")
-
-
 def _blame_override(exc: SamplerConfigError, name: str | None, applied: list[tuple[str, str]]) -> SamplerConfigError:
     """``exc`` naming the override that set its key (the last one, or one for a section above or
     a key below it) instead of the file; unchanged when the file's own value is at fault."""
     msg = str(exc)
-    found = _QUOTED_KEY.search(msg)
-    if not found:
+    key = key_in_message(msg)
+    item = blamed_override(applied, key) if key else None
+    if item is None:
         return exc
-    key = found.group(1).split("[", 1)[0]
-    for okey, item in reversed(applied):
-        if okey == key or key.startswith(okey + ".") or okey.startswith(key + "."):
-            where = f"{name}: " if name else ""
-            body = msg[len(where):] if where and msg.startswith(where) else msg
-            return SamplerConfigError(f"override {item!r}: {body}")
-    return exc
+    where = f"{name}: " if name else ""
+    body = msg[len(where):] if where and msg.startswith(where) else msg
+    return SamplerConfigError(f"override {item!r}: {body}")
 
 
 def _deepcopy(x: Any) -> Any:
@@ -402,85 +326,3 @@ def save_sampler_config(cfg: SamplerConfig, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     return path
-
-
-# ---------------------------------------------------------------------------------- factories
-def _sampling_graph(cfg: SamplerConfig, g: Any):
-    from sampling.adjacency import as_sampling_graph
-
-    sg = as_sampling_graph(g, cfg.device)
-    splits = getattr(g, "splits", None)
-    if splits is not None and cfg.exclude_splits:
-        import numpy as np
-        import torch
-        from graph.splits import SPLIT_NAMES
-
-        codes = [c for c, n in SPLIT_NAMES.items() if n in cfg.exclude_splits]
-        mask = np.isin(np.asarray(splits.edge_split), codes)
-        if mask.any():
-            sg = sg.without_edges(torch.from_numpy(mask).to(sg.device))
-    return sg
-
-
-def build_sampler(cfg: SamplerConfig, g: Any, negative_pool: Any = None):
-    """The sampler ``cfg.kind`` names, on ``g`` (a ``PinBoardGraph`` or ``SamplingGraph``).
-
-    ``random_walk`` returns a callable ``f(seeds, generator=None) -> traces``; the others return
-    ``PinSageSampler``, ``PixieSampler``, ``FanoutSampler`` or ``NeighborPairSampler``. Edges of
-    ``cfg.exclude_splits`` are removed first when ``g`` has splits.
-
-    negative_pool (``pairs`` only): int [M] pins uniform negatives are drawn from. Default: when
-    edges were excluded, the pins that kept at least one edge, so a cold-start pin (all of its
-    edges hidden) never enters training as a negative; otherwise every pin.
-    """
-    import functools
-
-    from sampling.fanout import FanoutSampler
-    from sampling.pairs import NeighborPairSampler
-    from sampling.pinsage import PinSageSampler
-    from sampling.pixie import PixieSampler
-    from sampling.walks import random_walk
-
-    sg = _sampling_graph(cfg, g)
-    if cfg.kind == "random_walk":
-        c = cfg.random_walk
-        return functools.partial(random_walk, sg, num_hops=c.num_hops, restart_prob=c.restart_prob,
-                                 termination_prob=c.termination_prob, weighted=c.weighted)
-    if cfg.kind == "pinsage":
-        c = cfg.pinsage
-        return PinSageSampler(sg, c.num_traversals, c.termination_prob, c.num_random_walks, c.num_neighbors,
-                              cfg.seed, weighted=c.weighted)
-    if cfg.kind == "pixie":
-        c = cfg.pixie
-        return PixieSampler(sg, c.num_walks, c.num_hops, c.restart_prob, c.num_neighbors, c.boost,
-                            c.degree_scaling, weighted=c.weighted, seed=cfg.seed)
-    if cfg.kind == "fanout":
-        c = cfg.fanout
-        return FanoutSampler(sg, c.fanouts, c.seed_type, weighted=c.weighted, replace=c.replace, seed=cfg.seed)
-    c, w = cfg.pairs, cfg.pinsage
-    if negative_pool is None and sg.num_edges < getattr(g, "num_edges", sg.num_edges):
-        import torch
-        negative_pool = torch.nonzero(sg.pins.degrees() > 0).squeeze(1)
-    return NeighborPairSampler(
-        sg, c.num_positives, num_traversals=w.num_traversals, termination_prob=w.termination_prob,
-        num_random_walks=w.num_random_walks, num_neighbors=w.num_neighbors,
-        positive_weighting=c.positive_weighting, num_negatives=c.num_negatives,
-        negative_pool=negative_pool, num_hard_negatives=c.num_hard_negatives, hard_rank_range=c.hard_rank_range,
-        hard_num_random_walks=c.hard_num_random_walks, hard_num_traversals=c.hard_num_traversals,
-        hard_termination_prob=c.hard_termination_prob, mask_shared_boards=c.mask_shared_boards,
-        weighted=w.weighted, seed=cfg.seed)
-
-
-def build_pair_loader(cfg: SamplerConfig, g: Any, seeds: Any, *, rank: int = 0, world_size: int = 1,
-                      sampler: Any = None):
-    """A ``NeighborPairLoader`` over ``seeds`` (int [N] pin ids) from a ``pairs`` config."""
-    from sampling.loader import NeighborPairDataset, NeighborPairLoader, SeedBatches
-
-    if cfg.kind != "pairs" and sampler is None:
-        raise SamplerConfigError(f"build_pair_loader needs kind 'pairs', got kind {cfg.kind!r}")
-    sampler = sampler if sampler is not None else build_sampler(cfg, g)
-    lc = cfg.loader
-    batches = SeedBatches(seeds, lc.batch_size, shuffle=lc.shuffle, drop_last=lc.drop_last, seed=cfg.seed,
-                          rank=rank, world_size=world_size)
-    ds = NeighborPairDataset(sampler, batches, seed=cfg.seed, hard_curriculum=cfg.pairs.hard_curriculum)
-    return NeighborPairLoader(ds, lc.num_workers, persistent_workers=lc.persistent_workers)

@@ -28,11 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from sampling.adjacency import (Adjacency, DirectionExclusion, GeneratorStateMixin, as_sampling_graph,
-                                expand_segments)
+from sampling.adjacency import (Adjacency, DirectionExclusion, GeneratorStateMixin, GraphLike,
+                                as_sampling_graph, expand_segments)
 from sampling.steps import draw_positions
 from sampling.threads import with_sampler_threads
-from sampling.walks import _as_exclusion, _prepare_seeds
+from sampling.walks import as_exclusion, prepare_seeds
 
 __all__ = ["FanoutSampler", "FanoutOutput", "PIN_TO_BOARD", "BOARD_TO_PIN", "EdgeType"]
 
@@ -88,7 +88,7 @@ class FanoutOutput:
         ``edge_weight`` when sampled with a weighted graph; ``num_sampled_nodes`` /
         ``num_sampled_edges`` as attributes of the data object (as PyG's loaders set them).
         """
-        from torch_geometric.data import HeteroData
+        from torch_geometric.data import HeteroData  # optional dependency: imported only when asked for
 
         data = HeteroData()
         for t, ids in self.node.items():
@@ -109,7 +109,7 @@ class FanoutOutput:
 
     def to_pyg(self):
         """The same content as PyG's ``torch_geometric.sampler.HeteroSamplerOutput``."""
-        from torch_geometric.sampler import HeteroSamplerOutput
+        from torch_geometric.sampler import HeteroSamplerOutput  # optional dependency, as above
 
         return HeteroSamplerOutput(node=dict(self.node), row=dict(self.row), col=dict(self.col),
                                    edge=dict(self.edge), batch=None,
@@ -312,7 +312,7 @@ class FanoutSampler(GeneratorStateMixin):
       seed: seeds the sampler's generator. device: where to sample (CSR copied there once).
     """
 
-    def __init__(self, g: Any, fanouts: Sequence[int] = (10, 5), seed_type: str = "pin", *,
+    def __init__(self, g: GraphLike, fanouts: Sequence[int] = (10, 5), seed_type: str = "pin", *,
                  weighted: bool = False, replace: bool = False, seed: int = 0,
                  device: torch.device | str | None = None) -> None:
         if seed_type not in _OTHER:
@@ -352,8 +352,8 @@ class FanoutSampler(GeneratorStateMixin):
         device = sg.device
         gen = self.generator if generator is None else generator
         n_seed_nodes = sg.num_pins if self.seed_type == "pin" else sg.num_boards
-        seeds = _prepare_seeds(seeds, n_seed_nodes, device)
-        excl = _as_exclusion(sg, exclude_edges)
+        seeds = prepare_seeds(seeds, n_seed_nodes, device)
+        excl = as_exclusion(sg, exclude_edges)
         sets = {self.seed_type: _NodeSet(seeds.clone()),
                 _OTHER[self.seed_type]: _NodeSet(torch.zeros(0, dtype=torch.int64, device=device))}
         num_nodes = {self.seed_type: [int(seeds.shape[0])], _OTHER[self.seed_type]: [0]}

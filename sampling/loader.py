@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sampling.pairs import NeighborPairSampler, NeighborPairs
-from sampling.walks import _prepare_seeds
+from sampling.walks import prepare_seeds
 
 __all__ = ["batch_generator", "SeedBatches", "PairBatch", "NeighborPairDataset", "NeighborPairLoader"]
 
@@ -134,7 +134,7 @@ class NeighborPairDataset(Dataset):
         self.batches = batches
         self.seed = int(seed)
         self.hard_curriculum = bool(hard_curriculum)
-        _prepare_seeds(batches.pool, sampler.graph.num_pins, torch.device("cpu"), "seed pool")
+        prepare_seeds(batches.pool, sampler.graph.num_pins, torch.device("cpu"), "seed pool")
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -28,11 +28,11 @@ from typing import Any, Sequence
 
 import torch
 
-from sampling.adjacency import SamplingGraph, expand_segments
+from sampling.adjacency import GraphLike, SamplingGraph, expand_segments
 from sampling.neighborhoods import ImportanceNeighbors, count_visits, top_per_row
 from sampling.pinsage import PinSageSampler, pinsage_visits
 from sampling.threads import with_sampler_threads
-from sampling.walks import _as_exclusion, _prepare_seeds
+from sampling.walks import as_exclusion, prepare_seeds
 
 __all__ = ["NeighborPairs", "NeighborPairSampler", "false_negative_mask", "shares_board"]
 
@@ -185,7 +185,7 @@ class NeighborPairSampler:
       (pin-major ids or bool [E] mask). seed: the sampler's generator. device: where to sample.
     """
 
-    def __init__(self, g: Any, num_positives: int = 4, *, num_traversals: int = 3,
+    def __init__(self, g: GraphLike, num_positives: int = 4, *, num_traversals: int = 3,
                  termination_prob: float = 0.5, num_random_walks: int = 200, num_neighbors: int = 10,
                  positive_weighting: str = "visits", num_negatives: int = 0,
                  negative_pool: Any = None, num_hard_negatives: int = 0,
@@ -212,7 +212,7 @@ class NeighborPairSampler:
         sg = self.graph
         self.negative_pool = None
         if negative_pool is not None:
-            pool = _prepare_seeds(negative_pool, sg.num_pins, sg.device, "negative_pool")
+            pool = prepare_seeds(negative_pool, sg.num_pins, sg.device, "negative_pool")
             if pool.numel() == 0:
                 raise ValueError("negative_pool is empty")
             self.negative_pool = pool
@@ -243,8 +243,8 @@ class NeighborPairSampler:
         sg = self.graph
         device = sg.device
         gen = self.generator if generator is None else generator
-        seeds = _prepare_seeds(seeds, sg.num_pins, device)
-        excl = _as_exclusion(sg, exclude_edges)
+        seeds = prepare_seeds(seeds, sg.num_pins, device)
+        excl = as_exclusion(sg, exclude_edges)
         s, k = seeds.shape[0], self.num_positives
         nb = self.pinsage.sample(seeds, generator=gen, exclude_edges=excl, exclude_neighbors=exclude_neighbors)
 

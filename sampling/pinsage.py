@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from sampling.adjacency import EdgeExclusion, GeneratorStateMixin, SamplingGraph, as_sampling_graph
+from sampling.adjacency import EdgeExclusion, GeneratorStateMixin, GraphLike, SamplingGraph, as_sampling_graph
 from sampling.neighborhoods import ImportanceNeighbors, count_visits, top_per_row
 from sampling.steps import draw_positions, uniform
 from sampling.threads import with_sampler_threads
-from sampling.walks import _as_exclusion, _prepare_seeds
+from sampling.walks import as_exclusion, prepare_seeds
 
 __all__ = ["PinSageSampler", "pinsage_visits"]
 
@@ -101,7 +101,7 @@ class PinSageSampler(GeneratorStateMixin):
       device: where to sample (the CSR tensors are copied there once); default: the graph's.
     """
 
-    def __init__(self, g: Any, num_traversals: int = 3, termination_prob: float = 0.5,
+    def __init__(self, g: GraphLike, num_traversals: int = 3, termination_prob: float = 0.5,
                  num_random_walks: int = 200, num_neighbors: int = 10, seed: int = 0, *,
                  weighted: bool = False, exclude_edges: Any = None,
                  device: torch.device | str | None = None) -> None:
@@ -149,12 +149,12 @@ class PinSageSampler(GeneratorStateMixin):
         Returns ``ImportanceNeighbors`` (neighbors int64 [S, T], weights float32 [S, T]).
         """
         sg = self.graph
-        seeds = _prepare_seeds(seeds, sg.num_pins, sg.device)
+        seeds = prepare_seeds(seeds, sg.num_pins, sg.device)
         k = self.num_neighbors if num_neighbors is None else int(num_neighbors)
         gen = self.generator if generator is None else generator
         rows, pins = pinsage_visits(sg, seeds, self.num_traversals, self.termination_prob,
                                     self.num_random_walks, gen, weighted=self.weighted,
-                                    exclude=_as_exclusion(sg, exclude_edges))
+                                    exclude=as_exclusion(sg, exclude_edges))
         total = torch.bincount(rows, minlength=seeds.shape[0])
         r, items, counts = count_visits(rows, pins, sg.num_pins, drop=seeds)
         if exclude_neighbors is not None:
@@ -170,9 +170,9 @@ class PinSageSampler(GeneratorStateMixin):
         """Every visited pin with its count, seed excluded: (row int64 [U], pin int64 [U],
         count int64 [U]) sorted by (row, pin); ``row`` indexes ``seeds``."""
         sg = self.graph
-        seeds = _prepare_seeds(seeds, sg.num_pins, sg.device)
+        seeds = prepare_seeds(seeds, sg.num_pins, sg.device)
         gen = self.generator if generator is None else generator
         rows, pins = pinsage_visits(sg, seeds, self.num_traversals, self.termination_prob,
                                     self.num_random_walks, gen, weighted=self.weighted,
-                                    exclude=_as_exclusion(sg, exclude_edges))
+                                    exclude=as_exclusion(sg, exclude_edges))
         return count_visits(rows, pins, sg.num_pins, drop=seeds)

@@ -23,10 +23,10 @@ from typing import Any
 
 import torch
 
-from sampling.adjacency import GeneratorStateMixin, as_sampling_graph
+from sampling.adjacency import GeneratorStateMixin, GraphLike, as_sampling_graph
 from sampling.neighborhoods import ImportanceNeighbors, sorted_values, top_per_row
 from sampling.threads import with_sampler_threads
-from sampling.walks import _as_exclusion, _bipartite_walk
+from sampling.walks import as_exclusion, bipartite_walk
 
 __all__ = ["PixieSampler"]
 
@@ -46,7 +46,7 @@ class PixieSampler(GeneratorStateMixin):
       device: where to sample (CSR copied there once); default: the graph's device.
     """
 
-    def __init__(self, g: Any, num_walks: int = 1000, num_hops: int = 4, restart_prob: float = 0.5,
+    def __init__(self, g: GraphLike, num_walks: int = 1000, num_hops: int = 4, restart_prob: float = 0.5,
                  num_neighbors: int = 10, boost: bool = True, degree_scaling: bool = True, *,
                  weighted: bool = False, seed: int = 0, device: torch.device | str | None = None) -> None:
         for name, v in (("num_walks", num_walks), ("num_hops", num_hops), ("num_neighbors", num_neighbors)):
@@ -124,8 +124,8 @@ class PixieSampler(GeneratorStateMixin):
         gen = self.generator if generator is None else generator
         budget = self.walk_budget(pins, weights).flatten()                     # [S * Q]
         owner = torch.arange(s * q, device=device).repeat_interleave(budget)   # walker -> row * Q + slot
-        trace = _bipartite_walk(sg, pins.flatten()[owner], self.num_hops, self.restart_prob, 0.0,
-                                self.weighted, _as_exclusion(sg, exclude_edges), gen)
+        trace = bipartite_walk(sg, pins.flatten()[owner], self.num_hops, self.restart_prob, 0.0,
+                               self.weighted, as_exclusion(sg, exclude_edges), gen)
         visited = trace[:, 2::2]                                               # [walkers, num_hops]
         ok = visited >= 0
         owner = owner[:, None].expand_as(visited)[ok]
@@ -175,3 +175,10 @@ class PixieSampler(GeneratorStateMixin):
         top, best = top_per_row(r, p, score, s, self.num_neighbors, sg.num_pins)
         first = torch.where(pins[:, 0] >= 0, pins[:, 0], torch.full_like(pins[:, 0], -1))
         return ImportanceNeighbors(first, top, best.float(), total)
+
+    def sample(self, seeds: Any, *, generator: torch.Generator | None = None, exclude_edges: Any = None,
+               exclude_query: bool = True) -> ImportanceNeighbors:
+        """Single-pin queries, one per seed (int [S] pin ids): ``query_batch(seeds[:, None], ...)``,
+        the ``sampling.protocol.Sampler`` form."""
+        return self.query_batch(seeds, generator=generator, exclude_edges=exclude_edges,
+                                exclude_query=exclude_query)

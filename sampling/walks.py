@@ -24,11 +24,13 @@ from typing import Any, Sequence
 
 import torch
 
-from sampling.adjacency import Adjacency, DirectionExclusion, EdgeExclusion, SamplingGraph, as_sampling_graph
+from sampling.adjacency import (Adjacency, DirectionExclusion, EdgeExclusion, GraphLike, SamplingGraph,
+                                as_sampling_graph)
 from sampling.steps import draw_positions, uniform
 from sampling.threads import with_sampler_threads
 
-__all__ = ["metapath_random_walk", "random_walk", "pin_positions"]
+__all__ = ["metapath_random_walk", "random_walk", "RandomWalkSampler", "pin_positions", "prepare_seeds",
+           "as_exclusion", "bipartite_walk"]
 
 
 def _per_hop(value: float | Sequence[float] | torch.Tensor | None, hops: int, name: str) -> list[float]:
@@ -47,7 +49,9 @@ def _per_hop(value: float | Sequence[float] | torch.Tensor | None, hops: int, na
     return value
 
 
-def _prepare_seeds(seeds: Any, num_nodes: int, device: torch.device, what: str = "seeds") -> torch.Tensor:
+def prepare_seeds(seeds: Any, num_nodes: int, device: torch.device, what: str = "seeds") -> torch.Tensor:
+    """``seeds`` (a tensor, array or sequence of node ids) as int64 [S] on ``device``; ValueError
+    (naming ``what``) for anything but a 1-D integer input with every id in [0, num_nodes)."""
     seeds = torch.as_tensor(seeds, device=device)
     if seeds.dim() != 1 or seeds.is_floating_point() or seeds.dtype == torch.bool:
         raise ValueError(f"{what}: expected a 1-D integer tensor of node ids, got {seeds.dtype}{list(seeds.shape)}")
@@ -111,7 +115,7 @@ def metapath_random_walk(adjacencies: Sequence[Adjacency], seeds: torch.Tensor, 
 
 
 @with_sampler_threads
-def random_walk(g: Any, seeds: Any, num_hops: int = 4, restart_prob: float = 0.0,
+def random_walk(g: GraphLike, seeds: Any, num_hops: int = 4, restart_prob: float = 0.0,
                 generator: torch.Generator | None = None, *, termination_prob: float = 0.0,
                 weighted: bool = False, exclude_edges: Any = None,
                 device: torch.device | str | None = None) -> torch.Tensor:
@@ -141,24 +145,65 @@ def random_walk(g: Any, seeds: Any, num_hops: int = 4, restart_prob: float = 0.0
     for name, p in (("restart_prob", restart_prob), ("termination_prob", termination_prob)):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"{name}={p} must be in [0, 1]")
-    seeds = _prepare_seeds(seeds, sg.num_pins, sg.device)
-    excl = _as_exclusion(sg, exclude_edges)
-    return _bipartite_walk(sg, seeds, num_hops, float(restart_prob), float(termination_prob),
-                           weighted, excl, generator)
+    seeds = prepare_seeds(seeds, sg.num_pins, sg.device)
+    excl = as_exclusion(sg, exclude_edges)
+    return bipartite_walk(sg, seeds, num_hops, float(restart_prob), float(termination_prob),
+                          weighted, excl, generator)
 
 
-def _as_exclusion(sg: SamplingGraph, exclude_edges: Any) -> EdgeExclusion | None:
+class RandomWalkSampler:
+    """``random_walk`` on one graph with fixed parameters (what ``build_sampler`` makes for kind
+    ``random_walk``); a ``sampling.protocol.Sampler``.
+
+    ``sample(seeds, generator=None)`` -> traces int64 [S, 2 * num_hops + 1] (see ``random_walk``).
+    Calling it works as the ``functools.partial(random_walk, g, num_hops=..., ...)`` it replaces:
+    ``sampler(seeds, generator=None, **overrides)``, any ``random_walk`` keyword overriding the
+    fixed ones for that call. Arguments are checked by ``random_walk``, at the call.
+    """
+
+    def __init__(self, g: GraphLike, num_hops: int = 4, restart_prob: float = 0.0, *,
+                 termination_prob: float = 0.0, weighted: bool = False) -> None:
+        self.graph = g
+        self.num_hops = num_hops
+        self.restart_prob = restart_prob
+        self.termination_prob = termination_prob
+        self.weighted = weighted
+
+    @property
+    def keywords(self) -> dict[str, Any]:
+        """The fixed ``random_walk`` keywords."""
+        return {"num_hops": self.num_hops, "restart_prob": self.restart_prob,
+                "termination_prob": self.termination_prob, "weighted": self.weighted}
+
+    def sample(self, seeds: Any, *, generator: torch.Generator | None = None,
+               exclude_edges: Any = None) -> torch.Tensor:
+        """One walk per seed (int [S] pin ids); ``exclude_edges`` as in ``random_walk``."""
+        return random_walk(self.graph, seeds, generator=generator, exclude_edges=exclude_edges, **self.keywords)
+
+    def __call__(self, seeds: Any, **kwargs: Any) -> torch.Tensor:
+        return random_walk(self.graph, seeds, **{**self.keywords, **kwargs})
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.keywords.items())
+        return f"RandomWalkSampler({args}, graph={self.graph})"
+
+
+def as_exclusion(sg: SamplingGraph, exclude_edges: Any) -> EdgeExclusion | None:
+    """``exclude_edges`` (None, pin-major edge ids, a bool [E] mask or an ``EdgeExclusion``) as an
+    ``EdgeExclusion`` of ``sg``; None when it excludes nothing."""
     if exclude_edges is None:
         return None
     excl = exclude_edges if isinstance(exclude_edges, EdgeExclusion) else sg.exclusion(exclude_edges)
     return excl if excl.size else None
 
 
-def _bipartite_walk(sg: SamplingGraph, seeds: torch.Tensor, num_hops: int, restart_prob: float,
-                    termination_prob: float, weighted: bool, excl: EdgeExclusion | None,
-                    generator: torch.Generator | None) -> torch.Tensor:
-    """The specialization: same random stream and result as ``metapath_random_walk`` on
-    ``[pins, boards] * num_hops`` with restart/termination at hops 2, 4, ... ."""
+def bipartite_walk(sg: SamplingGraph, seeds: torch.Tensor, num_hops: int, restart_prob: float,
+                   termination_prob: float, weighted: bool, excl: EdgeExclusion | None,
+                   generator: torch.Generator | None) -> torch.Tensor:
+    """The pin -> board -> pin walk on prepared inputs (``prepare_seeds``, ``as_exclusion``):
+    ``random_walk`` without its checks. The specialization: same random stream and result as
+    ``metapath_random_walk`` on ``[pins, boards] * num_hops`` with restart/termination at hops
+    2, 4, ... ."""
     device = sg.device
     n = seeds.shape[0]
     pe = excl.pins if excl is not None else None

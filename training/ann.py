@@ -28,7 +28,8 @@ clustered 256-d vectors (``benchmarks/RESULTS.md``, "ANN serving"), m = 32 reach
 0.26-0.59 and, re-ranked from its top 100 with the exact vectors, 0.76-0.97.
 
 faiss is an optional dependency (``pip install 'pinclip-toolkit[faiss]'``, i.e. faiss-cpu);
-:func:`require_faiss` raises :class:`FaissMissingError` with that advice when it does not import.
+:func:`require_faiss` (from ``training.faiss_probe``, re-exported here) raises
+:class:`FaissMissingError` with that advice when it does not import.
 Exact search (the reference for recall) is ``training.evaluation.retrieval.exact_topk``.
 """
 from __future__ import annotations
@@ -42,9 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from graph.atomic import atomic_directory
 from graph.errors import MissingInputError, ToolkitError
 from graph.output_dir import OutputKind
+from training.embed import load_embeddings
+from training.evaluation.retrieval import exact_topk
+from training.faiss_probe import FaissMissingError, require_faiss  # the one faiss probe; re-exported here
 
 __all__ = ["KINDS", "WHICH", "FORMAT", "VERSION", "FaissMissingError", "ANNIndexError", "require_faiss",
            "default_ivfpq_params", "build_index", "build_index_from_embeddings", "save_index", "load_index",
@@ -59,23 +65,8 @@ VERSION = 1
 ADD_CHUNK = 65536      # rows converted to float32 and added at a time (bounded memory for mmaps)
 
 
-class FaissMissingError(ToolkitError, ImportError):
-    """faiss does not import; the message says how to install the optional extra."""
-
-
 class ANNIndexError(ToolkitError, ValueError):
     """A bad parameter, input array or index directory; the message names it."""
-
-
-def require_faiss():
-    """Import and return the ``faiss`` module, or raise :class:`FaissMissingError`."""
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise FaissMissingError(
-            "faiss is not installed; ANN indexes need the optional extra: pip install 'pinclip-toolkit[faiss]' "
-            f"(or pip install faiss-cpu); import error: {exc}") from None
-    return faiss
 
 
 def _largest_divisor_at_most(d: int, bound: int) -> int:
@@ -191,10 +182,6 @@ class ANNIndex:
 def exact_reference(queries: Any, corpus: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (scores float32 [Q, k], ids int64 [Q, k]) with
     ``training.evaluation.retrieval.exact_topk`` (chunked torch, or faiss flat from 1M rows)."""
-    import torch
-
-    from training.evaluation.retrieval import exact_topk
-
     q = torch.from_numpy(_f32(_as_matrix(queries, "queries"), "queries", 0))
     c = _as_matrix(corpus, "corpus")
     c = torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))
@@ -303,7 +290,6 @@ def save_index(ann: ANNIndex, out: str | os.PathLike, extra: dict | None = None)
     """Write ``out/index.faiss`` and ``out/manifest.json`` atomically (the directory is replaced
     whole, or left as it was on failure). Returns ``out``."""
     faiss = require_faiss()
-    from graph.atomic import atomic_directory
 
     out = Path(out)
     manifest = dict(ann.manifest, **(extra or {}))
@@ -351,8 +337,6 @@ def build_index_from_embeddings(emb_dir: str | os.PathLike, out: str | os.PathLi
                                 which: str = "fused", **params) -> ANNIndex:
     """Index one embedding matrix of a ``pinclip embed`` directory (``training.embed.load_embeddings``)
     and save it to ``out`` (see the module docstring). ``params``: :func:`build_index` keywords."""
-    from training.embed import load_embeddings
-
     if which not in WHICH:
         raise ANNIndexError(f"which={which!r}: expected one of {', '.join(WHICH)}")
     emb_dir = Path(emb_dir)

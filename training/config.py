@@ -13,7 +13,8 @@ Every problem raises :class:`TrainConfigError` naming the file (or, when the val
 from a ``key=value`` override, that override) and the dotted key: unknown keys (with the closest
 known key), values of the wrong type, values out of range, floats that are NaN or infinite (any
 float key: NaN compares false in every range check and would otherwise slip through to NaN
-weights), device strings this machine cannot use.
+weights), device strings this machine cannot use. The key, YAML and override checks are the
+shared strict-config helpers of :mod:`configkit.strict`.
 The model architecture (``model.name`` + ``model.overrides``) is validated by the model library
 (``pinclip.config``) and the sampler sections by ``sampling.config``, so their rules and messages
 are the ones of those packages. The resolved config is written to ``RUN_DIR/config.yaml``.
@@ -21,18 +22,28 @@ are the ones of those packages. The resolved config is written to ``RUN_DIR/conf
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from configkit.strict import (blamed_override, dataclass_keys, key_in_message, nonfinite_floats, read_yaml_mapping,
+                              split_override, unknown_key_error)
+from graph.atomic import atomic_write_bytes
+from graph.devices import device_problem
 from graph.errors import ToolkitError
-from sampling.config import PairConfig, PinSageConfig
+from pinclip.config import ConfigFileMissingError, config_from_dict, merge_overrides
+from pinclip.config import config_to_dict as model_config_to_dict
+from pinclip.factory import get_model_config
+from sampling.config import PairConfig, PinSageConfig, SamplerConfigError
+from sampling.config import config_from_dict as sampler_config_from_dict
 
 __all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
            "OptimConfig", "TrainSection", "EvalConfig", "TrainConfig", "load_train_config",
@@ -164,7 +175,7 @@ class TrainSection:
 
 @dataclass
 class EvalConfig:
-    """Quick retrieval checks on held-out data (``training.quick_eval``): every ``every_n_steps``
+    """Quick retrieval checks on held-out data (``training.evaluation.quick_eval``): every ``every_n_steps``
     steps (0: never during training) and at the end (``at_end``). ``max_queries`` caps the
     queries of each metric (null: all)."""
     every_n_steps: int = 0
@@ -208,7 +219,6 @@ def _device_syntax_problem(v, allow_auto: bool) -> str | None:
     """Why ``v`` is not a device string at all (whether this machine has it is not checked)."""
     if v is None or (allow_auto and v == "auto"):
         return None
-    import torch
     try:
         torch.device(v)
     except (RuntimeError, TypeError, ValueError):
@@ -276,29 +286,8 @@ def _blame(where: str, overrides: Sequence[tuple[str, str]], *keys: str) -> str:
     """The message prefix for a problem with ``keys`` (most specific first): the last override
     that set one of them, a section holding it or a key inside it (``override 'optim.lr=nan': ``),
     else ``where`` (the file, or "" for a dict)."""
-    for key in keys:
-        key = key.split("[", 1)[0]   # list items (optim.betas[1]) belong to their list key
-        for okey, item in reversed(overrides):
-            if okey == key or key.startswith(okey + ".") or okey.startswith(key + "."):
-                return f"override {item!r}: "
-    return where
-
-
-def _nonfinite_floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
-    """(dotted key, value) of every NaN or infinite float in a plain nested dict / list."""
-    out: list[tuple[str, float]] = []
-    if isinstance(node, dict):
-        for k, v in node.items():
-            out += _nonfinite_floats(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(node, (list, tuple)):
-        for i, v in enumerate(node):
-            out += _nonfinite_floats(v, f"{prefix}[{i}]")
-    elif isinstance(node, float) and not math.isfinite(node):
-        out.append((prefix, node))
-    return out
-
-
-_QUOTED_KEY = re.compile(r"key '([^']+)'")
+    item = blamed_override(overrides, *keys)   # list items (optim.betas[1]) belong to their list key
+    return where if item is None else f"override {item!r}: "
 
 
 def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] = (),
@@ -306,7 +295,7 @@ def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] 
     """Raise TrainConfigError for the first problem of ``cfg``. overrides: (dotted key, item) of
     the command-line overrides applied, in order, so a problem they caused names them."""
     # Every float, in every section (model.overrides included): one walk, not a rule per key.
-    for key, value in _nonfinite_floats(OmegaConf.to_container(cfg, resolve=True)):
+    for key, value in nonfinite_floats(OmegaConf.to_container(cfg, resolve=True)):
         raise TrainConfigError(f"{_blame(where, overrides, key)}key '{key}': {value!r} is not a finite number")
     for key, rule in _RULES.items():
         value = _get(cfg, key)
@@ -318,7 +307,6 @@ def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] 
     for key, allow_auto in _DEVICE_KEYS.items():
         value = _get(cfg, key)
         if check_devices:
-            from graph.devices import device_problem
             problem = device_problem(value, allow_auto=allow_auto)
             if problem and problem.startswith(f"{value!r}: "):
                 problem = problem[len(f"{value!r}: "):]   # the message shows the value already
@@ -334,23 +322,21 @@ def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] 
                                f"{cfg.optim.min_lr} must be <= optim.lr = {cfg.optim.lr}")
     # The sampler sections follow the sampling package's own rules (and its messages). Its device
     # was checked above (or deliberately not: check_devices=False).
-    from sampling.config import SamplerConfigError, config_from_dict
     try:
-        config_from_dict(_sampler_dict(cfg, device=cfg.sampler.device if check_devices else None))
+        sampler_config_from_dict(_sampler_dict(cfg, device=cfg.sampler.device if check_devices else None))
     except SamplerConfigError as exc:
         # Their keys are relative to the section: name them in full.
         msg = str(exc).replace("key '", "key 'sampler.")
-        found = _QUOTED_KEY.search(msg)
-        raise TrainConfigError(_blame(where, overrides, *([found.group(1)] if found else [])) + msg) from None
+        key = key_in_message(msg)
+        raise TrainConfigError(_blame(where, overrides, *([key] if key else [])) + msg) from None
     try:
         resolve_model_config(cfg)
     except (KeyError, ValueError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         # The model library names keys of the model config: model.overrides.KEY, or the loss
         # section for loss.KEY; a message naming no key is about model.name.
-        found = _QUOTED_KEY.search(str(msg))
-        if found:
-            key = found.group(1)
+        key = key_in_message(str(msg))
+        if key:
             keys = [f"model.overrides.{key}"] + ([f"loss.{key[len('loss.'):]}"] if key.startswith("loss.") else [])
         else:
             keys = ["model.name"]
@@ -360,8 +346,7 @@ def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] 
 
 def sampler_config(cfg: Any):
     """The ``sampling.SamplerConfig`` (kind ``pairs``) of a training config's ``sampler`` section."""
-    from sampling.config import config_from_dict
-    return config_from_dict(_sampler_dict(cfg, cfg.sampler.device))
+    return sampler_config_from_dict(_sampler_dict(cfg, cfg.sampler.device))
 
 
 def _sampler_dict(cfg: Any, device: str | None) -> dict:
@@ -375,7 +360,6 @@ def _container(x: Any) -> Any:
     if isinstance(x, DictConfig) or OmegaConf.is_list(x):
         return OmegaConf.to_container(x, resolve=True)
     if hasattr(x, "__dataclass_fields__"):
-        import dataclasses
         return dataclasses.asdict(x)
     return copy.deepcopy(x)
 
@@ -401,11 +385,6 @@ def resolve_model_config(cfg: Any):
 
     Raises ``pinclip.ConfigError`` (a ValueError) naming the bad key, KeyError for an unknown name.
     """
-    import json
-
-    from pinclip.config import ConfigFileMissingError, config_from_dict, config_to_dict, merge_overrides
-    from pinclip.factory import get_model_config
-
     name = str(cfg.model.name)
     if name.endswith(".json"):
         path = Path(name).expanduser()
@@ -414,7 +393,7 @@ def resolve_model_config(cfg: Any):
         base, label = json.loads(path.read_text()), path.stem
         base.pop("name", None)
     else:
-        base, label = config_to_dict(get_model_config(name)), name
+        base, label = model_config_to_dict(get_model_config(name)), name
         base.pop("name", None)
     merged = merge_overrides(base, _container(cfg.model.overrides) or {})
     merged.setdefault("loss", {})
@@ -429,14 +408,19 @@ def _format_omegaconf_error(exc: OmegaConfBaseException, where: str, key: str = 
     msg = getattr(exc, "msg", None) or str(exc)
     msg = msg.split("\n")[0]
     if "not in" in msg and "Key" in msg:
+        # The schema's keys, not OmegaConf's wording: "(did you mean 'train.max_steps'?)" as in
+        # the sampling and model configs.
+        section, _, leaf = str(key).rpartition(".")
+        known = dataclass_keys(TrainConfig, section)
+        if known is not None:
+            return unknown_key_error(leaf, known, prefix=f"{section}." if section else "", where=where,
+                                     error=TrainConfigError)
         return TrainConfigError(f"{where}unknown key '{key}': {msg}")
     return TrainConfigError(f"{where}key '{key}': {msg}")
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """A YAML config file as a plain dict, with its ``base:`` chain merged underneath."""
-    from sampling.config import read_yaml_mapping
-
     path = path.expanduser().resolve()
     if path in seen:
         raise TrainConfigError(f"{path}: 'base' chain loops back to itself")
@@ -493,11 +477,7 @@ def load_train_config(source: str | os.PathLike | dict | DictConfig | None = Non
         raise _format_omegaconf_error(exc, where) from None
     applied: list[tuple[str, str]] = []     # (dotted key, override): what each override set
     for item in overrides or ():
-        if "=" not in item:
-            raise TrainConfigError(f"override {item!r}: expected key=value (e.g. train.max_steps=40)")
-        key = item.split("=", 1)[0].strip()
-        if not key:
-            raise TrainConfigError(f"override {item!r}: empty key")
+        key, _ = split_override(item, TrainConfigError, example="train.max_steps=40")
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
@@ -514,7 +494,6 @@ def config_to_dict(cfg: DictConfig) -> dict:
 
 def save_train_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically."""
-    from graph.atomic import atomic_write_bytes
     path = Path(path)
     atomic_write_bytes(path, OmegaConf.to_yaml(cfg, resolve=True).encode())
     return path

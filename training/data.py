@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from graph import PinBoardGraph
+from graph.dataset import build_graph_from_dataset
 from graph.errors import InputError, MissingInputError, ToolkitError
 from graph.features import ImagePathError
 from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image
@@ -437,8 +439,6 @@ class TrainLoader:
 def prepare_graph(cfg: Any, run_dir: Path, is_main: bool = True, barrier=None, log=print):
     """The graph store of a training config: ``data.graph`` opened, or ``data.dataset`` built
     into ``RUN_DIR/graph`` (once; a resumed run reuses it). Checks it has splits and features."""
-    from graph import PinBoardGraph
-
     d = cfg.data
     if d.graph:
         path = Path(d.graph).expanduser()
@@ -448,7 +448,6 @@ def prepare_graph(cfg: Any, run_dir: Path, is_main: bool = True, barrier=None, l
     elif d.dataset:
         path = run_dir / "graph"
         if is_main and not (path / "manifest.json").is_file():
-            from graph.dataset import build_graph_from_dataset
             log(f"building the graph store of {d.dataset} -> {path}")
             build_graph_from_dataset(d.dataset, path, cold_start_fraction=d.cold_start_fraction,
                                      val_fraction=d.val_fraction, test_fraction=d.test_fraction,

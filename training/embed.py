@@ -45,20 +45,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
+from graph.atomic import atomic_directory
 from graph.errors import InputError, MissingInputError, ToolkitError
 from graph.locks import exclusive_lock
 from graph.output_dir import OutputKind, check_output_dir
-
+from pinclip import create_model
+from pinclip.factory import get_image_transform, get_tokenizer
 from pinclip.model import autocast
+from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
+                                 load_checkpoint, load_model_state, read_graph_identity)
+from training.config import load_train_config
+from training.data import PinFeatureFetcher, prepare_graph
+from training.distributed import all_gather_object, barrier, init_distributed, resolve_device, shutdown
+from training.text_cache import get_text_cache
 
 __all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run", "embed_run", "load_embeddings",
            "shard_range", "merge_shards", "EmbedShardError"]
@@ -103,8 +115,6 @@ def iter_pin_embeddings(model: Any, fetcher: Any, pins: torch.Tensor, batch_size
                         device: torch.device | str = "cpu", precision: str = "auto", num_workers: int = 0,
                         progress: bool = False, desc: str = "embed") -> Iterator[tuple[torch.Tensor, dict, torch.Tensor]]:
     """Yield (pins [n], {"image", "text", "fused"}: float32 [n, D] on CPU, image_missing [n])."""
-    from tqdm.auto import tqdm
-
     device = torch.device(device)
     ds = PinBatches(pins, batch_size, fetcher)
     kwargs: dict[str, Any] = {"num_workers": num_workers}
@@ -153,16 +163,6 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     recorded, else ``training.checkpoint.GraphChangedError`` unless ``allow_changed_graph``.
     Several processes: only ``is_main`` builds a missing graph store or text cache, the others
     wait at ``barrier`` (a callable)."""
-    from pinclip import create_model
-    from pinclip.factory import get_image_transform, get_tokenizer
-
-    from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
-                                     load_checkpoint, load_model_state, read_graph_identity)
-    from training.config import load_train_config
-    from training.data import PinFeatureFetcher, prepare_graph
-    from training.distributed import resolve_device
-    from training.text_cache import get_text_cache
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise MissingInputError(f"{run_dir}: not a training run directory (no config.yaml)")
@@ -197,8 +197,6 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 
 def _write_common(tmp: Path, g: Any, p: int, d: int, dtype: str, missing: np.ndarray, meta: dict) -> dict:
     """The files every export shares: pin ids, flags, external ids and ``manifest.json``."""
-    import pyarrow as pa
-
     np.save(tmp / "pin_ids.npy", np.arange(p, dtype=np.int64))
     np.save(tmp / "image_missing.npy", missing)
     np.save(tmp / "cold_start.npy", g.splits.is_cold_start(p).numpy())
@@ -273,8 +271,6 @@ def embed_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: st
 
 def _embed_single_process(run_dir, out: Path, checkpoint, batch_size: int, device: str, dtype: str,
                           num_workers: int | None, progress: bool, log, allow_changed_graph: bool) -> Path:
-    from graph.atomic import atomic_directory
-
     run = load_run(run_dir, checkpoint, device, progress, log, allow_changed_graph=allow_changed_graph)
     model, g, cfg = run["model"], run["graph"], run["cfg"]
     workers = cfg.data.num_workers if num_workers is None else int(num_workers)
@@ -314,8 +310,6 @@ def _crc32_file(path: Path, chunk: int = 1 << 24) -> int:
 def _write_shard(shard_dir: Path, rank: int, world_size: int, job: str, start: int, stop: int, run: dict,
                  batch_size: int, dtype: str, workers: int, progress: bool) -> Path:
     """Embed pins [start, stop) into ``shard_dir/shard_RRRRR`` (atomic)."""
-    from graph.atomic import atomic_directory
-
     model, g, cfg = run["model"], run["graph"], run["cfg"]
     n, d = stop - start, model.embed_dim
     target = shard_dir / f"shard_{rank:05d}"
@@ -395,8 +389,6 @@ def merge_shards(shard_dir: str | os.PathLike, out: str | os.PathLike, world_siz
     size and CRC32 its manifest records; otherwise :class:`EmbedShardError` names the shard and
     file. ``graph``: the run's graph store (default: opened from the run directory the shards
     record). Returns ``out``."""
-    from graph.atomic import atomic_directory
-
     shard_dir = Path(shard_dir)
     shards = _read_shard_manifests(shard_dir, world_size, job)
     for m in shards:  # all checks before any output is written
@@ -412,8 +404,6 @@ def merge_shards(shard_dir: str | os.PathLike, out: str | os.PathLike, world_siz
     m0 = shards[0]
     p, d, dtype = int(m0["num_pins"]), int(m0["dim"]), m0["dtype"]
     if graph is None:
-        from training.config import load_train_config
-        from training.data import prepare_graph
         run_dir = Path(m0["run_dir"])
         graph = prepare_graph(load_train_config(run_dir / "config.yaml", check_devices=False), run_dir,
                               log=lambda *_: None)
@@ -445,12 +435,6 @@ def merge_shards(shard_dir: str | os.PathLike, out: str | os.PathLike, world_siz
 
 def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_workers, progress, log,
                        shard_dir, allow_changed_graph=False) -> Path:
-    import shutil
-
-    import torch.distributed as dist
-
-    from training.distributed import all_gather_object, barrier, init_distributed, shutdown
-
     owns_group = not (dist.is_available() and dist.is_initialized())   # a caller's group is left alone
     info = init_distributed(device)
     main = info.is_main
@@ -494,8 +478,6 @@ def _embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_
 def load_embeddings(path: str | os.PathLike, mmap: bool = True) -> dict[str, Any]:
     """Open an embedding directory: {"image", "text", "fused", "pin_ids", "image_missing",
     "cold_start": numpy arrays (memory-mapped), "pin_external_ids": list, "manifest": dict}."""
-    import pyarrow as pa
-
     path = Path(path)
     if not (path / "manifest.json").is_file():
         raise MissingInputError(f"{path}: not an embedding directory (no manifest.json); "

@@ -29,7 +29,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from graph.atomic import atomic_directory
 from graph.output_dir import OutputKind
 
 __all__ = ["TextFeatureCache", "default_cache_root", "text_cache_key", "get_text_cache", "texts_digest"]
@@ -137,10 +139,6 @@ class TextFeatureCache:
 @torch.no_grad()
 def _build(directory: Path, model: Any, tokenizer: Any, features: Any, num_pins: int, key: str,
            meta: dict, device: torch.device, batch_size: int, progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    from graph.atomic import atomic_directory
-
     length = tokenizer.context_length
     width = model.text.width
     with atomic_directory(directory, CACHE_OUTPUT) as tmp:

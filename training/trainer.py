@@ -35,7 +35,7 @@ import json
 import math
 import os
 import random
-import signal
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -44,17 +44,25 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from graph.atomic import atomic_write_bytes
 from graph.errors import ToolkitError
 from graph.locks import exclusive_lock
+from pinclip import PinCLIPLoss, create_model
+from pinclip.factory import get_image_transform, get_tokenizer
+from sampling import SeedBatches, build_sampler
 from training import step as step_mod
 from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
                                  load_checkpoint, load_model_state, model_state, read_graph_identity,
                                  save_checkpoint, write_graph_identity)
-from training.config import TrainConfigError, load_train_config, resolve_model_config, save_train_config
+from training.config import (TrainConfigError, load_train_config, resolve_model_config, sampler_config,
+                             save_train_config)
 from training.data import PinFeatureFetcher, TrainBatchDataset, TrainLoader, prepare_graph, train_pins
 from training.distributed import (DistInfo, all_gather_object, all_reduce_mean, average_gradients, barrier,
                                   broadcast_parameters, init_distributed, parameter_digest, shutdown)
+from training.embed import encode_pins
+from training.evaluation.quick_eval import quick_eval
 from training.logging_utils import ConsoleLog, JsonlLog, ProgressBar, TensorBoardLog
+from training.text_cache import get_text_cache
 
 __all__ = ["Trainer", "TrainingError", "RunDirError", "build_optimizer", "cosine_lr_lambda"]
 
@@ -187,8 +195,11 @@ class Trainer:
             self._seed()
             self._build_model()
             self._build_optimizer()
-            self._open_graph()
-            self._build_data()
+            self._build_graph()
+            self._build_seeds()
+            self._build_fetchers()
+            self._build_sampler()
+            self._build_loader()
             resume_state = self._load_checkpoint(checkpoint) if self.resume else None
             self._open_run_dir()
             self._begin(resume_state)
@@ -240,7 +251,6 @@ class Trainer:
         torch.manual_seed(t.seed)
 
     def _build_model(self) -> None:
-        from pinclip import PinCLIPLoss, create_model
         self.device = self.dist.device
         self.model_config = resolve_model_config(self.cfg)
         self.model = create_model(self.model_config).to(self.device)
@@ -261,7 +271,7 @@ class Trainer:
         self.nonfinite = {"consecutive": 0, "total": 0}
         self.samples_seen = 0
 
-    def _open_graph(self) -> None:
+    def _build_graph(self) -> None:
         d, main = self.cfg.data, self.dist.is_main
         if main and not self.resume and not d.graph and not (self.run_dir / "graph" / "manifest.json").is_file():
             # prepare_graph builds data.dataset into RUN_DIR/graph: the one start-up step that
@@ -281,27 +291,29 @@ class Trainer:
                 "trained on (same dataset and split parameters), or train a new run on the changed store "
                 "(pinclip train --config ... --out NEW_DIR).", log=self.log)
 
-    def _build_data(self) -> None:
-        from pinclip.factory import get_image_transform, get_tokenizer
-        from sampling.loader import SeedBatches
-        from sampling.pairs import NeighborPairSampler
-
-        cfg, t, s, main = self.cfg, self.cfg.train, self.cfg.sampler, self.dist.is_main
+    def _build_seeds(self) -> None:
+        """The train pins (seeds and negatives: every pin but the cold-start ones) and this rank's
+        seed batches; a batch size no rank can fill fails here."""
+        t, s = self.cfg.train, self.cfg.sampler
         self.seeds = train_pins(self.graph)
-        batches = SeedBatches(self.seeds, t.batch_size, shuffle=True, drop_last=True, seed=s.seed,
-                              rank=self.dist.rank, world_size=self.dist.world_size)
-        if len(batches) == 0:
+        self.batches = SeedBatches(self.seeds, t.batch_size, shuffle=True, drop_last=True, seed=s.seed,
+                                   rank=self.dist.rank, world_size=self.dist.world_size)
+        if len(self.batches) == 0:
             raise TrainConfigError(
-                f"key 'train.batch_size' = {t.batch_size}: larger than the {batches.num_per_rank} train pins of each "
-                f"of {self.dist.world_size} rank(s) ({self.graph.num_pins} pins in {self.graph.path}, "
+                f"key 'train.batch_size' = {t.batch_size}: larger than the {self.batches.num_per_rank} train pins "
+                f"of each of {self.dist.world_size} rank(s) ({self.graph.num_pins} pins in {self.graph.path}, "
                 f"{self.graph.num_pins - self.seeds.numel()} of them cold-start): no full batch; "
                 "lower train.batch_size")
+
+    def _build_fetchers(self) -> None:
+        """The pin feature fetchers of training (augmented images when ``data.augment``) and
+        evaluation; frozen text towers' features come from the text cache (built here if needed)."""
+        cfg, t, main = self.cfg, self.cfg.train, self.dist.is_main
         transform = get_image_transform(self.model, train=bool(cfg.data.augment))
         eval_transform = get_image_transform(self.model, train=False)
         tokenizer = get_tokenizer(self.model)
         images = self._image_policy()
         if cfg.data.text_cache == "auto" and self.model.text.frozen:
-            from training.text_cache import get_text_cache
             cache = get_text_cache(self.model, tokenizer, self.graph.features, self.graph.num_pins,
                                    cfg.data.cache_dir, self.device, progress=main and t.progress, is_main=main,
                                    barrier=lambda: barrier(self.dist), log=self.log)
@@ -314,22 +326,20 @@ class Trainer:
         self.eval_fetcher = PinFeatureFetcher(self.graph.features, eval_transform, self.model.image_size, **text,
                                               **images)
 
-        # Sampler on the training graph; seeds and negatives from the warm pins only.
-        sampler = None
+    def _build_sampler(self) -> None:
+        """The neighbor-pair sampler (None when the model uses no neighbors), built by
+        ``sampling.build_sampler`` from the ``sampler`` section: on the training graph (train-split
+        edges only), negatives from the train pins only, none at all without
+        ``loss.use_negatives``."""
+        self.sampler = None
         if self.uses_neighbors:
-            use_neg = bool(cfg.loss.use_negatives)
             self.train_graph = self.graph.train_graph()
-            sampler = NeighborPairSampler(
-                self.train_graph, s.pairs.num_positives, num_traversals=s.pinsage.num_traversals,
-                termination_prob=s.pinsage.termination_prob, num_random_walks=s.pinsage.num_random_walks,
-                num_neighbors=s.pinsage.num_neighbors, positive_weighting=s.pairs.positive_weighting,
-                num_negatives=s.pairs.num_negatives if use_neg else 0, negative_pool=self.seeds,
-                num_hard_negatives=s.pairs.num_hard_negatives if use_neg else 0,
-                hard_rank_range=tuple(s.pairs.hard_rank_range), hard_num_random_walks=s.pairs.hard_num_random_walks,
-                hard_num_traversals=s.pairs.hard_num_traversals, hard_termination_prob=s.pairs.hard_termination_prob,
-                mask_shared_boards=s.pairs.mask_shared_boards, weighted=s.pinsage.weighted, seed=s.seed,
-                device=s.device)
-        self.dataset = TrainBatchDataset(sampler, batches, self.fetcher, seed=s.seed,
+            self.sampler = build_sampler(sampler_config(self.cfg), self.train_graph, negative_pool=self.seeds,
+                                         use_negatives=bool(self.cfg.loss.use_negatives))
+
+    def _build_loader(self) -> None:
+        cfg, s = self.cfg, self.cfg.sampler
+        self.dataset = TrainBatchDataset(self.sampler, self.batches, self.fetcher, seed=s.seed,
                                          hard_curriculum=s.pairs.hard_curriculum, use_negatives=cfg.loss.use_negatives)
         self.loader = TrainLoader(self.dataset, cfg.data.num_workers, cfg.data.prefetch_factor,
                                   pin_memory=self.device.type == "cuda")
@@ -425,7 +435,6 @@ class Trainer:
         """Remove what a failed fresh start wrote: the run directory when this start created it
         (it holds only what the start wrote: the lock kept other writers out), else the graph
         store it built in a directory that already existed."""
-        import shutil
         if self._created_run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         elif self._built_graph is not None:
@@ -542,9 +551,7 @@ class Trainer:
                 "Try a lower optim.lr, a stricter optim.grad_clip, model.precision=fp32, or check the data.")
 
     def evaluate(self) -> dict[str, float] | None:
-        """The quick retrieval metrics (``training.quick_eval``) on the main rank."""
-        from training.embed import encode_pins
-        from training.quick_eval import quick_eval
+        """The quick retrieval metrics (``training.evaluation.quick_eval``) on the main rank."""
 
         result = None
         if self.dist.is_main:
@@ -585,7 +592,6 @@ class Trainer:
                      f"(pinclip train --resume {self.run_dir} train.max_steps=N)")
             return json.loads((self.run_dir / "summary.json").read_text()) if main and \
                 (self.run_dir / "summary.json").is_file() else {"steps": self.step}
-        kill_at = int(os.environ.get("PINCLIP_DEBUG_KILL_AT_STEP", "0") or 0)
         bar = ProgressBar(t.max_steps, self.step, enabled=main and t.progress)
         seeds_per_step = t.batch_size * self.dist.world_size
         window = {"steps": 0, "wait": 0.0, "compute": 0.0, "sample": 0.0, "fetch": 0.0, "rows": 0}
@@ -633,8 +639,6 @@ class Trainer:
                     last_eval = self.evaluate()
                 if self.step % t.checkpoint_every == 0 or self.step == t.max_steps:
                     self.save()
-                if kill_at and self.step == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)  # test hook: die between checkpoints, no cleanup
                 if stop_after is not None and self.step >= stop_after:
                     break
             if self.step >= t.max_steps and cfg.eval.at_end and not (cfg.eval.every_n_steps and self.step % cfg.eval.every_n_steps == 0):
@@ -653,7 +657,6 @@ class Trainer:
                    "skipped_steps": self.nonfinite["total"], "world_size": self.dist.world_size,
                    "param_sha256": digests, "eval": last_eval}
         if main:
-            from graph.atomic import atomic_write_bytes
             atomic_write_bytes(self.run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
             self.events.write({"step": self.step, "event": "end"})
             self.events.close()

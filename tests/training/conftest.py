@@ -66,5 +66,4 @@ def cli_env():
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.pop("PINCLIP_DEBUG_KILL_AT_STEP", None)
     return env

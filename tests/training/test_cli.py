@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +21,52 @@ def pinclip(args, env, check=True):
     if check and proc.returncode != 0:
         raise AssertionError(f"pinclip {args[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+# `pinclip train` that stops inside step N + 1 (after step N's metrics line, before anything of
+# step N + 1 is written), through a Trainer callback, and writes a marker file so the test can
+# SIGKILL it from outside: a run dying between checkpoints, with no cleanup.
+_PAUSE_AFTER = """
+import sys, time
+from pathlib import Path
+from training import trainer
+from training.cli import main
+
+after, marker = int(sys.argv[1]), Path(sys.argv[2])
+init = trainer.Trainer.__init__
+
+def pause(step, terms):
+    if step == after + 1:
+        marker.write_text(str(after))
+        while True:
+            time.sleep(60)
+
+def patched(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    self.callbacks.append(pause)
+
+trainer.Trainer.__init__ = patched
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def pinclip_killed_after(step, args, env, marker, timeout=120):
+    """`pinclip ARGS`, SIGKILLed from outside once it finished ``step`` (see ``_PAUSE_AFTER``);
+    the completed process (returncode, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER, str(step), str(marker), *map(str, args)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def losses(run_dir):
@@ -42,9 +89,8 @@ def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted(config_fi
 
     for workers in (0, 2):
         run = tmp_path / f"killed{workers}"
-        env = dict(cli_env, PINCLIP_DEBUG_KILL_AT_STEP="6")     # after step 6: checkpoint at 4 only
-        proc = pinclip(["train", "--config", config_file, "--out", run, f"data.num_workers={workers}"], env,
-                       check=False)
+        proc = pinclip_killed_after(6, ["train", "--config", config_file, "--out", run,   # checkpoint at 4 only
+                                        f"data.num_workers={workers}"], cli_env, tmp_path / f"marker{workers}")
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
         assert [s for s, _ in losses(run)] == [1, 2, 3, 4, 5, 6]
         assert sorted(p.name for p in (run / "checkpoints").glob("*.json")) == ["step_00000004.json"]

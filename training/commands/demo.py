@@ -166,7 +166,7 @@ def _run_demo(args: argparse.Namespace, out: Path) -> int:
         stage(6, "graph-only baseline: reused")
 
     s = stage(7, "evaluating every method on the same splits; writing the report")
-    from training.evaluation.report import format_checks, format_table, metrics_table, write_report
+    from training.evaluation.report import format_checks, format_rows, metrics_table, write_report
     rep = write_report([runs / m for m in METHODS], out, device=args.device,
                        title="PinCLIP demo on the synthetic Pin-Board world",
                        extra_md=f"World: {args.pins:,} pins, {args.boards:,} boards, seed {args.seed} "
@@ -175,7 +175,7 @@ def _run_demo(args: argparse.Namespace, out: Path) -> int:
     total = time.perf_counter() - t0
     (out / "timings.json").write_text(json.dumps({**step_times, "total": total}, indent=2) + "\n")
     print()
-    print(format_table(metrics_table(rep["metrics"])))
+    print(format_rows(metrics_table(rep["metrics"])))
     print()
     if rep["checks"]:
         print(format_checks(rep["checks"]))

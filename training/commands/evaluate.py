@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.evaluation.report import format_table, metrics_table
+    from training.evaluation.report import format_rows, metrics_table
     from training.evaluation.run_eval import EvaluationError, evaluate_dir
 
     if not args.run_dir.is_dir():
@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
                                            "neighbor_overlap"))]
     print(f"{ev['method']} ({ev['kind']}" + (f", step {ev['step']}" if ev["step"] is not None else "") + ")")
     for lo in range(0, len(keys), 6):
-        print(format_table(metrics_table({ev["method"]: m}, keys[lo:lo + 6])))
+        print(format_rows(metrics_table({ev["method"]: m}, keys[lo:lo + 6])))
     hood = ev.get("neighborhood", {})
     if hood:
-        print(format_table(metrics_table({ev["method"]: hood}, sorted(hood))))
+        print(format_rows(metrics_table({ev["method"]: hood}, sorted(hood))))
     print(f"wrote {args.run_dir / 'evaluation.json'} ({ev['seconds']:.1f} s)")
     return 0

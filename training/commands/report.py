@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.evaluation.report import format_checks, format_table, metrics_table, write_report_directory
+    from training.evaluation.report import format_checks, format_rows, metrics_table, write_report_directory
     from training.evaluation.run_eval import EvaluationError, allowing_changed_graph
 
     for d in args.run_dirs:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                          log=log)
     except (EvaluationError, CheckpointError, TrainConfigError) as exc:
         raise CLIError(str(exc)) from None
-    print(format_table(metrics_table(rep["metrics"])))
+    print(format_rows(metrics_table(rep["metrics"])))
     if rep["checks"]:
         print(format_checks(rep["checks"]))
     print(f"wrote {args.out / 'report.md'} and {len(rep['files']) - 1} other files")

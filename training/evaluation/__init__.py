@@ -6,6 +6,7 @@
     from training.evaluation.baselines import frozen_text_embeddings, train_graph_baseline
     from training.evaluation.plots import plot_recall_curves, ...
 
+The trainer's quick held-out check is ``training.evaluation.quick_eval`` (imported from its module).
 Baselines and plots are imported from their modules (they pull in transformers / PyG /
 matplotlib).
 """

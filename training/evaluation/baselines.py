@@ -15,12 +15,16 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
+
+from sampling import as_sampling_graph, random_walk
 
 __all__ = ["frozen_text_embeddings", "GraphBaseline", "GraphSAGEModel", "train_graph_baseline"]
 
@@ -47,7 +51,6 @@ def frozen_text_embeddings(texts: Sequence[str | None], batch_size: int = 128, m
     out = torch.zeros(len(texts), model.config.hidden_size, dtype=torch.float32)
     batches = range(0, len(keep), batch_size)
     if progress:
-        from tqdm.auto import tqdm
         batches = tqdm(batches, desc="frozen text", unit="batch")
     for lo in batches:
         idx = keep[lo:lo + batch_size]
@@ -92,7 +95,6 @@ class GraphBaseline:
 def _adjacency(pins: torch.Tensor, boards: torch.Tensor, num_pins: int, num_boards: int) -> torch.Tensor:
     """Sparse CSR ``adj_t`` [N, N] (N = P + B; row = target node) of the undirected pin-board
     graph: SAGEConv's sparse path (spmm, mean) is ~30x faster on a CPU than the edge_index scatter."""
-    import warnings
     b = boards + num_pins
     src, dst = torch.cat([pins, b]), torch.cat([b, pins])
     n = num_pins + num_boards
@@ -111,7 +113,6 @@ def train_graph_baseline(train_graph: Any, dim: int = 64, steps: int = 150, batc
     each (``sampling.random_walk``); (seed, walk end) pairs are positives, the other ends of the
     batch negatives (symmetric InfoNCE at ``temperature``).
     """
-    from sampling import as_sampling_graph, random_walk
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     P, B = train_graph.num_pins, train_graph.num_boards
@@ -128,7 +129,6 @@ def train_graph_baseline(train_graph: Any, dim: int = 64, steps: int = 150, batc
     losses: list[float] = []
     it = range(steps)
     if progress:
-        from tqdm.auto import tqdm
         it = tqdm(it, desc="graph baseline", unit="step")
     for _ in it:
         seeds = warm[torch.randint(warm.numel(), (min(batch_size, warm.numel()),), generator=g)]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sampling import PinSageSampler
 from training.evaluation.retrieval import exact_topk
 
 __all__ = ["knn", "neighbor_overlap", "walk_neighbor_overlap", "board_coherence", "alignment",
@@ -61,7 +62,6 @@ def walk_neighbor_overlap(emb: torch.Tensor, graph: Any, seeds: Any, k: int = 10
     """``neighbor_overlap`` against ``PinSageSampler(graph, ...)`` top-T neighborhoods
     (T = ``num_neighbors``, default k). Pass the graph the walks should see (e.g. all edges, or
     the train graph)."""
-    from sampling import PinSageSampler
     s = PinSageSampler(graph, num_traversals=num_traversals, termination_prob=termination_prob,
                        num_random_walks=num_random_walks, num_neighbors=num_neighbors or k, seed=seed)
     seeds = torch.as_tensor(np.asarray(seeds), dtype=torch.int64)

@@ -22,13 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from graph.atomic import atomic_directory
+from graph.atomic import atomic_directory, atomic_write_bytes
 from graph.output_dir import OutputKind
 from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, current_evaluation, evaluate_method,
                                           load_method, truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
 
-__all__ = ["BAR", "REPORT_OUTPUT", "bar_checks", "format_checks", "format_table", "write_report",
+__all__ = ["BAR", "REPORT_OUTPUT", "bar_checks", "format_checks", "format_rows", "write_report",
            "write_report_directory", "metrics_table"]
 
 REPORT_FORMAT = "pinclip-report"
@@ -88,8 +88,10 @@ def metrics_table(metrics: dict[str, dict[str, float | None]], keys: Sequence[st
     return rows
 
 
-def format_table(rows: list[list[str]], markdown: bool = False) -> str:
-    """A plain-text (aligned columns) or Markdown table of ``rows`` (header first)."""
+def format_rows(rows: list[list[str]], markdown: bool = False) -> str:
+    """A plain-text (aligned columns) or Markdown table of already-formatted string ``rows``
+    (header first), e.g. from ``metrics_table``. (For a ``{row: {column: value}}`` mapping, as in
+    the notebooks, see ``training.notebook_utils.format_table``.)"""
     if markdown:
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "|".join("---" for _ in rows[0]) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
@@ -181,7 +183,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
            "the top 10; MRR tie-aware). Cold start: the same for pins whose every edge was hidden in training "
            "(content only). `n/a`: the method cannot produce the metric (the graph-only model has no "
            "embedding for a pin without edges; text-only methods have no image).", "",
-           format_table(metrics_table(metrics), markdown=True), ""]
+           format_rows(metrics_table(metrics), markdown=True), ""]
     if checks:
         md += ["## The bar", "", "| check | value | baseline | relative | target | |", "|---|---|---|---|---|---|"]
         for c in checks:
@@ -197,7 +199,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     if len(mod_rows) > 1:
         md += ["## Board-mate recall by embedding", "",
                "The image embedding is what serves a fresh pin from its pixels alone.", "",
-               format_table(mod_rows, markdown=True), ""]
+               format_rows(mod_rows, markdown=True), ""]
     hood_keys = sorted({k for e in evals for k in e.get("neighborhood", {})})
     if hood_keys:
         rows = [["method", *hood_keys]] + [[e["method"], *[_fmt(e["neighborhood"].get(k)) for k in hood_keys]]
@@ -207,7 +209,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
                "distance of board mates (lower is tighter); uniformity: log E exp(-2 d^2) (lower is more spread); "
                "*_purity@10: share of the 10 nearest neighbors with the same hidden topic / style (synthetic "
                "world only). neighbor_overlap@10 (above): overlap with the random-walk top-10 neighborhood.", "",
-               format_table(rows, markdown=True), ""]
+               format_rows(rows, markdown=True), ""]
     md += ["## Plots", ""]
     for f in summary_plots:
         md.append(f"![{f.stem}]({f.name})")
@@ -216,7 +218,6 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
         md += [f"### {name}", "", f"![{p.stem}]({p.name}) ![{h.stem}]({h.name})", ""]
     md += [f"_Written in {time.perf_counter() - t0:.1f} s from: " +
            ", ".join(f"`{d}`" for d in dirs) + "._", ""]
-    from graph.atomic import atomic_write_bytes
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     files = [*summary_plots, *(f for _, p, h in projections for f in (p, h)), out / "metrics.json", out / "report.md"]

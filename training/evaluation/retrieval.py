@@ -35,6 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from training.faiss_probe import faiss_available  # the one faiss probe; re-exported here
+
 __all__ = ["Positives", "as_positives", "exact_topk", "retrieval_metrics", "expected_first_positive_rank", "image_text_retrieval",
            "board_mate_positives", "pin_retrieval", "faiss_available", "FAISS_MIN_CORPUS"]
 
@@ -42,14 +44,6 @@ __all__ = ["Positives", "as_positives", "exact_topk", "retrieval_metrics", "expe
 # faiss IndexFlatIP 0.68 s; both are exact, so "auto" keeps torch until corpora this large.
 FAISS_MIN_CORPUS = 1_000_000
 _NEG_INF = float("-inf")
-
-
-def faiss_available() -> bool:
-    try:
-        import faiss  # noqa: F401
-        return True
-    except Exception:  # pragma: no cover - depends on the environment
-        return False
 
 
 @dataclass(frozen=True)

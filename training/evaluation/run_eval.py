@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import json
 import os
 import time
@@ -47,11 +48,18 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
+from graph import PinBoardGraph
+from graph.atomic import atomic_directory, atomic_write_bytes
 from graph.errors import ToolkitError
 from graph.output_dir import OutputKind
 from graph.splits import COLD, TEST, TRAIN
+from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, list_checkpoints,
+                                 read_graph_identity)
+from training.config import load_train_config
+from training.embed import GRAPH_CHANGED_REMEDY, embed_run, load_embeddings
 from training.evaluation.neighborhood import alignment, board_coherence, synthetic_purity, uniformity
 from training.evaluation.summary import PIN_EMBEDDING_ORDER, method_metrics
 
@@ -88,7 +96,6 @@ def allowing_changed_graph(allow: bool = True):
 
 def _manifest_sha256(graph_path: str | os.PathLike) -> str | None:
     """sha256 of a graph store's manifest.json, or None when it has none."""
-    import hashlib
     try:
         return hashlib.sha256((Path(graph_path) / "manifest.json").read_bytes()).hexdigest()
     except OSError:
@@ -96,12 +103,10 @@ def _manifest_sha256(graph_path: str | os.PathLike) -> str | None:
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    from graph.atomic import atomic_write_bytes
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def _latest_step(run_dir: Path) -> int | None:
-    from training.checkpoint import list_checkpoints
     items = list_checkpoints(run_dir)
     return items[-1][0] if items else None
 
@@ -125,7 +130,6 @@ def truth_labels(g: Any) -> dict[str, np.ndarray] | None:
     root = src.get("dataset_dir")
     if not root or not (Path(root) / "truth_pins.parquet").is_file():
         return None
-    import pyarrow.parquet as pq
     t = pq.read_table(Path(root) / "truth_pins.parquet", columns=["pin_id", "topic", "style"])
     idx = np.asarray(g.pin_index(t.column("pin_id")), dtype=np.int64)
     ok = idx >= 0
@@ -231,9 +235,6 @@ def save_baseline(out: str | os.PathLike, method: str, graph_path: str | os.Path
     """Write a baseline directory (see the module docstring) atomically. emb: {name: float [P, D]}
     with names among image / text / fused / graph. ``method.json`` records the graph store's
     identity, which :func:`load_method` checks."""
-    from graph.atomic import atomic_directory
-
-    from training.checkpoint import graph_identity
     bad = [k for k in emb if k not in PIN_EMBEDDING_ORDER]
     if bad:
         raise ValueError(f"baseline embedding names {bad}: expected some of {list(PIN_EMBEDDING_ORDER)}")
@@ -269,11 +270,6 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
     The graph store must be the one the directory recorded (see the module docstring): else
     ``training.checkpoint.GraphChangedError``, unless ``allow_changed_graph`` (or an enclosing
     :func:`allowing_changed_graph`), when ``graph_changed`` holds {"recorded", "current"}."""
-    from graph import PinBoardGraph
-
-    from training.checkpoint import check_graph_identity, graph_identity, read_graph_identity
-    from training.embed import GRAPH_CHANGED_REMEDY
-
     allow = bool(allow_changed_graph) or _ALLOW_CHANGED_GRAPH.get()
     path = Path(path)
     if (path / BASELINE_FILE).is_file():
@@ -300,9 +296,6 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
     if not (path / "config.yaml").is_file():
         raise EvaluationError(f"{path}: neither a training run (config.yaml) nor a baseline directory "
                               f"({BASELINE_FILE})")
-    from training.checkpoint import CheckpointError
-    from training.config import load_train_config
-    from training.embed import embed_run, load_embeddings
     step = _latest_step(path)
     if step is None:
         raise CheckpointError(f"{path}: no checkpoint to evaluate (train first)")

@@ -1,25 +1,25 @@
 """Figures for notebooks: render to PNG and display, bar plots, small text tables."""
 from __future__ import annotations
 
+import io
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 
-
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot``, imported on first use (matplotlib is optional and slow to import)."""
     import matplotlib.pyplot as plt
     return plt
 
 
-def _png(fig: Any, dpi: int = 80) -> bytes:
+def figure_png(fig: Any, dpi: int = 80) -> bytes:
     """The PNG bytes of ``fig``; the figure is closed."""
-    import io
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     finally:
-        _plt().close(fig)
+        pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -29,15 +29,15 @@ def show(fig: Any, dpi: int = 80) -> None:
     from IPython import get_ipython
     from IPython.display import Image, display
     if get_ipython() is None:
-        _plt().close(fig)
+        pyplot().close(fig)
         return
-    display(Image(data=_png(fig, dpi), format="png"))
+    display(Image(data=figure_png(fig, dpi), format="png"))
 
 
 def plot_bars(values: Mapping[str, float], ylabel: str = "", title: str = "", fmt: str = "{:.3g}",
               figsize: tuple[float, float] = (5, 3)):
     """Figure: one labelled bar per ``{name: value}`` (NaN / None drawn as "n/a")."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=figsize)
     names = list(values)
     for i, n in enumerate(names):

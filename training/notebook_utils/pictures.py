@@ -7,8 +7,10 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS
-from training.notebook_utils.display import _plt
+from graph.features import ImagePathError
+from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image
+from training.data import DataError
+from training.notebook_utils.display import pyplot
 
 
 # ------------------------------------------------------------------------------------ pictures
@@ -22,10 +24,6 @@ def load_pin_images(features: Any, pins: Any, max_pixels: int = DEFAULT_MAX_IMAG
     raises ``training.data.DataError`` naming the pin and the path (``on_bad_image="error"``)
     or is drawn as a missing image (``"skip"``).
     """
-    from graph.features import ImagePathError
-    from pinclip.transforms import ImageReadError, open_image
-    from training.data import DataError
-
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
     ids = np.asarray(torch.as_tensor(pins).cpu().numpy() if isinstance(pins, torch.Tensor) else pins,
@@ -69,7 +67,7 @@ def plot_pin_grid(features: Any, pins: Any, ncols: int = 6, captions: bool = Tru
                   caption_width: int = 18, cell: float = 1.8):
     """Figure: the images of ``pins`` (int [N]) in a grid of ``ncols`` columns, each with its
     pin id and caption (wrapped to ``caption_width`` characters, at most 3 lines)."""
-    plt = _plt()
+    plt = pyplot()
     ids = np.asarray(torch.as_tensor(pins).cpu().numpy() if isinstance(pins, torch.Tensor) else pins,
                      dtype=np.int64).reshape(-1)
     n = max(1, ids.size)
@@ -105,7 +103,7 @@ def plot_neighbor_gallery(features: Any, query_pins: Any, neighbors: Mapping[str
     to compare methods (samplers, embeddings) on the same queries. marks: bool [Q, T] (or a dict
     like ``neighbors``): True draws a green border (e.g. "is a true board-mate"), False red.
     """
-    plt = _plt()
+    plt = pyplot()
     q = np.asarray(torch.as_tensor(query_pins).cpu().numpy() if isinstance(query_pins, torch.Tensor)
                    else query_pins, dtype=np.int64).reshape(-1)
     nb = dict(neighbors) if isinstance(neighbors, Mapping) else {"": neighbors}

@@ -4,13 +4,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from training.notebook_utils.display import _plt, _png
+from training.config import load_train_config
+from training.evaluation.plots import pca_2d
+from training.evaluation.run_eval import truth_labels
+from training.logging_utils import read_jsonl
+from training.notebook_utils.display import figure_png, pyplot
+from training.trainer import Trainer, train_or_resume
 
 
 # ------------------------------------------------------------------------------------ training
@@ -38,7 +44,7 @@ class LiveLossPlot:
 
     def figure(self):
         """Figure of the recorded curves (loss terms on one axis, steps on x)."""
-        plt = _plt()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for k, pts in sorted(self.history.items()):
             if pts:
@@ -63,7 +69,7 @@ class LiveLossPlot:
             return
         if get_ipython() is None:
             return
-        image = Image(data=_png(self.figure()), format="png")   # a PNG whatever the backend
+        image = Image(data=figure_png(self.figure()), format="png")   # a PNG whatever the backend
         if self._handle is None:
             self._handle = display(image, display_id=True)
         else:
@@ -101,9 +107,6 @@ def train_run(config: str | os.PathLike, run_dir: str | os.PathLike, overrides: 
     after every step (``Trainer(callbacks=...)``). With ``reuse``, a run that already finished there
     (``summary.json`` at ``train.max_steps``) is not trained again and an unfinished one is
     resumed (``training.trainer.train_or_resume``). Returns the run summary."""
-    from training.config import load_train_config
-    from training.trainer import Trainer, train_or_resume
-
     if reuse:
         return train_or_resume(config, run_dir, list(overrides), callbacks)
     return Trainer(load_train_config(config, list(overrides)), run_dir, callbacks=callbacks).train()
@@ -113,8 +116,6 @@ def read_losses(run_dir: str | os.PathLike, keys: Sequence[str] | None = None) -
     """{"step": int64 [N], term: float64 [N] ...} from ``RUN_DIR/metrics.jsonl`` (every
     ``*loss`` term, or ``keys``); a term missing from a line is NaN. Safe while training runs
     (a torn last line is skipped)."""
-    from training.logging_utils import read_jsonl
-
     recs = read_jsonl(Path(run_dir) / "metrics.jsonl")
     names = list(keys) if keys else sorted({k for r in recs for k in r if k.endswith("loss")})
     out = {"step": np.array([int(r["step"]) for r in recs], dtype=np.int64)}
@@ -125,7 +126,7 @@ def read_losses(run_dir: str | os.PathLike, keys: Sequence[str] | None = None) -
 
 def plot_loss_curves(runs: Mapping[str, str | os.PathLike], keys: Sequence[str] = ("loss",), figsize=(6, 3.5)):
     """Figure: ``keys`` terms of several runs ({label: run_dir}) from their metrics.jsonl."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=figsize)
     for label, rd in runs.items():
         h = read_losses(rd)
@@ -145,7 +146,6 @@ def recall_curves(evaluations: Mapping[str, Mapping[str, Any]], prefix: str = "b
     """{label: {k: recall@k}} from ``evaluation.json`` contents ({label: evaluation}, e.g. from
     ``training.evaluation.run_eval.load_evaluation``): every ``{prefix}recall@k`` metric present
     and not None. prefix: ``board_`` (warm pins' held-out edges), ``cold_start_board_``, ``t2i_``."""
-    import re
     pat = re.compile(rf"^{re.escape(prefix)}recall@(\d+)$")
     out = {}
     for label, ev in evaluations.items():
@@ -160,7 +160,6 @@ def pin_labels(g: Any) -> dict[str, np.ndarray]:
     """Labels to color a 2-D map by, int64 [P] each (-1 = none): ``board`` (the pin's largest
     board, all edges), and on the synthetic world ``topic`` and ``style`` (the hidden truth,
     ``training.evaluation.run_eval.truth_labels``)."""
-    from training.evaluation.run_eval import truth_labels
     sizes = g.board_degrees().numpy()
     indptr = g.pin_indptr.numpy()
     indices = g.pin_indices.numpy()
@@ -182,8 +181,7 @@ def plot_embedding_map(emb: torch.Tensor, labels: Mapping[str, Any], max_points:
     one panel per labelling ({name: int [P]}, -1 grey). A ``board`` labelling colors only its
     ``top_boards`` largest boards (the rest grey), since 20 colors cannot tell hundreds apart.
     At most ``max_points`` points (drawn with ``seed``)."""
-    from training.evaluation.plots import pca_2d
-    plt = _plt()
+    plt = pyplot()
     xy = pca_2d(emb, seed)
     idx = np.arange(len(xy))
     if idx.size > max_points:

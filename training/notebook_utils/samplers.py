@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import copy
-import functools
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from training.notebook_utils.display import _plt
+from sampling import ImportanceNeighbors, PinSageSampler, PixieSampler, build_sampler, load_sampler_config
+from sampling.neighborhoods import count_visits, top_per_row
+from training.notebook_utils.display import pyplot
 
 
 # ------------------------------------------------------------------------------------ samplers
@@ -25,9 +27,6 @@ def sample_neighborhoods(sampler: Any, seeds: Any, num_neighbors: int = 10, walk
     * a ``random_walk`` callable (kind ``random_walk``): ``walks_per_seed`` walks per seed, the
       pins they reach after each traversal counted, the seed excluded; ties by smaller pin id.
     """
-    from sampling import ImportanceNeighbors, PinSageSampler, PixieSampler
-    from sampling.neighborhoods import count_visits, top_per_row
-
     seeds = torch.as_tensor(np.asarray(seeds), dtype=torch.int64)
     if isinstance(sampler, PinSageSampler):
         return sampler.sample(seeds, generator=generator, num_neighbors=num_neighbors)
@@ -43,7 +42,7 @@ def sample_neighborhoods(sampler: Any, seeds: Any, num_neighbors: int = 10, walk
         visited = trace[:, 2::2]
         rows = torch.arange(seeds.numel()).repeat_interleave(walks_per_seed)[:, None].expand_as(visited)
         ok = visited >= 0
-        sg = sampler.args[0] if isinstance(sampler, functools.partial) and sampler.args else None
+        sg = getattr(sampler, "graph", None)   # RandomWalkSampler; a plain callable has none
         num_pins = int(getattr(sg, "num_pins", 0) or 0) or \
             int(max(int(seeds.max()) if seeds.numel() else 0, int(trace.max()))) + 1
         r, items, counts = count_visits(rows[ok], visited[ok], num_pins, drop=seeds)
@@ -129,7 +128,7 @@ def visit_frequency_by_rank(nb: Any) -> np.ndarray:
 def plot_visit_frequencies(neighborhoods: Mapping[str, Any], figsize: tuple[float, float] = (5, 3.5)):
     """Figure: ``visit_frequency_by_rank`` of several samplers ({name: ImportanceNeighbors}) on
     log-log axes: how fast visits concentrate on the top neighbors."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=figsize)
     for name, nb in neighborhoods.items():
         f = visit_frequency_by_rank(nb)
@@ -177,10 +176,6 @@ def overlap_sweep(g: Any, seeds: Any, restart_probs: Sequence[float], num_walks:
     scores ``sample_neighborhoods(seeds)`` with ``board_mate_overlap`` against ``true_graph``
     (default ``g``: all edges). Returns one dict per cell: restart_prob, num_walks and the
     overlap keys."""
-    from tqdm.auto import tqdm
-
-    from sampling import build_sampler, load_sampler_config
-
     true_graph = g if true_graph is None else true_graph
     cells = [(float(r), int(w)) for r in restart_probs for w in num_walks]
     rows = []
@@ -195,7 +190,7 @@ def overlap_sweep(g: Any, seeds: Any, restart_probs: Sequence[float], num_walks:
 
 def plot_overlap_sweep(rows: Sequence[Mapping[str, Any]], metric: str = "precision", figsize=(5, 3.5)):
     """Figure: heatmap of ``metric`` over restart probability (rows) x walks per query (columns)."""
-    plt = _plt()
+    plt = pyplot()
     rs = sorted({float(r["restart_prob"]) for r in rows})
     ws = sorted({int(r["num_walks"]) for r in rows})
     grid = np.full((len(rs), len(ws)), np.nan)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.notebook_utils.display import _plt
+from graph import PinBoardGraph
+from graph.dataset import build_graph_from_dataset
+from graph.splits import COLD, TRAIN
+from graph.synth import read_truth, synthesize
+from training.notebook_utils.display import pyplot
 
 
 # ------------------------------------------------------------------------------------ the world
@@ -27,7 +33,6 @@ class World:
 def default_work_dir() -> Path:
     """``$PINCLIP_NOTEBOOK_DIR`` or ``<system temp>/pinclip_notebooks``: where notebooks put
     worlds, runs and plots when no ``work_dir`` parameter is given (shared between notebooks)."""
-    import tempfile
     env = os.environ.get("PINCLIP_NOTEBOOK_DIR")
     return Path(env) if env else Path(tempfile.gettempdir()) / "pinclip_notebooks"
 
@@ -39,10 +44,6 @@ def synthetic_world(work_dir: str | os.PathLike, num_pins: int = 2000, num_board
     (``graph.dataset.build_graph_from_dataset``, cold-start pins = the ``fresh`` flags, split seed
     ``seed``) under ``work_dir/world_p{pins}_b{boards}_s{seed}_i{size}``; a world already there
     with the same parameters is reused. Returns a :class:`World`."""
-    from graph import PinBoardGraph
-    from graph.dataset import build_graph_from_dataset
-    from graph.synth import read_truth, synthesize
-
     root = Path(work_dir) / f"world_p{num_pins}_b{num_boards}_s{seed}_i{image_size}"
     if fresh_fraction != 0.1:
         root = root.with_name(root.name + f"_f{fresh_fraction:g}")
@@ -55,7 +56,6 @@ def synthetic_world(work_dir: str | os.PathLike, num_pins: int = 2000, num_board
         synthesize(dataset_dir, num_pins, num_boards, seed, image_size=image_size,
                    fresh_fraction=fresh_fraction, workers=workers, progress=progress)
         if graph_dir.exists():
-            import shutil
             shutil.rmtree(graph_dir)
     if not (graph_dir / "manifest.json").is_file():
         build_graph_from_dataset(dataset_dir, graph_dir, seed=seed, progress=progress)
@@ -76,7 +76,7 @@ def degree_counts(degrees: Any) -> tuple[np.ndarray, np.ndarray]:
 def plot_degree_distributions(g: Any, figsize: tuple[float, float] = (10, 4)):
     """Figure: log-log count of pins per degree (boards per pin) and of boards per size (pins
     per board), markers at every observed value."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=figsize)
     for ax, deg, what in ((axes[0], g.pin_degrees(), "pin degree (boards per pin)"),
                           (axes[1], g.board_degrees(), "board size (pins per board)")):
@@ -97,7 +97,6 @@ def split_summary(g: Any) -> dict[str, int]:
     ``isolated_pins`` (no edge at all) and ``boards_with_cold_pins``."""
     if g.splits is None:
         raise ValueError("the graph has no splits (build it with graph.dataset / pinclip build-graph)")
-    from graph.splits import COLD, TRAIN
     out = {k: v for k, v in g.splits.counts().items()}
     pins, boards = g.edges()
     split = np.asarray(g.splits.edge_split)
@@ -112,7 +111,7 @@ def split_summary(g: Any) -> dict[str, int]:
 def plot_split_summary(g: Any, figsize: tuple[float, float] = (10, 3.5)):
     """Figure: edges per split (bars), and the degree distribution of cold-start pins against
     warm pins (cold-start pins keep their edges for evaluation, hidden from training)."""
-    plt = _plt()
+    plt = pyplot()
     s = split_summary(g)
     fig, axes = plt.subplots(1, 2, figsize=figsize)
     names = ["train", "val", "test", "cold_start"]

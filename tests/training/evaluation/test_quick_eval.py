@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from graph.dataset import load_dataset_graph
-from training.quick_eval import board_recall, quick_eval
+from training.evaluation.quick_eval import board_recall, quick_eval
 
 
 def test_board_recall_ranks_and_excludes():
