@@ -5,10 +5,12 @@
     tok = get_tokenizer(model); tf = get_image_transform(model, train=True)
     out = model(images, **tok(captions))                  # image_emb, text_emb, fused_emb [B, D]
     losses = PinCLIPLoss.from_config(model.config)(out, neighbor_out, neighbor_weights, fn_mask)
+    save_pretrained(model, "model_dir"); enc = load("model_dir")   # PinEncoder: encode_image/text/pins
 
 Modules: ``config`` (dataclasses), ``factory`` (registry), ``vit``, ``hf_towers``, ``text``,
 ``fusion``, ``model``, ``losses`` / ``neighbor_loss`` / ``distributed``, ``transforms``,
-``tokenizer``. Nothing here imports ``graph``, ``sampling`` or ``training``.
+``tokenizer``, ``pretrained`` (model directories, :class:`PinEncoder`). Nothing here imports
+``graph``, ``sampling`` or ``training``.
 """
 from .config import ConfigError, PinCLIPConfig
 from .factory import (add_model_config, create_model, create_model_and_transforms, get_image_transform,
@@ -16,10 +18,12 @@ from .factory import (add_model_config, create_model, create_model_and_transform
 from .losses import (ClipLoss, NeighborAlignmentLoss, PinCLIPLoss, SigLipLoss, clip_loss,
                      neighbor_alignment_loss, siglip_loss)
 from .model import PinCLIP, autocast, truncate_embedding
+from .pretrained import MODEL_FORMAT, ModelDirError, PinEncoder, is_model_dir, load, save_pretrained
 
 __all__ = [
     "ConfigError", "PinCLIPConfig", "add_model_config", "create_model", "create_model_and_transforms",
     "get_image_transform", "get_model_config", "get_tokenizer", "list_models", "ClipLoss",
     "NeighborAlignmentLoss", "PinCLIPLoss", "SigLipLoss", "clip_loss", "neighbor_alignment_loss",
-    "siglip_loss", "PinCLIP", "autocast", "truncate_embedding",
+    "siglip_loss", "PinCLIP", "autocast", "truncate_embedding", "MODEL_FORMAT", "ModelDirError", "PinEncoder",
+    "is_model_dir", "load", "save_pretrained",
 ]

@@ -116,15 +116,16 @@ def _resolve_config(name_or_config, overrides: dict) -> PinCLIPConfig:
 
 
 def create_model(name_or_config: str | Path | dict | PinCLIPConfig, device: str | torch.device | None = None,
-                 **overrides) -> PinCLIP:
+                 *, pretrained_weights: bool = True, **overrides) -> PinCLIP:
     """Build a :class:`PinCLIP` from a registered name, a JSON path, a dict or a config.
 
     ``overrides`` deep-merge into the config: ``create_model(name, embed_dim=64,
     vision={"layers": 2}, **{"fusion.region_grid": 0})``; unknown keys raise :class:`ConfigError`
-    naming the key and the config. Hugging Face towers load from their ``pretrained`` paths.
+    naming the key and the config. Hugging Face towers load from their ``pretrained`` paths;
+    with ``pretrained_weights=False`` they are built from the ``config.json`` there, no weights read.
     """
     cfg = _resolve_config(name_or_config, overrides)
-    model = PinCLIP(cfg)
+    model = PinCLIP(cfg, pretrained_weights=pretrained_weights)
     if device is not None:
         model = model.to(device)
     return model

@@ -70,14 +70,18 @@ class HFVisionTower(FreezableTower):
     mean token when the checkpoint has no head). Patch tokens exclude CLIP's CLS token.
     """
 
-    def __init__(self, kind: str, pretrained: str, image_size: int | None = None):
+    def __init__(self, kind: str, pretrained: str, image_size: int | None = None, weights: bool = True):
         super().__init__()
         from transformers import CLIPVisionModel, SiglipVisionModel
         path = resolve_pretrained(pretrained)
         cls = {"hf_clip": CLIPVisionModel, "hf_siglip": SiglipVisionModel}[kind]
-        # float32 master weights: mixed precision comes from autocast, not from the checkpoint dtype.
-        self.model = _load(lambda p: cls.from_pretrained(p, dtype=torch.float32), path,
-                           f"{cls.__name__} image tower", "vision.pretrained")
+        if not weights:  # architecture only (config.json in ``path``): the caller loads every weight
+            self.model = cls(_load(cls.config_class.from_pretrained, path, f"{cls.__name__} config",
+                                   "vision.pretrained")).float()
+        else:
+            # float32 master weights: mixed precision comes from autocast, not from the checkpoint dtype.
+            self.model = _load(lambda p: cls.from_pretrained(p, dtype=torch.float32), path,
+                               f"{cls.__name__} image tower", "vision.pretrained")
         vc = self.model.config
         self.kind = kind
         self.has_cls = kind == "hf_clip"
@@ -125,12 +129,15 @@ class Qwen2VLVisionTower(FreezableTower):
     tokens, [B, hidden_size]; ``layers``: block outputs [B, N, embed_dim] back in raster order.
     """
 
-    def __init__(self, pretrained: str, image_size: int | None = None):
+    def __init__(self, pretrained: str, image_size: int | None = None, weights: bool = True):
         super().__init__()
         from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
         path = resolve_pretrained(pretrained)
-        if _read_model_type(path) == "qwen2_vl_vision":
+        if not weights:  # architecture only (the vision config in ``path``): the caller loads every weight
+            vconfig = _load(Qwen2VLVisionConfig.from_pretrained, path, "Qwen2-VL vision config", "vision.pretrained")
+            self.model = Qwen2VisionTransformerPretrainedModel(vconfig).float()
+        elif _read_model_type(path) == "qwen2_vl_vision":
             self.model = Qwen2VisionTransformerPretrainedModel.from_pretrained(path, dtype=torch.float32)
         else:
             # A full VLM checkpoint: build the vision tower from its vision_config and take the
@@ -211,10 +218,13 @@ class Qwen2VLVisionTower(FreezableTower):
         return {"global": pooled, "layers": taken, "grid": self.grid_size}
 
 
-def create_hf_vision_tower(kind: str, pretrained: str, image_size: int | None = None) -> FreezableTower:
+def create_hf_vision_tower(kind: str, pretrained: str, image_size: int | None = None,
+                           weights: bool = True) -> FreezableTower:
+    """``weights=False``: build the architecture from the ``config.json`` in ``pretrained`` without
+    reading any weights (:func:`pinclip.pretrained.load` then loads all of them)."""
     if kind == "hf_qwen2vl":
-        return Qwen2VLVisionTower(pretrained, image_size)
-    return HFVisionTower(kind, pretrained, image_size)
+        return Qwen2VLVisionTower(pretrained, image_size, weights)
+    return HFVisionTower(kind, pretrained, image_size, weights)
 
 
 class HFTextTower(FreezableTower):
@@ -224,12 +234,16 @@ class HFTextTower(FreezableTower):
     bool, "pooled": [B, W] float}`` with W = the encoder's hidden size.
     """
 
-    def __init__(self, pretrained: str, pooling: str = "mean"):
+    def __init__(self, pretrained: str, pooling: str = "mean", weights: bool = True):
         super().__init__()
-        from transformers import AutoModel
+        from transformers import AutoConfig, AutoModel
         path = resolve_pretrained(pretrained)
-        self.model = _load(lambda p: AutoModel.from_pretrained(p, dtype=torch.float32), path,
-                           "text tower", "text.pretrained")
+        if not weights:  # architecture only (config.json in ``path``): the caller loads every weight
+            config = _load(AutoConfig.from_pretrained, path, "text tower config", "text.pretrained")
+            self.model = AutoModel.from_config(config).float()
+        else:
+            self.model = _load(lambda p: AutoModel.from_pretrained(p, dtype=torch.float32), path,
+                               "text tower", "text.pretrained")
         self.pooling = pooling
         self.width = self.model.config.hidden_size
         self.pretrained_path = path

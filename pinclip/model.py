@@ -48,12 +48,12 @@ def autocast(device_type: str, precision: str = "auto"):
     raise ValueError(f"unknown precision {precision!r} (expected auto, fp32, bf16)")
 
 
-def _create_vision_tower(cfg: PinCLIPConfig) -> nn.Module:
+def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
     v = cfg.vision
     if v.type == "vit":
         tower = VisionTransformer(v.image_size or 224, v.patch_size, v.width, v.layers, v.heads, v.mlp_ratio)
     else:
-        tower = create_hf_vision_tower(v.type, v.pretrained, v.image_size)
+        tower = create_hf_vision_tower(v.type, v.pretrained, v.image_size, weights)
     tower.set_freeze(v.freeze, v.unfreeze_last_n)
     return tower
 
@@ -68,13 +68,15 @@ class PinCLIP(nn.Module):
     term has weight 0).
     """
 
-    def __init__(self, cfg: PinCLIPConfig):
+    def __init__(self, cfg: PinCLIPConfig, pretrained_weights: bool = True):
         super().__init__()
         self.config = cfg
         d = cfg.embed_dim
         self.embed_dim = d
-        self.visual = _create_vision_tower(cfg)
-        self.text = create_text_tower(cfg.text)
+        # pretrained_weights=False: Hugging Face towers are built from the config.json in their
+        # ``pretrained`` folder without reading weights (a saved model dir holds every weight).
+        self.visual = _create_vision_tower(cfg, pretrained_weights)
+        self.text = create_text_tower(cfg.text, pretrained_weights)
         self.image_size = self.visual.image_size
         gw = self.visual.global_width
         self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
@@ -178,3 +180,15 @@ class PinCLIP(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    # -- model directories (pinclip.pretrained) ---------------------------------------------------
+    def save_pretrained(self, directory, **kwargs) -> dict:
+        """Write this model into the empty directory ``directory``: :func:`pinclip.pretrained.save_pretrained`."""
+        from .pretrained import save_pretrained
+        return save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, directory, device: str = "cpu") -> "PinCLIP":
+        """The model of a saved model directory (``pinclip.load(directory).model``), in eval mode."""
+        from .pretrained import load
+        return load(directory, device).model

@@ -56,10 +56,11 @@ class TextTransformer(FreezableTower):
         return {"tokens": tokens, "mask": mask, "pooled": pool_text(tokens, mask, self.pooling)}
 
 
-def create_text_tower(cfg: TextConfig) -> FreezableTower:
-    """Build the text tower of a config and apply its freezing policy."""
+def create_text_tower(cfg: TextConfig, weights: bool = True) -> FreezableTower:
+    """Build the text tower of a config and apply its freezing policy. ``weights=False``: a Hugging
+    Face tower is built from the ``config.json`` in ``cfg.pretrained``, no weights read."""
     if cfg.type == "hf":
-        tower = HFTextTower(cfg.pretrained, pooling=cfg.pooling)
+        tower = HFTextTower(cfg.pretrained, pooling=cfg.pooling, weights=weights)
     else:
         tower = TextTransformer(cfg.vocab_size, cfg.context_length, cfg.width, cfg.layers, cfg.heads,
                                 cfg.mlp_ratio, cfg.pooling)

@@ -10,7 +10,10 @@ Where things live (and where a new piece goes):
   ``run``, so ``pinclip --help`` stays fast);
 * evaluation: ``evaluation/`` (metrics, neighborhood quality, baselines, report, plots, and the
   trainer's quick held-out check ``evaluation/quick_eval.py``);
-* export and serving: ``embed.py`` (every pin's embeddings from a run) and ``ann.py`` (faiss
-  indexes over them); ``faiss_probe.py`` is the one place that detects faiss;
+* export and serving: ``embed.py`` (every pin's embeddings of a run's store),
+  ``embed_dataset.py`` (of any dataset directory), ``export.py`` (a run's model as a
+  ``pinclip.load`` model directory), ``ann.py`` (faiss indexes over embeddings), ``search.py``
+  (a text, image or pin query against an index); ``faiss_probe.py`` is the one place that
+  detects faiss;
 * notebooks: ``notebook_utils/`` (helpers the researcher notebooks share).
 """

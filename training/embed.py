@@ -18,6 +18,14 @@ Pins are encoded in batches (``--batch-size``) through DataLoader workers (image
 image is encoded from the zero image; one without text from the empty caption.
 :func:`load_embeddings` opens the directory again.
 
+**Any dataset's pins** (``pinclip embed RUN_DIR|MODEL_DIR --dataset DIR``, ``training.embed_dataset``):
+every pin of a dataset directory (README "The dataset format"; e.g. pins that arrived after
+training) is read with the graph package's readers (``graph.build_inputs.read_nodes``: types,
+unique ids, image paths inside the directory) and embedded the same way, with a run's model or a
+model directory (``pinclip export``, ``pinclip.load``); no graph store is built. Same files;
+``cold_start.npy`` is the dataset's ``fresh`` column (all False without one) and
+``manifest.json`` adds ``"source": "dataset"``, ``"dataset"`` and ``"run_dir"`` or ``"model_dir"``.
+
 The run's graph store must be the one it trained on (``RUN_DIR/graph_identity.json``, see
 ``training.checkpoint.check_graph_identity``): a store rebuilt since (another split, another
 dataset) is refused unless ``allow_changed_graph=True`` (``--allow-changed-graph``), which the
@@ -72,8 +80,9 @@ from training.data import PinFeatureFetcher, prepare_graph
 from training.distributed import all_gather_object, barrier, init_distributed, resolve_device, shutdown
 from training.text_cache import get_text_cache
 
-__all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run", "embed_run", "load_embeddings",
-           "shard_range", "merge_shards", "EmbedShardError"]
+__all__ = ["PinBatches", "iter_pin_embeddings", "encode_pins", "load_run_model", "load_run", "embed_run",
+           "load_embeddings", "write_embedding_files", "fill_embeddings", "shard_range", "merge_shards",
+           "EmbedShardError"]
 
 FORMAT = "pinclip-embeddings"
 VERSION = 1
@@ -113,8 +122,12 @@ def _identity(x: Any) -> Any:
 @torch.no_grad()
 def iter_pin_embeddings(model: Any, fetcher: Any, pins: torch.Tensor, batch_size: int = 256,
                         device: torch.device | str = "cpu", precision: str = "auto", num_workers: int = 0,
-                        progress: bool = False, desc: str = "embed") -> Iterator[tuple[torch.Tensor, dict, torch.Tensor]]:
-    """Yield (pins [n], {"image", "text", "fused"}: float32 [n, D] on CPU, image_missing [n])."""
+                        progress: bool = False, desc: str = "embed", text_features_dtype: torch.dtype | None = None
+                        ) -> Iterator[tuple[torch.Tensor, dict, torch.Tensor]]:
+    """Yield (pins [n], {"image", "text", "fused"}: float32 [n, D] on CPU, image_missing [n]).
+    text_features_dtype: with a frozen text tower and token ids from ``fetcher``, round the
+    tower's token features to this dtype first (float16: what the text feature cache holds, as
+    ``pinclip.PinEncoder`` of an exported run does)."""
     device = torch.device(device)
     ds = PinBatches(pins, batch_size, fetcher)
     kwargs: dict[str, Any] = {"num_workers": num_workers}
@@ -128,6 +141,9 @@ def iter_pin_embeddings(model: Any, fetcher: Any, pins: torch.Tensor, batch_size
         bar = tqdm(total=int(ds.pins.shape[0]), desc=desc, unit="pin", disable=not progress, leave=False)
         for item in loader:
             text = {k: v.to(device, non_blocking=True) for k, v in item["text"].items()}
+            if text_features_dtype is not None and model.text.frozen and "input_ids" in text:
+                feats = model.text_features(text["input_ids"], text["attention_mask"], dtype=text_features_dtype)
+                text = {"text_features": feats["tokens"], "text_mask": feats["mask"]}
             with autocast(device.type, precision):
                 out = model(item["images"].to(device, non_blocking=True), **text)
             emb = {"image": out["image_emb"].float().cpu(), "text": out["text_emb"].float().cpu(),
@@ -153,6 +169,29 @@ GRAPH_CHANGED_REMEDY = ("Scores on it would count edges the model may have train
                         "--allow-changed-graph (allow_changed_graph=True) to go on anyway.")
 
 
+def load_run_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                   device: str | torch.device = "cpu") -> tuple[Any, Any, dict[str, Any]]:
+    """(model in eval mode on ``device``, the run's TrainConfig, the checkpoint state) of a run:
+    the model rebuilt from ``RUN_DIR/model_config.json`` (pretrained towers from their paths)
+    with a checkpoint's weights (default: the newest). ``state["_path"]`` is the checkpoint file
+    and ``state["step"]`` its step. Raises ``MissingInputError`` / ``CheckpointError``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise MissingInputError(f"{run_dir}: not a training run directory (no config.yaml)")
+    # The devices it trained on need not exist here: --device picks this machine's.
+    cfg = load_train_config(run_dir / "config.yaml", check_devices=False)
+    model_cfg = json.loads((run_dir / "model_config.json").read_text())
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(model_cfg).to(device)
+    rec = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if rec is None:
+        raise CheckpointError(f"{run_dir}: no checkpoint to embed with (train first)")
+    state = load_checkpoint(rec)
+    load_model_state(model, state["model"], state["_path"])
+    model.eval()
+    return model, cfg, state
+
+
 def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
              device: str = "auto", progress: bool = True, log=print, is_main: bool = True,
              barrier=None, allow_changed_graph: bool = False) -> dict[str, Any]:
@@ -164,20 +203,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     Several processes: only ``is_main`` builds a missing graph store or text cache, the others
     wait at ``barrier`` (a callable)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise MissingInputError(f"{run_dir}: not a training run directory (no config.yaml)")
-    # The devices it trained on need not exist here: --device picks this machine's.
-    cfg = load_train_config(run_dir / "config.yaml", check_devices=False)
     dev = resolve_device(device)
-    model_cfg = json.loads((run_dir / "model_config.json").read_text())
-    torch.manual_seed(cfg.train.seed)
-    model = create_model(model_cfg).to(dev)
-    rec = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-    if rec is None:
-        raise CheckpointError(f"{run_dir}: no checkpoint to embed with (train first)")
-    state = load_checkpoint(rec)
-    load_model_state(model, state["model"], state["_path"])
-    model.eval()
+    model, cfg, state = load_run_model(run_dir, checkpoint, dev)
     g = prepare_graph(cfg, run_dir, is_main, barrier, log=log)
     changed = check_graph_identity(read_graph_identity(run_dir), g.path, f"run {run_dir}", GRAPH_CHANGED_REMEDY,
                                    allow_changed_graph, log=log if is_main else None)
@@ -197,12 +224,20 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
 
 def _write_common(tmp: Path, g: Any, p: int, d: int, dtype: str, missing: np.ndarray, meta: dict) -> dict:
     """The files every export shares: pin ids, flags, external ids and ``manifest.json``."""
+    return write_embedding_files(tmp, g.splits.is_cold_start(p).numpy(), g.external_pin_ids(np.arange(p)), p, d,
+                                 dtype, missing, meta)
+
+
+def write_embedding_files(tmp: Path, cold_start: np.ndarray, ext: Any, p: int, d: int, dtype: str,
+                          missing: np.ndarray, meta: dict) -> dict:
+    """Write the files every export shares into ``tmp``: ``pin_ids.npy``, ``image_missing.npy``
+    (``missing``, bool [P]), ``cold_start.npy`` (bool [P]), ``pin_external_ids.arrow`` (``ext``,
+    [P] dataset ids) and ``manifest.json`` (``meta`` added). Returns the manifest."""
     np.save(tmp / "pin_ids.npy", np.arange(p, dtype=np.int64))
     np.save(tmp / "image_missing.npy", missing)
-    np.save(tmp / "cold_start.npy", g.splits.is_cold_start(p).numpy())
-    ext = g.external_pin_ids(np.arange(p))
+    np.save(tmp / "cold_start.npy", np.asarray(cold_start, dtype=bool))
     with pa.OSFile(str(tmp / "pin_external_ids.arrow"), "wb") as sink:
-        table = pa.table({"pin_id": pa.array(ext)})
+        table = pa.table({"pin_id": ext if isinstance(ext, pa.Array) else pa.array(ext)})
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
     manifest = {"format": FORMAT, "version": VERSION, "num_pins": p, "dim": d, "dtype": dtype,
@@ -224,7 +259,7 @@ def _run_meta(run: dict, run_dir: str | os.PathLike) -> dict:
     return meta
 
 
-def _fill(arrays: dict[str, np.ndarray], missing: np.ndarray, batches: Iterator, offset: int = 0) -> None:
+def fill_embeddings(arrays: dict[str, np.ndarray], missing: np.ndarray, batches: Iterator, offset: int = 0) -> None:
     """Write each batch of ``iter_pin_embeddings`` into rows ``pins - offset`` of the memory-mapped
     ``arrays`` ({"image", "text", "fused"}: [n, D]) and of ``missing`` (bool [n]), then flush."""
     for pins, emb, miss in batches:
@@ -279,8 +314,9 @@ def _embed_single_process(run_dir, out: Path, checkpoint, batch_size: int, devic
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))
                   for k in EMB_KEYS}
         missing = np.zeros(p, dtype=bool)
-        _fill(arrays, missing, iter_pin_embeddings(model, run["fetcher"], torch.arange(p), batch_size, run["device"],
-                                                   cfg.model.precision, workers, progress))
+        batches = iter_pin_embeddings(model, run["fetcher"], torch.arange(p), batch_size, run["device"],
+                                      cfg.model.precision, workers, progress)
+        fill_embeddings(arrays, missing, batches)
         del arrays
         _write_common(tmp, g, p, d, dtype, missing, _run_meta(run, run_dir))
     return out
@@ -317,9 +353,9 @@ def _write_shard(shard_dir: Path, rank: int, world_size: int, job: str, start: i
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(n, d))
                   for k in EMB_KEYS}
         missing = np.zeros(n, dtype=bool)
-        _fill(arrays, missing, iter_pin_embeddings(model, run["fetcher"], torch.arange(start, stop), batch_size,
-                                                   run["device"], cfg.model.precision, workers, progress,
-                                                   desc=f"embed rank {rank}"), offset=start)
+        batches = iter_pin_embeddings(model, run["fetcher"], torch.arange(start, stop), batch_size, run["device"],
+                                      cfg.model.precision, workers, progress, desc=f"embed rank {rank}")
+        fill_embeddings(arrays, missing, batches, offset=start)
         del arrays
         np.save(tmp / "image_missing.npy", missing)
         files = {f"{k}.npy": {} for k in (*EMB_KEYS, "image_missing")}

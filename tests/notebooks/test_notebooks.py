@@ -21,7 +21,7 @@ nbclient = pytest.importorskip("nbclient")
 NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ["01_explore_graph.ipynb", "02_sampler_configs.ipynb", "03_train_pinclip.ipynb",
-            "04_neighborhood_quality.ipynb"]
+            "04_neighborhood_quality.ipynb", "05_model_in_use.ipynb"]
 
 # pinclip-tiny-demo shrunk as in tests/training/conftest.py: a step takes tens of milliseconds.
 TINY_MODEL = {
@@ -40,12 +40,14 @@ SMALL = {
                                  "walk_counts": [10, 40], "sweep_neighbors": 15},
     "03_train_pinclip.ipynb": {**WORLD, **TRAIN},
     "04_neighborhood_quality.ipynb": {**WORLD, **TRAIN, "num_gallery": 2, "max_points": 300},
+    "05_model_in_use.ipynb": {**WORLD, **TRAIN, "num_fresh": 40, "k": 4},
 }
 
 # degrees, board grid, split, cold grid | gallery, visit frequencies, throughput, 2 sweeps |
-# 2 live loss plots, loss curves, bars | 2 recall curves, bars, gallery, 2 maps
+# 2 live loss plots, loss curves, bars | 2 recall curves, bars, gallery, 2 maps |
+# text and image search of the run's pins, text and image search of the fresh pins
 MIN_FIGURES = {"01_explore_graph.ipynb": 4, "02_sampler_configs.ipynb": 5, "03_train_pinclip.ipynb": 4,
-               "04_neighborhood_quality.ipynb": 6}
+               "04_neighborhood_quality.ipynb": 6, "05_model_in_use.ipynb": 4}
 
 
 def _parameters_cell(nb) -> int:
@@ -59,7 +61,7 @@ def _parameter_names(source: str) -> set[str]:
             for t in node.targets if isinstance(t, ast.Name)}
 
 
-def test_the_four_notebooks_exist():
+def test_the_five_notebooks_exist():
     assert NOTEBOOKS == EXPECTED
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 
 from training.notebook_utils.display import format_table, plot_bars, show
-from training.notebook_utils.pictures import load_pin_images, plot_neighbor_gallery, plot_pin_grid
+from training.notebook_utils.pictures import load_pin_images, plot_neighbor_gallery, plot_pin_grid, plot_search_results
 from training.notebook_utils.runs import (LiveLossPlot, demo_overrides, pin_labels, plot_embedding_map,
                                           plot_loss_curves, read_losses, recall_curves, run_dir_name, train_run)
 from training.notebook_utils.samplers import (board_mate_marks, board_mate_overlap, board_mate_sets,
@@ -37,6 +37,7 @@ __all__ = [
     "World", "synthetic_world", "default_work_dir", "show", "plot_bars", "format_table",
     "degree_counts", "plot_degree_distributions", "split_summary", "plot_split_summary",
     "pick_pins", "hidden_groups", "pick_board", "load_pin_images", "plot_pin_grid", "plot_neighbor_gallery",
+    "plot_search_results",
     "sample_neighborhoods", "board_mate_sets", "board_mate_overlap", "board_mate_marks",
     "visit_frequency_by_rank", "plot_visit_frequencies",
     "measure_throughput", "overlap_sweep", "plot_overlap_sweep",

@@ -133,3 +133,32 @@ def plot_neighbor_gallery(features: Any, query_pins: Any, neighbors: Mapping[str
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_search_results(result: Mapping[str, Any], title: str | None = None, query_image: Any = None,
+                        caption_width: int = 18, cell: float = 1.8, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Figure: one row, the query image first when ``query_image`` (a path) is given, then every
+    result of ``training.search.search`` (``{"results": [{"pin_id", "score", "image"?, "text"?}]}``)
+    with its pin id, score and caption. Images are opened with ``pinclip.transforms.open_image``;
+    a result without a known image is drawn as missing."""
+    plt = pyplot()
+    results = list(result["results"])
+    cells = ([("query", None, query_image, None)] if query_image is not None else []) + [
+        (r["pin_id"], r["score"], r.get("image"), r.get("text")) for r in results]
+    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(cell * max(1, len(cells)), cell + 0.9), squeeze=False)
+    for ax, (pin_id, score, path, text) in zip(axes.flat, cells):
+        img = None
+        if path is not None:
+            try:
+                img = np.asarray(open_image(path, max_pixels).convert("RGB"))
+            except ImageReadError:
+                img = None
+        _show(ax, img, border="tab:blue" if score is None else None)
+        label = "query" if score is None else f"{pin_id}  {score:.3f}"
+        if text is not None:
+            label += "\n" + _caption(text, caption_width)
+        ax.set_title(label, fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
