@@ -67,3 +67,15 @@ def cli_env():
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
+
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """One faiss OpenMP thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): on a
+    shared 2-core machine faiss's spinning threads collapse under load."""
+    from training.faiss_probe import require_faiss
+    faiss = require_faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

@@ -17,14 +17,7 @@ from training.cli import main as cli_main  # noqa: E402
 N, D = 3000, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """One OpenMP thread: on a shared 2-core machine faiss's spinning threads collapse under load."""
-    faiss = require_faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def clustered(n: int, d: int, seed: int, clusters: int = 30) -> np.ndarray:

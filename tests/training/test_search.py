@@ -21,15 +21,7 @@ def _tiny_train_config(*args, **kwargs) -> dict:
     return mod.tiny_train_config(*args, **kwargs)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_faiss_thread():
-    """One OpenMP thread: on a shared 2-core machine faiss's spinning threads collapse under load."""
-    from training.ann import require_faiss
-    faiss = require_faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")
