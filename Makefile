@@ -9,11 +9,18 @@ DEMO_OUT ?= demo_out
 
 venv: $(STAMP)
 
-# torch is installed first and pinned so pip never resolves a CUDA build for it.
+# torch is installed first, version pinned (constraints.txt), so the later install never swaps it.
+# Which build (CPU or CUDA) comes from where pip looks: by default pip's own configuration (here a
+# local wheel cache with the CPU build; on plain PyPI the Linux wheel is the CUDA build). Set
+# TORCH_INDEX_URL to choose: make venv TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# (or .../whl/cuXYZ, e.g. cu128, for a CUDA build). Empty by default: nothing changes.
+TORCH_INDEX_URL ?=
+TORCH_INDEX_FLAG := $(if $(strip $(TORCH_INDEX_URL)), --index-url $(strip $(TORCH_INDEX_URL)),)
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0$(TORCH_INDEX_FLAG)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 

@@ -1,6 +1,6 @@
 """ANN serving benchmark: faiss flat and IVF-PQ indexes (``training.ann``) over 1M embeddings.
 
-    python benchmarks/bench_ann.py --out /tmp/ann.json       # 1M x 256, flat + IVF-PQ m=32: ~12 min on 2 busy cores
+    python benchmarks/bench_ann.py --json --out /tmp/ann.json   # 1M x 256, flat + IVF-PQ m=32: ~12 min on 2 busy cores
     python benchmarks/bench_ann.py --intrinsic-dim 32 --m 32 64 --no-flat   # data closer to real embeddings
     python benchmarks/bench_ann.py --n 100000 --dim 128 --m 16 32 --nprobe 1 8 32
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import statistics
@@ -35,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import emit_report  # noqa: E402
 from training.ann import build_index, exact_reference, index_nbytes, recall_at_k, require_faiss, rerank  # noqa: E402
 
 
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nlist", type=int, default=None)
     ap.add_argument("--nprobe", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     ap.add_argument("--no-flat", action="store_true", help="skip the exact flat index")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout (default: a table)")
     ap.add_argument("--out", type=Path, help="also write the JSON report here")
     args = ap.parse_args(argv)
     faiss = require_faiss()
@@ -170,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         report["indexes"].append(entry)
         del ann
     report["machine"]["loadavg_end"] = _loadavg()
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    if not emit_report(report, args.out, args.json):
+        _print_table(report)
     return 0
+
+
+def _print_table(report: dict) -> None:
+    k = report["k"]
+    print(f"{'index':8s} {'nprobe':>6s} {'recall@' + str(k):>10s} {'p50_ms':>8s} {'p99_ms':>8s} {'bytes/vec':>10s}")
+    for e in report["indexes"]:
+        for r in e["search"]:
+            print(f"{e['kind']:8s} {str(r['nprobe']):>6s} {r[f'recall@{k}']:10.4f} {r['latency_ms_p50']:8.3f} "
+                  f"{r['latency_ms_p99']:8.3f} {e['bytes_per_vector']:10.1f}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
     python benchmarks/bench_external_build.py --json                      # both runs below
     python benchmarks/bench_external_build.py --runs compare --repeats 3  # 10M only
     python benchmarks/bench_external_build.py --runs large --large-edges 100000000
+    python benchmarks/bench_external_build.py --json --data-dir /scratch/bench   # data and stores outside the checkout
 
 Runs (every build in its own fresh subprocess; the data come from ``powerlaw_edges.py``, as
-Parquet under ``benchmarks/_data/``, git-ignored):
+Parquet under ``--data-dir``, default ``benchmarks/_data/``, git-ignored; the stores are built in
+a work directory there too):
   large    ``build_graph_from_dataset(dir, out, memory_budget=BUDGET)`` (default: the library's
            default budget) on ``--large-pins/--large-boards/--large-edges`` (10M pins, 1M boards,
            100M edges: the 10M graph's proportions, ten times larger), once.
@@ -116,11 +118,11 @@ def _digest(path: Path) -> dict[str, str]:
     return out
 
 
-def _dataset(pins: int, boards: int, edges: int, seed: int) -> tuple[Path, dict]:
+def _dataset(pins: int, boards: int, edges: int, seed: int, root: Path) -> tuple[Path, dict]:
     sys.path.insert(0, str(HERE))
     from powerlaw_edges import ensure_dataset
     t0 = time.perf_counter()
-    d = ensure_dataset(pins, boards, edges, seed)
+    d = ensure_dataset(pins, boards, edges, seed, root)
     meta = json.loads((d / "meta.json").read_text())
     meta["edges_parquet_mb"] = round((d / "edges.parquet").stat().st_size / 2**20, 1)
     meta["prepare_s"] = round(time.perf_counter() - t0, 1)
@@ -128,7 +130,7 @@ def _dataset(pins: int, boards: int, edges: int, seed: int) -> tuple[Path, dict]
 
 
 def run_large(args, work: Path) -> dict:
-    data, meta = _dataset(args.large_pins, args.large_boards, args.large_edges, args.seed)
+    data, meta = _dataset(args.large_pins, args.large_boards, args.large_edges, args.seed, args.data_dir)
     store = work / "large_store"
     res = _run_worker("external", data, store, args.budget)
     from graph.storage import directory_bytes
@@ -140,7 +142,7 @@ def run_large(args, work: Path) -> dict:
 
 
 def run_compare(args, work: Path) -> dict:
-    data, meta = _dataset(args.pins, args.boards, args.edges, args.seed)
+    data, meta = _dataset(args.pins, args.boards, args.edges, args.seed, args.data_dir)
     samples: dict[str, list[dict]] = {"external": [], "memory": []}
     identical = None
     for r in range(args.repeats):
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="compare run: builds per method")
     ap.add_argument("--keep-data", action="store_true")
+    ap.add_argument("--data-dir", type=Path, default=HERE / "_data",
+                    help="where the datasets and the work directory go (default benchmarks/_data, git-ignored)")
     ap.add_argument("--json", action="store_true", help="print only the JSON report")
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     ap.add_argument("--worker", choices=("external", "memory"), help=argparse.SUPPRESS)
@@ -185,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_worker(args.worker, args.data, args.out, args.budget)))
         return 0
     sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(HERE))
     import graph.external_build as eb
-    work = HERE / "_data" / f"bench_external_{os.getpid()}"
+    from bench_common import emit_report
+    work = args.data_dir / f"bench_external_{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
     report = {"benchmark": "external_build", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
@@ -202,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({run: report[run]}, indent=1), file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
+    if not emit_report(report, args.out, args.json):
+        for run in args.runs.split(","):
+            r = report[run]
+            res = r["result"] if run == "large" else r["median"]["external"]
+            line = f"{run}: out-of-core {res['wall_s']:.3g} s, peak {res['peak_rss_mb']:.0f} MB"
+            if run == "compare":
+                line += f"; external/memory {r['external_over_memory']}, identical stores: {r['identical_stores']}"
+            print(line)
     return 0
 
 

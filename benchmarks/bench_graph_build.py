@@ -2,9 +2,10 @@
 
     python benchmarks/bench_graph_build.py --json                       # 1M pins, 100k boards, 10M edges
     python benchmarks/bench_graph_build.py --pins 10000 --boards 1000 --edges 100000 --repeats 3
+    python benchmarks/bench_graph_build.py --json --data-dir /scratch/bench   # data and store outside the checkout
 
-The edges come from ``benchmarks/powerlaw_edges.py`` (deterministic, cached in
-``benchmarks/_data/``). Every method runs in its own fresh subprocess, once per repeat, methods
+The edges come from ``benchmarks/powerlaw_edges.py`` (deterministic, cached in ``--data-dir``,
+default ``benchmarks/_data/``; the store is written beside them). Every method runs in its own fresh subprocess, once per repeat, methods
 interleaved in rotating order (so machine noise hits all of them alike); the report gives the
 median over repeats, the minimum and every sample, and compares methods by the median of
 per-repeat ratios (wall and CPU time). Peak RSS is the subprocess's ``ru_maxrss`` (interpreter
@@ -42,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_common import cpu_model
+from bench_common import cpu_model, emit_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -215,7 +216,7 @@ def run(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(HERE))
     from powerlaw_edges import ensure_dataset
 
-    data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, verbose=not args.json)
+    data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, args.data_dir, verbose=not args.json)
     meta = json.loads((data / "meta.json").read_text())
     store = data.parent / f"store_{data.name}"
     me = [sys.executable, str(Path(__file__).resolve())]
@@ -311,10 +312,11 @@ def _print_table(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
-    from powerlaw_edges import add_graph_size_args
+    from powerlaw_edges import add_data_dir_arg, add_graph_size_args
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_graph_size_args(ap)
+    add_data_dir_arg(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--open-calls", type=int, default=50)
     ap.add_argument("--methods", help="comma-separated subset of: ours_dataset, ours_kernel, "
@@ -340,12 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     report = run(args)
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    if args.json:
-        print(text)
-    else:
+    if not emit_report(report, args.out, args.json):
         _print_table(report)
     return 0
 

@@ -11,7 +11,6 @@ Reported per config: median step time, samples per second, and the forward / bac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -22,8 +21,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+
+from bench_common import emit_report  # noqa: E402
 
 from pinclip.factory import create_model, get_tokenizer  # noqa: E402
 from pinclip.losses import PinCLIPLoss  # noqa: E402
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--out", type=Path, help="also write the JSON report to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -120,14 +123,13 @@ def main(argv=None) -> int:
             print(f"{name:28s} batch {batch:4d}  step {r['step_s_median']:.3f} s  "
                   f"(fwd {r['forward_s_median']:.3f} + bwd/opt {r['backward_optim_s_median']:.3f})  "
                   f"{r['samples_per_s']:8.1f} samples/s  text: {r['text']}")
-    if args.json:
-        print(json.dumps({"benchmark": "bench_model", "torch": torch.__version__, "threads": args.threads,
-                          "machine": platform.machine(), "cpu_count": os.cpu_count(),
-                          # Why: the CPU may be shared; a 1-minute load above the thread count
-                          # means the timings include waiting for other processes.
-                          "loadavg_1min_before": round(load_before, 2),
-                          "loadavg_1min_after": round(os.getloadavg()[0], 2),
-                          "results": results}, indent=2))
+    emit_report({"benchmark": "bench_model", "torch": torch.__version__, "threads": args.threads,
+                 "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                 # Why: the CPU may be shared; a 1-minute load above the thread count
+                 # means the timings include waiting for other processes.
+                 "loadavg_1min_before": round(load_before, 2),
+                 "loadavg_1min_after": round(os.getloadavg()[0], 2),
+                 "results": results}, args.out, args.json)
     return 0
 
 

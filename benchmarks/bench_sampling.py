@@ -5,9 +5,10 @@
     python benchmarks/bench_sampling.py --json --device auto    # CPU, and CUDA side by side when available
     python benchmarks/bench_sampling.py --json --device cuda --no-dgl      # the GPU only
     python benchmarks/bench_sampling.py --pins 10000 --boards 1000 --edges 100000 --repeats 3
+    python benchmarks/bench_sampling.py --json --data-dir /scratch/bench   # edges cached outside the checkout
 
-The edges come from ``benchmarks/powerlaw_edges.py`` (deterministic, cached in
-``benchmarks/_data/``); our store deduplicates them and DGL gets exactly the deduplicated edges
+The edges come from ``benchmarks/powerlaw_edges.py`` (deterministic, cached in ``--data-dir``,
+default ``benchmarks/_data/``); our store deduplicates them and DGL gets exactly the deduplicated edges
 (``benchmarks/dgl_side/sampling_dgl.py serve``, a persistent process in the side environment
 ``.venv-dgl``, made by ``benchmarks/make_dgl_env.sh``). Workloads:
 
@@ -54,7 +55,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from graph import PinBoardGraph  # noqa: E402
-from powerlaw_edges import add_graph_size_args, ensure_dataset  # noqa: E402
+from bench_common import emit_report  # noqa: E402
+from powerlaw_edges import add_data_dir_arg, add_graph_size_args, ensure_dataset  # noqa: E402
 from sampling import SamplingGraph, build_sampler, load_sampler_config, set_num_threads  # noqa: E402
 
 DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
@@ -109,6 +111,7 @@ def _loadavg() -> list[float] | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_graph_size_args(ap)
+    add_data_dir_arg(ap)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", default="2",
                     help="comma-separated thread counts, e.g. 1,2: DGL's OpenMP threads and torch's global "
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" or (args.device == "auto" and cuda_ok):
         devices["gpu"] = torch.device("cuda")
 
-    data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, verbose=not args.json)
+    data = ensure_dataset(args.pins, args.boards, args.edges, args.seed, args.data_dir, verbose=not args.json)
     meta = json.loads((data / "meta.json").read_text())
     t0 = time.perf_counter()
     g = PinBoardGraph.from_edges(np.load(data / "edges_pins.npy"), np.load(data / "edges_boards.npy"),
@@ -264,12 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.cleanup()
     report["machine"]["loadavg_end"] = _loadavg()
 
-    text = json.dumps(report, indent=1)
-    if args.out:
-        args.out.write_text(text + "\n")
-    if args.json:
-        print(text)
-    else:
+    if not emit_report(report, args.out, args.json):
         for threads, run in report["runs"].items():
             print(f"threads={threads}")
             for name, m in run["methods"].items():

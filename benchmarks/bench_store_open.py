@@ -4,6 +4,7 @@
     python benchmarks/bench_store_open.py --pins 10000000 --boards 1000000 --edges 100000000
     python benchmarks/bench_store_open.py --store GRAPH_DIR --repeats 5   # an existing store
     python benchmarks/bench_store_open.py --cold                          # page cache evicted first
+    python benchmarks/bench_store_open.py --json --data-dir /scratch/bench   # synthetic store outside the checkout
 
 What it measures (one process, ``--repeats`` timed calls of each, medians reported with every
 sample): ``open_none_s`` (manifest, sizes, ``.npy`` headers, memory maps: constant time),
@@ -16,7 +17,7 @@ cache warm (the default: one untimed open of each kind first) no byte comes from
 ``--cold`` evicts the store's files from the page cache (``posix_fadvise(DONTNEED)`` on those
 files only) before every timed call, so the O(E) checks read from the disk.
 
-The store (unless ``--store``) is synthetic, cached under ``benchmarks/_data/``: the shapes and
+The store (unless ``--store``) is synthetic, cached under ``--data-dir`` (default ``benchmarks/_data/``): the shapes and
 dtypes of a weighted store of that size (int64 indptr, int32 indices, float32 weights in both
 directions), whose two directions are *independent* random CSRs (uniform pin degrees around
 E / P, uniform random neighbors, rows not sorted): the open checks look at sizes, checksums and
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         store = args.store
         kind = "given"
     else:
-        store = synthetic_store(args.pins, args.boards, args.edges, args.seed, verbose=not args.json)
+        store = synthetic_store(args.pins, args.boards, args.edges, args.seed, args.data_dir, verbose=not args.json)
         kind = "synthetic (independent random CSR directions, see the module docstring)"
     manifest = json.loads((store / "manifest.json").read_text())
     results = measure(store, args.repeats, args.cold)
@@ -162,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edges", type=int, default=10_000_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", type=Path, help="time this existing store instead of a synthetic one")
+    ap.add_argument("--data-dir", type=Path, default=HERE / "_data",
+                    help="where the synthetic store is cached (default benchmarks/_data, git-ignored)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="evict the store's files from the page cache before each call")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")

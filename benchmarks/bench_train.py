@@ -24,7 +24,6 @@ workers either way (``sampler.device`` is the config's).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -37,8 +36,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+
+from bench_common import emit_report  # noqa: E402
 
 TARGET_WAIT_SHARE = 0.10
 
@@ -99,8 +101,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                     help="auto: CPU, plus CUDA side by side when available; cpu / cuda: that device only")
-    ap.add_argument("--workdir", type=Path, default=None, help="where runs and caches go (default: a temp dir)")
+    ap.add_argument("--work-dir", "--workdir", dest="workdir", type=Path, default=None,
+                    help="where the world, runs and caches go (default: a temp dir, removed at the end)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--out", type=Path, help="also write the JSON report to this file")
     ap.add_argument("overrides", nargs="*", help="extra config overrides key=value")
     args = ap.parse_args()
     if args.threads:
@@ -163,8 +167,7 @@ def main() -> int:
         "meets_target_with_workers": bool(with_workers) and all(r["data_wait_share"] < TARGET_WAIT_SHARE
                                                                  for r in with_workers),
     }
-    if args.json:
-        print(json.dumps(out, indent=2))
+    emit_report(out, args.out, args.json)
     return 0
 
 

@@ -2,9 +2,10 @@
 
     python benchmarks/powerlaw_edges.py                      # 1M pins, 100k boards, 10M edges
     python benchmarks/powerlaw_edges.py --pins 10000 --boards 1000 --edges 100000 --seed 0
+    python benchmarks/powerlaw_edges.py --json --data-dir /scratch/bench    # outside the checkout
 
-Output (cached by parameters; a finished directory is reused): ``benchmarks/_data/
-powerlaw_p{P}_b{B}_e{E}_s{S}/`` holding the three tables of the dataset format (see
+Output (cached by parameters; a finished directory is reused): ``DATA_DIR/
+powerlaw_p{P}_b{B}_e{E}_s{S}/`` (``--data-dir``, default ``benchmarks/_data/``, git-ignored) holding the three tables of the dataset format (see
 docs / DESIGN: ``pins.parquet`` pin_id int64 + null text/image, ``boards.parquet`` board_id int64
 + null name, ``edges.parquet`` pin_id int64, board_id int64, weight float32) plus
 ``edges_pins.npy`` / ``edges_boards.npy`` / ``edges_weights.npy`` (the same edge columns as raw
@@ -136,14 +137,28 @@ def add_graph_size_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
 
 
+def add_data_dir_arg(ap: argparse.ArgumentParser) -> None:
+    """``--data-dir``: where the cached datasets (and a benchmark's work files) go."""
+    ap.add_argument("--data-dir", "--root", dest="data_dir", type=Path, default=DATA_DIR,
+                    help="where cached datasets and work files go (default benchmarks/_data, git-ignored; "
+                         "any directory outside the checkout works)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_common import emit_report
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_graph_size_args(ap)
-    ap.add_argument("--root", type=Path, default=DATA_DIR)
+    add_data_dir_arg(ap)
+    ap.add_argument("--json", action="store_true", help="print one JSON object (dir + meta.json) on stdout")
+    ap.add_argument("--out", type=Path, help="also write that JSON object to this file")
     args = ap.parse_args(argv)
-    out = ensure_dataset(args.pins, args.boards, args.edges, args.seed, args.root, verbose=True)
-    print(out)
-    print((out / "meta.json").read_text(), end="")
+    out = ensure_dataset(args.pins, args.boards, args.edges, args.seed, args.data_dir, verbose=not args.json)
+    meta = json.loads((out / "meta.json").read_text())
+    if not emit_report({"dataset": str(out), **meta}, args.out, args.json):
+        print(out)
+        print((out / "meta.json").read_text(), end="")
     return 0
 
 

@@ -4,6 +4,16 @@ Stored in the graph directory as Arrow IPC tables (``pin_features.arrow``,
 ``board_features.arrow``) whose row ``i`` belongs to internal id ``i``; opened memory-mapped and
 fetched in batches with ``take``. Image paths are relative to ``root`` (the dataset directory).
 
+Where the images are: a store records its dataset directory twice, as an absolute path
+(``root``) and relative to the store directory (``root_relative``, when the two share a
+filesystem root), so a store that moves together with its dataset (the same relative place,
+e.g. a sibling or an ancestor) keeps finding its images. At open the relative place wins when it
+exists, then the absolute one (stores written before ``root_relative`` have only that); a root
+given again (``PinBoardGraph.open(path, image_root=DIR)``, ``data.image_root=DIR`` in a training
+config) overrides both. When neither exists the store still opens (its graph needs no images),
+and the first image asked for raises ``ImageRootError`` naming the recorded root, where it was
+looked for and the fix (``check_image_root`` raises it up front).
+
 Image paths never leave the dataset directory: ``pin_image_paths`` resolves each one
 (symlinks included, ``os.path.realpath``) and raises ``ImagePathError`` when a path is absolute
 or resolves outside ``root``; ``graph.dataset`` rejects such paths at build time already
@@ -42,6 +52,62 @@ class ImagePathError(ToolkitError, ValueError):
     def __init__(self, pin: int, path: str, problem: str) -> None:
         self.pin, self.path, self.problem = int(pin), path, problem
         super().__init__(f"pin {self.pin} (row {self.pin} of the pins table): image path {path!r} {problem}")
+
+
+class ImageRootError(ToolkitError, FileNotFoundError):
+    """The image root (dataset directory) of a graph store is not where it was recorded, nor
+    where a given ``image_root`` points; the message names both paths and the fix.
+
+    Takes one message argument, so a DataLoader worker's error re-raises as this type.
+    """
+
+
+def image_root_record(root: str | os.PathLike | None, directory: str | os.PathLike) -> dict[str, Any]:
+    """The manifest keys of an image root written into store ``directory``: ``root`` (absolute)
+    and ``root_relative`` (relative to the store directory, both resolved, so that ``..`` means
+    the same as on disk), or only ``root`` when no relative path exists (another drive)."""
+    if root is None:
+        return {"root": None}
+    absolute = str(Path(root).absolute())
+    rec: dict[str, Any] = {"root": absolute}
+    try:
+        # The store is written into a temporary sibling of its final place (graph.atomic): the
+        # same parent, so the relative path is the same from there.
+        rec["root_relative"] = os.path.relpath(os.path.realpath(absolute), os.path.realpath(directory))
+    except ValueError:  # pragma: no cover - Windows: another drive
+        pass
+    return rec
+
+
+def resolve_image_root(rec: dict[str, Any], directory: str | os.PathLike,
+                       image_root: str | os.PathLike | None = None) -> tuple[Path | None, str | None]:
+    """``(root, note)`` of a store's features record ``rec`` opened from ``directory``: the
+    given ``image_root`` when not None, else the relative place (``root_relative`` from the
+    store) when it exists, else the recorded absolute ``root``. ``note`` describes what was
+    recorded and tried, for ``ImageRootError`` (None when the root was given or is None)."""
+    recorded = rec.get("root")
+    relative = rec.get("root_relative")
+    if image_root is not None:
+        return (Path(image_root).expanduser().absolute(),
+                f"image_root={image_root} was given (graph store {Path(directory)} recorded {recorded})")
+    if recorded is None and relative is None:
+        return None, None
+    candidates: list[Path] = []
+    if relative is not None:
+        candidates.append(Path(os.path.normpath(os.path.join(os.path.realpath(directory), relative))))
+    if recorded is not None:
+        candidates.append(Path(recorded) if os.path.isabs(recorded) else Path(directory).absolute() / recorded)
+    for candidate in candidates:
+        if candidate.is_dir():
+            # Unmoved: keep the recorded spelling (the same directory, symlinks unresolved).
+            if candidates[-1] != candidate and candidates[-1].is_dir() and os.path.samefile(candidate, candidates[-1]):
+                return candidates[-1], None
+            return candidate, None
+    tried = list(dict.fromkeys(str(c) for c in candidates))
+    missing = f"{tried[0]} does not exist" if len(tried) == 1 else f"neither {tried[0]} nor {tried[1]} exists"
+    note = (f"graph store {Path(directory)} recorded its image root (the dataset directory) as {recorded}"
+            + (f" ({relative} from the store)" if relative is not None else "") + f", but {missing}")
+    return candidates[0], note
 
 
 def image_path_problem(real_root: str, relative: str) -> str | None:
@@ -114,6 +180,9 @@ class FeatureStore:
     pins: pa.Table
     boards: pa.Table
     root: Path | None = None
+    # Set by ``open`` when the recorded root was not found: what was recorded and tried (the
+    # start of ``ImageRootError``'s message), or that the root was given.
+    root_note: str | None = field(default=None, repr=False, compare=False)
     # (root, its realpath): resolved once, again only if ``root`` is reassigned.
     _resolved_root: tuple[Path, str] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -134,11 +203,13 @@ class FeatureStore:
         Every path is checked to stay inside ``root`` (the current directory when ``root`` is
         None) with symlinks resolved: ``ImagePathError`` names the first pin whose path is
         absolute or escapes. The check costs one ``realpath`` a path, small beside a decode.
+        A ``root`` that does not exist raises ``ImageRootError`` (``check_image_root``).
         """
         ids = _ids(ids)
         rel = self.pins.column("image").take(ids).to_pylist()
         root = Path(self.root or ".")
         if self._resolved_root is None or self._resolved_root[0] != root:
+            self.check_image_root()
             self._resolved_root = (root, os.path.realpath(root))
         real_root = self._resolved_root[1]
         out: list[Path | None] = []
@@ -152,6 +223,19 @@ class FeatureStore:
             out.append(root / r)
         return out
 
+    def check_image_root(self) -> None:
+        """Raise ``ImageRootError`` when ``root`` is not an existing directory (the dataset moved):
+        the message names the recorded root, what it resolved to and the fix."""
+        root = Path(self.root or ".")
+        if root.is_dir():
+            return
+        note = self.root_note or f"image root {root} is not a directory"
+        if self.root_note and self.root_note.startswith("image_root="):
+            note = f"{self.root_note}, but {root} is not a directory"
+        raise ImageRootError(f"{note}. The dataset directory (its images) moved? Give its new place: "
+                             "data.image_root=DIR in a training config (or on the command line), or "
+                             "PinBoardGraph.open(path, image_root=DIR) in Python")
+
     def pin_fresh(self, ids: Any) -> torch.Tensor:
         """bool [N]: the dataset's ``fresh`` flag."""
         col = self.pins.column("fresh").take(_ids(ids))
@@ -162,14 +246,16 @@ class FeatureStore:
 
     def write_into(self, directory: Path) -> dict[str, Any]:
         return {
-            "root": None if self.root is None else str(Path(self.root).absolute()),
+            **image_root_record(self.root, directory),
             "pins": storage.write_table(directory, "pin_features", self.pins),
             "boards": storage.write_table(directory, "board_features", self.boards),
         }
 
     @classmethod
-    def open(cls, directory: Path, rec: dict[str, Any], verify: str) -> "FeatureStore":
-        root = rec.get("root")
+    def open(cls, directory: Path, rec: dict[str, Any], verify: str,
+             image_root: str | os.PathLike | None = None) -> "FeatureStore":
+        """The features of the store at ``directory`` (``rec``: its manifest's ``features``);
+        ``image_root`` overrides the recorded dataset directory (``resolve_image_root``)."""
+        root, note = resolve_image_root(rec, directory, image_root)
         return cls(storage.open_table(directory, rec["pins"], verify),
-                   storage.open_table(directory, rec["boards"], verify),
-                   None if root is None else Path(root))
+                   storage.open_table(directory, rec["boards"], verify), root, root_note=note)

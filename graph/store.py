@@ -264,8 +264,15 @@ class PinBoardGraph:
         storage.write_manifest(directory, manifest)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, verify: str = "fast") -> "PinBoardGraph":
+    def open(cls, path: str | os.PathLike, verify: str = "fast",
+             image_root: str | os.PathLike | None = None) -> "PinBoardGraph":
         """Open a saved store memory-mapped.
+
+        ``image_root``: the dataset directory the pins' image paths are relative to, when it is
+        no longer where the store recorded it (default None: the recorded place, relative to the
+        store first, so a store that moved together with its dataset keeps working; see
+        ``graph.features``). A root that does not exist raises ``graph.features.ImageRootError``
+        when the first image is asked for (``g.features.check_image_root()`` asks up front).
 
         ``verify``:
           ``"fast"`` (default): sizes, ``.npy`` headers, CRC32 of sampled blocks, and the CSR
@@ -286,7 +293,7 @@ class PinBoardGraph:
         path = Path(path)
         manifest = storage.read_manifest(path)
         try:
-            return cls._open(path, manifest, verify)
+            return cls._open(path, manifest, verify, image_root)
         except storage.GraphStoreError:
             raise
         except KeyError as exc:
@@ -298,7 +305,8 @@ class PinBoardGraph:
                                           f"({type(exc).__name__}: {exc})") from exc
 
     @classmethod
-    def _open(cls, path: Path, manifest: dict[str, Any], verify: str) -> "PinBoardGraph":
+    def _open(cls, path: Path, manifest: dict[str, Any], verify: str,
+              image_root: str | os.PathLike | None = None) -> "PinBoardGraph":
         arrays = {name: storage.open_array(path, rec, verify) for name, rec in manifest["arrays"].items()}
         pin_ids = storage.open_table(path, manifest["tables"]["pin_ids"], verify).column("id").combine_chunks()
         board_ids = storage.open_table(path, manifest["tables"]["board_ids"], verify).column("id").combine_chunks()
@@ -331,7 +339,7 @@ class PinBoardGraph:
             check_structure(csr, path, verify)
         g = cls(csr, pin_ids, board_ids, path=path, manifest=manifest)
         if "features" in manifest:
-            g.features = FeatureStore.open(path, manifest["features"], verify)
+            g.features = FeatureStore.open(path, manifest["features"], verify, image_root)
             for kind, table, n in (("pins", g.features.pins, P), ("boards", g.features.boards, B)):
                 if table.num_rows != n:
                     raise storage.GraphStoreError(f"{path / manifest['features'][kind]['file']}: "

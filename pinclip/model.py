@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import PinCLIPConfig
+from .config import ConfigError, PinCLIPConfig, patch_layers_message
 from .fusion import HybridFusion
 from .hf_towers import create_hf_vision_tower, pool_text
 from .text import create_text_tower
@@ -81,7 +81,13 @@ class PinCLIP(nn.Module):
         gw = self.visual.global_width
         self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
         self.text_proj = nn.Sequential(nn.LayerNorm(self.text.width), nn.Linear(self.text.width, d))
-        patch_layers = resolve_layers(cfg.fusion.patch_layers, self.visual.num_layers)
+        try:
+            patch_layers = resolve_layers(cfg.fusion.patch_layers, self.visual.num_layers)
+        except ValueError as e:   # a Hugging Face tower: its depth is the checkpoint's
+            raise ConfigError(patch_layers_message(
+                cfg.name, cfg.fusion.patch_layers, e,
+                f"the {cfg.vision.type} checkpoint {cfg.vision.pretrained!r} has {self.visual.num_layers} blocks",
+                self.visual.num_layers)) from None
         self.fusion = HybridFusion(cfg.fusion, self.visual.width, gw, self.text.width, d,
                                    patch_layers, self.visual.num_layers)
         # Scales exist only when a loss term uses them: a trainable parameter that never gets a

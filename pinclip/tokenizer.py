@@ -9,7 +9,7 @@ from typing import Sequence
 
 import torch
 
-from .hf_towers import resolve_pretrained
+from .hf_towers import load_local, resolve_pretrained
 
 __all__ = ["HFTokenizer"]
 
@@ -22,10 +22,12 @@ class HFTokenizer:
     None texts (pins without a description) tokenize as the empty string.
     """
 
-    def __init__(self, name_or_path: str, context_length: int = 32, padding: str = "max_length"):
+    def __init__(self, name_or_path: str, context_length: int = 32, padding: str = "max_length",
+                 key: str = "text.pretrained"):
         from transformers import AutoTokenizer
         self.path = resolve_pretrained(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # Local files only (``pinclip.hf_towers.load_local``): a miss names ``key`` and the path.
+        self.tokenizer = load_local(AutoTokenizer.from_pretrained, self.path, "tokenizer", key)
         self.context_length = context_length
         self.padding = padding
 

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
+from .hf_towers import load_local
+
 __all__ = ["AugmentConfig", "ImageTransform", "HFImageTransform", "ImageReadError", "open_image",
            "read_image_size", "DEFAULT_MAX_IMAGE_PIXELS", "load_rgb", "resize_shorter", "center_crop",
            "to_tensor", "normalize"]
@@ -255,8 +257,11 @@ class HFImageTransform:
 
     @classmethod
     def from_pretrained(cls, path: str, image_size: int, train: bool = False, **kwargs) -> "HFImageTransform":
+        """The image processor saved in ``path`` (local files only: a miss raises
+        ``pinclip.hf_towers.PretrainedNotFoundError`` naming ``vision.pretrained`` and the path)."""
         from transformers import AutoImageProcessor
-        return cls(AutoImageProcessor.from_pretrained(path, backend="pil"), image_size, train, **kwargs)
+        return cls(load_local(AutoImageProcessor.from_pretrained, path, "image processor", "vision.pretrained",
+                              backend="pil"), image_size, train, **kwargs)
 
     def __call__(self, image) -> torch.Tensor:
         image = load_rgb(image)

@@ -10,6 +10,7 @@ from typing import Iterable, Sequence, TypedDict
 import torch
 from torch import nn
 
+from .config import resolve_patch_layers
 from .freeze import FreezableTower
 from .transformer import Transformer
 
@@ -23,15 +24,10 @@ ImageTowerOutput = TypedDict("ImageTowerOutput", {
     "global": torch.Tensor, "layers": dict[int, torch.Tensor], "grid": tuple[int, int]})
 
 
-def resolve_layers(layers: Iterable[int], num_layers: int) -> list[int]:
-    """Map 1-based / negative layer indices to sorted unique 1-based indices; -1 is the last block."""
-    out = set()
-    for layer in layers:
-        idx = layer if layer > 0 else num_layers + 1 + layer
-        if not 1 <= idx <= num_layers:
-            raise ValueError(f"layer {layer} is outside 1..{num_layers} (or -1..-{num_layers})")
-        out.add(idx)
-    return sorted(out)
+def resolve_layers(layers: Iterable[int | str], num_layers: int) -> list[int]:
+    """Map 1-based / negative layer indices and depth shares (``"50%"``) to sorted unique 1-based
+    indices; -1 is the last block (:func:`pinclip.config.resolve_patch_layers`)."""
+    return resolve_patch_layers(layers, num_layers)
 
 
 class VisionTransformer(FreezableTower):

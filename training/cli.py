@@ -19,10 +19,12 @@ COMMAND_MODULES = [
     "build_graph",
     "graph_stats",
     "train",
+    "config",
     "embed",
     "export",
     "ann_index",
     "search",
+    "neighbors",
     "evaluate",
     "report",
     "demo",
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):   # every command's --quiet also silences third-party bars
+        from training.logging_utils import quiet_third_party
+        quiet_third_party()
     try:
         result = args.func(args)
     except user_error_types() as exc:

@@ -6,8 +6,11 @@ overrides, strict validation.
 
 Sections: ``data``, ``sampler``, ``model``, ``loss``, ``optim``, ``train``, ``eval``. A YAML file
 holds any subset of the keys; the rest keep the schema defaults. A file may name a ``base:`` file
-(relative to itself) that it is merged on top of (``clip_only.yaml`` is ``demo.yaml`` with the
-neighbor terms off). Overrides are OmegaConf dotlist items, values parsed as YAML.
+(relative to itself, or a shipped config name such as ``demo`` when no such file is beside it)
+that it is merged on top of (``clip_only.yaml`` is ``demo.yaml`` with the neighbor terms off).
+Every key, its type, default and meaning: docs/CONFIG.md, generated from this schema by
+:func:`config_reference_markdown` (``pinclip config docs``). Overrides are OmegaConf dotlist
+items, values parsed as YAML.
 
 Every problem raises :class:`TrainConfigError` naming the file (or, when the value at fault came
 from a ``key=value`` override, that override) and the dotted key: unknown keys (with the closest
@@ -48,7 +51,7 @@ from sampling.config import config_from_dict as sampler_config_from_dict
 __all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
            "OptimConfig", "TrainSection", "EvalConfig", "TrainConfig", "load_train_config",
            "save_train_config", "config_to_dict", "resolve_model_config", "sampler_config", "CONFIG_DIR",
-           "list_train_configs"]
+           "list_train_configs", "config_reference_markdown"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -73,10 +76,16 @@ class DataConfig:
     ``on_bad_image``: what a missing, unreadable, non-regular or oversized image does: ``error``
     (a DataError naming the pin and path) or ``skip`` (treated as a pin without an image; each
     skipped pin is counted and logged once). ``max_image_pixels``: the pixel cap, checked from the
-    image header before decoding (width x height).
+    image header before decoding (width x height). ``augment``: train on augmented images (random
+    resized crop, horizontal flip, colour jitter) instead of the evaluation transform.
+    ``image_root``: the dataset directory the pins' image paths are relative to, when it moved
+    since the graph store was built (null: where the store recorded it; a store that moved
+    together with its dataset finds it by itself). A root that does not exist is an error naming
+    the recorded and the resolved path.
     """
     dataset: Optional[str] = None
     graph: Optional[str] = None
+    image_root: Optional[str] = None
     cold_start_fraction: Optional[float] = None
     val_fraction: float = 0.05
     test_fraction: float = 0.05
@@ -98,6 +107,19 @@ class SamplerSection:
     negatives, masks (the ``sampling.config`` schema). ``seed``: the sampling seed (batch b of
     epoch e is drawn from (seed, e, b) only, so resume and worker count do not change it).
     ``device``: null (CPU, in the workers) or a torch device (sampling in the main process).
+
+    ``pinsage``: ``num_random_walks`` walks per seed pin, each of up to ``num_traversals``
+    pin -> board -> pin traversals, stopping after each with probability ``termination_prob``; the
+    ``num_neighbors`` most visited pins are the seed's importance neighborhood (``weighted``: walk
+    in proportion to edge weights).
+    ``pairs``: ``num_positives`` positives per seed drawn from that neighborhood, weighted by
+    ``positive_weighting`` (``visits``: their visit counts; ``uniform``: 1). ``num_negatives``
+    uniform random pins shared by the batch (0: none). ``num_hard_negatives`` per seed, drawn from
+    the pins ranked ``hard_rank_range`` (``[lo, hi]``, 0 = most visited) by a longer walk of
+    ``hard_num_random_walks`` walks, ``hard_num_traversals`` traversals and
+    ``hard_termination_prob`` (``hard_curriculum``: one more hard negative per epoch, starting
+    from none). ``mask_shared_boards``: a pin sharing a board with the seed is never its negative
+    (else only the same pin and its neighborhood are masked).
     """
     seed: int = 0
     device: Optional[str] = None
@@ -119,6 +141,10 @@ class ModelSection:
 class LossSection:
     """Loss weights, applied on top of the model config's ``loss`` section (null keeps it).
 
+    ``image_text``: the image-text loss (``clip``, ``siglip`` or ``none``) and
+    ``image_text_weight`` its weight. ``neighbor_fused_weight``, ``neighbor_image_weight``,
+    ``neighbor_cross_modal_weight``: the weights of the neighbor-alignment terms on the fused, the
+    image and the cross-modal (image <-> text) embeddings.
     ``neighbor_weight`` multiplies every neighbor-alignment term (0: the CLIP-only baseline; the
     pins' neighbors are then neither sampled into the batch nor encoded).
     ``use_negatives``: give the sampler's shared and hard negatives to the neighbor loss.
@@ -139,7 +165,8 @@ class LossSection:
 class OptimConfig:
     """AdamW (no weight decay on gains, biases, embeddings' norms and logit scales) with a linear
     warmup then a cosine decay to ``min_lr`` (``schedule: constant`` keeps ``lr`` after warmup).
-    ``grad_clip``: max global gradient norm (0: off)."""
+    ``warmup_steps``: the warmup length in optimizer steps. ``weight_decay``, ``betas``, ``eps``:
+    AdamW's. ``grad_clip``: max global gradient norm (0: off)."""
     lr: float = 1e-3
     min_lr: float = 0.0
     weight_decay: float = 0.05
@@ -152,13 +179,19 @@ class OptimConfig:
 
 @dataclass
 class TrainSection:
-    """``batch_size``: seed pins per optimizer step on each rank (each comes with its sampled
+    """``max_steps``: optimizer steps of the run. ``seed``: the seed of the model's initialization
+    and of the held-out checks' query draw.
+    ``batch_size``: seed pins per optimizer step on each rank (each comes with its sampled
     neighbors and the batch's negatives). ``accum_freq``: the batch is encoded in that many
     micro-batches (open_clip's feature caching), the loss is always the full batch's.
     ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (under torchrun
     each rank takes ``cuda:LOCAL_RANK``). ``threads``: torch intra-op threads (null: leave).
     ``max_nonfinite_steps``: consecutive skipped steps (non-finite loss or gradient) before the
-    run stops with an error."""
+    run stops with an error. ``log_every``: steps between metrics.jsonl lines;
+    ``checkpoint_every``: steps between checkpoints, of which the last ``keep_checkpoints`` are
+    kept. ``progress``: show a progress bar. ``tensorboard``: also write TensorBoard event files under
+    ``RUN_DIR/tensorboard`` (off by default: needs ``pip install tensorboard``; metrics.jsonl has
+    every logged value either way)."""
     seed: int = 0
     max_steps: int = 200
     batch_size: int = 64
@@ -170,14 +203,15 @@ class TrainSection:
     keep_checkpoints: int = 2
     max_nonfinite_steps: int = 5
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = False
 
 
 @dataclass
 class EvalConfig:
     """Quick retrieval checks on held-out data (``training.evaluation.quick_eval``): every ``every_n_steps``
     steps (0: never during training) and at the end (``at_end``). ``max_queries`` caps the
-    queries of each metric (null: all)."""
+    queries of each metric (null: all). ``k``: the cutoff of the recall@k metrics;
+    ``batch_size``: pins per batch when embedding for them."""
     every_n_steps: int = 0
     at_end: bool = True
     batch_size: int = 256
@@ -208,11 +242,17 @@ def _range(lo=None, hi=None, lo_open=False, hi_open=False):
         if hi is not None and (v >= hi if hi_open else v > hi):
             return f"must be {'<' if hi_open else '<='} {hi}"
         return None
+    bounds = ([f"{'>' if lo_open else '>='} {lo}"] if lo is not None else []) + \
+             ([f"{'<' if hi_open else '<='} {hi}"] if hi is not None else [])
+    check.text = ", ".join(bounds)   # for docs/CONFIG.md
     return check
 
 
 def _choice(*options):
-    return lambda v: None if v in options else f"must be one of {', '.join(map(repr, options))}"
+    def check(v):
+        return None if v in options else f"must be one of {', '.join(map(repr, options))}"
+    check.text = " | ".join(map(str, options))
+    return check
 
 
 def _device_syntax_problem(v, allow_auto: bool) -> str | None:
@@ -230,6 +270,9 @@ def _betas(v):
     if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
         return "must be [beta1, beta2] with each in [0, 1)"
     return None
+
+
+_betas.text = "[beta1, beta2], each in [0, 1)"
 
 
 _RULES = {
@@ -428,11 +471,36 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
-    base_path = Path(base)
-    if not base_path.is_absolute():
-        base_path = path.parent / base_path
-    parent = _read_yaml(base_path, seen + (path,))
+    parent = _read_yaml(_base_path(base, path), seen + (path,))
     return OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(parent), OmegaConf.create(data)))
+
+
+def _base_path(base: Any, path: Path) -> Path:
+    """The file a ``base:`` entry of the config file ``path`` names: an absolute path; else a path
+    relative to ``path``'s folder (``.yaml`` may be left off); else, when no such file exists
+    there (or that file is ``path`` itself), a shipped config (``base: demo`` or
+    ``base: demo.yaml``), so a copied config keeps working outside ``training/configs``."""
+    if not isinstance(base, str) or not base.strip():
+        raise TrainConfigError(f"{path}: key 'base' = {base!r}: expected a config file path or a shipped "
+                               f"config name ({', '.join(list_train_configs())})")
+    given = Path(base).expanduser()
+    if given.is_absolute():
+        if given.is_file():
+            return given
+        raise TrainConfigError(f"{path}: key 'base' = {base!r}: no such file")
+    beside = path.parent / given
+    shipped = None
+    if len(given.parts) == 1:
+        shipped = CONFIG_DIR / f"{given.stem if given.suffix in ('.yaml', '.yml') else given.name}.yaml"
+        shipped = shipped if shipped.is_file() else None
+    for candidate in (beside, *(() if given.suffix else (beside.with_name(beside.name + ".yaml"),))):
+        if candidate.is_file():
+            # A demo.yaml that says base: demo means the shipped one; a file naming itself loops.
+            return shipped if shipped is not None and candidate.resolve() == path.resolve() else candidate
+    if shipped is not None:
+        return shipped
+    raise TrainConfigError(f"{path}: key 'base' = {base!r}: no file {beside} and not a shipped config "
+                           f"({', '.join(list_train_configs())})")
 
 
 def list_train_configs() -> list[str]:
@@ -497,3 +565,89 @@ def save_train_config(cfg: DictConfig, path: str | os.PathLike) -> Path:
     path = Path(path)
     atomic_write_bytes(path, OmegaConf.to_yaml(cfg, resolve=True).encode())
     return path
+
+
+# ---------------------------------------------------------------------------------- reference
+_RULE_TEXT = {"loss.image_text": "clip | siglip | none | null", "sampler.device": "null or a torch device",
+              "train.device": "auto, cpu, cuda or cuda:N"}   # rules that are not _range / _choice
+
+
+def _doc_sentences(cls: type) -> list[str]:
+    import inspect
+    import re
+    doc = " ".join((inspect.getdoc(cls) or "").split())
+    return [x for x in re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.])\s+(?=[A-Z`(])", doc) if x]
+
+
+def _md(text: str) -> str:
+    return text.replace("``", "`").replace("|", "\\|")
+
+
+def _type_text(tp: Any) -> str:
+    import typing
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        return " or ".join(_type_text(a) for a in rest) + (" or null" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_type_text(args[0])}"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _default_text(value: Any) -> str:
+    return json.dumps(value).replace("|", "\\|") if not isinstance(value, str) else value
+
+
+def config_reference_markdown() -> str:
+    """docs/CONFIG.md: every training config key with its type, default, allowed values and
+    meaning, generated from the schema (the dataclasses above, their docstrings and ``_RULES``).
+    A key's meaning is the sentences of its section's docstring that name it (for the sampler's
+    ``pinsage`` and ``pairs`` keys, those of ``SamplerSection``). Raises ValueError for a key no
+    docstring names, so a new key cannot go undocumented."""
+    import typing
+    out = ["# Training config reference", "",
+           "<!-- Generated from the schema in training/config.py by `pinclip config docs`; do not edit. "
+           "tests/training/test_config_command.py checks it is current. -->", "",
+           "A training config is a YAML file holding any subset of these keys; the rest keep the defaults "
+           "below. `base: FILE` merges the file on top of another one (a path relative to the file, or a "
+           "shipped config name such as `demo` when no such file is beside it). On the command line "
+           "`key=value` overrides any key (values parsed as YAML): "
+           "`pinclip train --config demo --out RUN_DIR data.dataset=DIR train.max_steps=40`. "
+           "`pinclip config show demo [key=value ...]` prints the resolved config; "
+           "`pinclip config list` lists the shipped ones (training/configs/). "
+           "The model architecture is `model.name` (a model config, `pinclip.list_models()`) plus "
+           "`model.overrides` (its keys: pinclip/config.py, e.g. `model.overrides.vision.layers=2`).", ""]
+    missing: list[str] = []
+
+    def section(cls: type, prefix: str, parents: list[type]) -> None:
+        hints = typing.get_type_hints(cls)
+        instance = cls()
+        rows, subsections = [], []
+        for f in dataclasses.fields(cls):
+            key, value = f"{prefix}{f.name}", getattr(instance, f.name)
+            if dataclasses.is_dataclass(value):
+                subsections.append((type(value), f"{key}."))
+                continue
+            meaning = [x for c in [cls, *parents] for x in _doc_sentences(c)
+                       if f"``{f.name}``" in x or f"``{f.name}: " in x][:3]
+            if not meaning:
+                missing.append(key)
+            rule = getattr(_RULES.get(key), "text", "") or _RULE_TEXT.get(key, "")
+            rows.append(f"| `{key}` | {_type_text(hints[f.name])} | {_default_text(value)} | {_md(rule)} | "
+                        f"{_md(' '.join(dict.fromkeys(meaning)))} |")
+        if rows:
+            out.extend([f"## `{prefix.rstrip('.')}`", ""])
+            intro = _doc_sentences(cls)[:1]
+            if intro and not intro[0].startswith("``"):
+                out.extend([_md(intro[0]), ""])
+            out.extend(["| key | type | default | allowed | meaning |", "|---|---|---|---|---|", *rows, ""])
+        for sub, sub_prefix in subsections:
+            section(sub, sub_prefix, [cls, *parents])
+
+    for f in dataclasses.fields(TrainConfig):
+        section(type(getattr(TrainConfig(), f.name)), f"{f.name}.", [])
+    if missing:
+        raise ValueError(f"training config keys no docstring describes: {', '.join(missing)}")
+    return "\n".join(out).rstrip("\n") + "\n"

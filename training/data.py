@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 from graph import PinBoardGraph
 from graph.dataset import build_graph_from_dataset
 from graph.errors import InputError, MissingInputError, ToolkitError
-from graph.features import ImagePathError
+from graph.features import ImagePathError, ImageRootError
 from pinclip.transforms import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image
 from sampling.loader import SeedBatches, batch_generator
 
@@ -438,7 +438,10 @@ class TrainLoader:
 
 def prepare_graph(cfg: Any, run_dir: Path, is_main: bool = True, barrier=None, log=print):
     """The graph store of a training config: ``data.graph`` opened, or ``data.dataset`` built
-    into ``RUN_DIR/graph`` (once; a resumed run reuses it). Checks it has splits and features."""
+    into ``RUN_DIR/graph`` (once; a resumed run reuses it). Checks it has splits and features.
+    ``data.image_root`` (when set) replaces the dataset directory the store recorded; the image
+    root is checked here (``graph.features.ImageRootError`` naming both paths) when any pin has
+    an image."""
     d = cfg.data
     if d.graph:
         path = Path(d.graph).expanduser()
@@ -457,9 +460,16 @@ def prepare_graph(cfg: Any, run_dir: Path, is_main: bool = True, barrier=None, l
     else:
         raise InputError("no data: set data.dataset=DATASET_DIR (a dataset directory) or data.graph=GRAPH_DIR "
                          "(a built graph store)")
-    g = PinBoardGraph.open(path)
+    g = PinBoardGraph.open(path, image_root=d.image_root)
     if g.splits is None:
         raise InputError(f"graph store {path} has no splits: rebuild it with `pinclip build-graph`")
     if getattr(g, "features", None) is None:
         raise InputError(f"graph store {path} has no pin features (text, images): rebuild it from the dataset")
+    images = g.features.pins.column("image")
+    if images.null_count < len(images):
+        try:
+            g.features.check_image_root()
+        except ImageRootError as exc:
+            raise ImageRootError(str(exc).replace("image_root=", "data.image_root=", 1)
+                                 if d.image_root is not None else str(exc)) from None
     return g

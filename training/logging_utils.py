@@ -1,7 +1,8 @@
 """Run logs: ``metrics.jsonl`` (one JSON object per logging step: ``step``, ``loss``, the loss terms,
 ``lr``, ``grad_norm``, ``samples_per_s``, ``data_wait_share``...), ``eval.jsonl``, ``events.jsonl``
 (skipped steps, checkpoints, resumes), ``train.log`` (the console lines), TensorBoard event files
-under ``tensorboard/`` when the ``tensorboard`` package is installed, and the tqdm progress bar.
+under ``tensorboard/`` with ``train.tensorboard=true`` (off by default) when the optional
+``tensorboard`` package is installed, and the tqdm progress bar.
 
 Lines are appended and flushed one by one, so a killed run keeps every line it logged. A resumed
 run first cuts its logs back to the checkpoint's step (:meth:`JsonlLog.truncate_after`), so the
@@ -92,7 +93,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self.reason = "the tensorboard package is not installed"
+            self.reason = "the tensorboard package is not installed: pip install tensorboard"
             return
         # purge_step: a resumed run discards the events logged after its checkpoint.
         self.writer = SummaryWriter(str(directory), purge_step=purge_step)
@@ -172,3 +173,21 @@ class ProgressBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def quiet_third_party() -> None:
+    """Silence the progress bars of Hugging Face libraries (``transformers``' "Loading weights"
+    bar, ``huggingface_hub``'s download bars) for the rest of the process: what the CLI's
+    ``--quiet`` does beside its own bars. A library that is not installed is skipped."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        pass
+    else:
+        hf_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:
+        pass
+    else:
+        disable_progress_bars()

@@ -71,7 +71,7 @@ def _features(manifest: dict, num_pins: int) -> FeatureStore | None:
             run_dir = Path(manifest["run_dir"])
             cfg = load_train_config(run_dir / "config.yaml", check_devices=False)
             path = Path(cfg.data.graph).expanduser() if cfg.data.graph else run_dir / "graph"
-            g = PinBoardGraph.open(path)
+            g = PinBoardGraph.open(path, image_root=cfg.data.image_root)
             if g.num_pins == num_pins and getattr(g, "features", None) is not None:
                 return g.features
     except (ToolkitError, OSError, ValueError, KeyError):

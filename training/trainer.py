@@ -218,7 +218,7 @@ class Trainer:
         if cfg is None:
             raise ValueError("Trainer needs a config (or resume=True)")
         # Absolute data paths: the saved config must resume from any working directory.
-        for key in ("dataset", "graph", "cache_dir"):
+        for key in ("dataset", "graph", "image_root", "cache_dir"):
             value = cfg.data[key]
             if value:
                 cfg.data[key] = str(Path(value).expanduser().absolute())
@@ -564,7 +564,7 @@ class Trainer:
             result = {"step": self.step, **result, "eval_s": round(time.perf_counter() - t0, 3)}
             self.eval_log.write(result)
             self.tb.scalars(self.step, result, "eval/")
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in result.items() if "@" in k)
+            shown = ", ".join(f"{k} {'n/a' if v is None else format(v, '.3f')}" for k, v in result.items() if "@" in k)
             self.log(f"eval at step {self.step}: {shown}")
         barrier(self.dist)
         return result

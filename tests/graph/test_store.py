@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from graph import GraphStoreError, PinBoardGraph, make_splits
 from graph.csr import INT32_MAX, board_edge_ids, index_dtype_for
-from graph.features import FeatureStore
+from graph.features import FeatureStore, ImageRootError
 from graph.splits import COLD, TEST, TRAIN, VAL
 from graph.storage import MANIFEST, file_record
 
@@ -169,7 +169,10 @@ def test_save_open_round_trip(tmp_path, small_graph, verify):
     assert h.pin_ids.type == pa.large_string() and h.external_pin_ids([7]) == ["pin-7"]
     assert h.features.pins.equals(g.features.pins) and h.features.boards.equals(g.features.boards)
     assert h.features.root == Path("/data/world")
-    assert h.features.pin_image_paths([2]) == [Path("/data/world/img/2.png")]
+    with pytest.raises(ImageRootError, match="/data/world"):   # no such directory here
+        h.features.pin_image_paths([2])
+    moved = PinBoardGraph.open(tmp_path / "store", verify=verify, image_root=tmp_path)
+    assert moved.features.pin_image_paths([2]) == [tmp_path / "img/2.png"]
     np.testing.assert_array_equal(h.splits.edge_split, g.splits.edge_split)
     np.testing.assert_array_equal(h.splits.cold_start_pins, g.splits.cold_start_pins)
     assert h.splits.params == g.splits.params

@@ -1,5 +1,6 @@
 """The model config registry: listing, user configs, overrides, and errors that name the key."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,78 @@ def test_nonfinite_float_in_a_json_file_is_refused(tmp_path):
     path.write_text(json.dumps(data).replace('"embed_dim"', '"init_logit_bias": NaN, "embed_dim"'))
     with pytest.raises(ConfigError, match=r"key 'init_logit_bias' = nan is not a finite number"):
         add_model_config(path)
+
+
+# ---------------------------------------------------------------- fusion layers follow the tower depth
+# What each shipped config's fusion.patch_layers resolved to before depth shares ("50%") existed:
+# the shipped configs must keep these layers at their default depth (the demo's numbers depend on it).
+SHIPPED_PATCH_LAYERS = {"pinclip-tiny-demo": (4, [2, 4]), "pinclip-tiny-scratch-text": (4, [2, 4]),
+                        "pinclip-vit-b16-minilm": (12, [6, 9, 12]), "pinclip-clip-vit": (12, [6, 9, 12]),
+                        "pinclip-siglip": (12, [6, 9, 12]), "pinclip-qwen2vl": (32, [32])}
+TINY_DEMO_OVERRIDES = {"vision": {"width": 32, "heads": 2, "image_size": 32},
+                       "text": {"type": "scratch", "context_length": 12, "width": 32, "layers": 1, "heads": 2},
+                       "fusion": {"width": 32, "heads": 2}}
+
+
+def test_shipped_configs_resolve_to_the_same_layers_at_their_default_depth():
+    from pinclip.vit import resolve_layers
+    for name, (depth, layers) in SHIPPED_PATCH_LAYERS.items():
+        cfg = get_model_config(name)
+        if cfg.vision.type == "vit":
+            assert cfg.vision.layers == depth
+        assert resolve_layers(cfg.fusion.patch_layers, depth) == layers, name
+    model = create_model("pinclip-tiny-demo", **TINY_DEMO_OVERRIDES)
+    assert model.fusion.patch_layers == [2, 4]
+
+
+@pytest.mark.parametrize("depth, layers", [(1, [1]), (2, [1, 2]), (3, [2, 3]), (6, [3, 6])])
+def test_shipped_demo_config_composes_with_vision_layers(depth, layers):
+    model = create_model("pinclip-tiny-demo", **TINY_DEMO_OVERRIDES, **{"vision.layers": depth})
+    assert model.visual.num_layers == depth and model.fusion.patch_layers == layers
+
+
+def test_a_registered_copy_of_a_shipped_config_composes(tmp_path):
+    path = tmp_path / "my-demo.json"
+    shipped = Path(factory.__file__).parent / "model_configs" / "pinclip-tiny-demo.json"
+    data = json.loads(shipped.read_text())
+    data["vision"]["layers"] = 2
+    path.write_text(json.dumps(data))
+    try:
+        assert add_model_config(path) == ["my-demo"]
+        model = create_model("my-demo", **TINY_DEMO_OVERRIDES)
+        assert model.visual.num_layers == 2 and model.fusion.patch_layers == [1, 2]
+    finally:
+        factory._MODEL_CONFIGS.pop("my-demo", None)
+
+
+def test_share_layers_resolve_exactly():
+    from pinclip.config import resolve_patch_layers
+    assert resolve_patch_layers(["50%", "75%", "100%"], 12) == [6, 9, 12]
+    assert resolve_patch_layers(["10%", "30%"], 30) == [3, 9]   # exact: no float 0.1 * 30 = 3.0000000000000004
+    assert resolve_patch_layers(["1%", -1, 2], 5) == [1, 2, 5]
+
+
+@pytest.mark.parametrize("layers, patch_layers, bad",
+                         [(2, [4], "layer 4"), (2, [1, -3], "layer -3"), (1, [2], "layer 2")])
+def test_patch_layers_beyond_the_depth_name_both_keys_and_the_fix(layers, patch_layers, bad):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tiny_config(vision={"layers": layers}, fusion={"patch_layers": patch_layers}), "bad")
+    msg = str(err.value)
+    assert "'fusion.patch_layers'" in msg and f"'vision.layers' is {layers}" in msg and bad in msg
+    valid = "1 or -1" if layers == 1 else f"1..{layers} or -{layers}..-1"
+    assert f"valid: {valid}" in msg and "Fix:" in msg and "'50%', '100%'" in msg
+    assert "--" not in msg and "1..-" not in msg
+
+
+@pytest.mark.parametrize("layers", [0, -1])
+def test_vision_layers_below_one_has_its_own_message(layers):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(tiny_config(vision={"layers": layers}), "bad")
+    assert str(err.value) == (f"model config 'bad': key 'vision.layers' must be >= 1 (the number of transformer "
+                              f"blocks of the ViT), got {layers}")
+
+
+@pytest.mark.parametrize("entry", ["0%", "101%", "half", 0, "%"])
+def test_malformed_patch_layers_entries_are_refused(entry):
+    with pytest.raises(ConfigError, match=r"fusion\.patch_layers.*share of the depth like '50%'"):
+        config_from_dict(tiny_config(fusion={"patch_layers": [entry]}), "bad")

@@ -145,3 +145,18 @@ def test_builtin_minilm_is_the_real_pretrained_model():
     feats = torch.nn.functional.normalize(feats, dim=-1)
     sims = feats @ feats.T
     assert sims[0, 1] > sims[0, 2] + 0.2  # paraphrases are far closer than an unrelated caption
+
+
+def test_patch_layers_beyond_a_checkpoints_depth_name_the_key_and_the_depth(hf_checkpoints):
+    from pinclip.config import ConfigError
+    # The shipped pinclip-clip-vit takes layers -7, -4, -1 (of a 12-block ViT-B/16); this checkpoint has 2.
+    with pytest.raises(ConfigError) as err:
+        create_model("pinclip-clip-vit", embed_dim=16, matryoshka_dims=[8, 16], text=TINY_TEXT,
+                     fusion={k: v for k, v in TINY_FUSION.items() if k != "patch_layers"},
+                     vision={"pretrained": hf_checkpoints["clip"]})
+    msg = str(err.value)
+    assert "'fusion.patch_layers' = [-7, -4, -1]" in msg and "has 2 blocks" in msg and "valid: 1..2 or -2..-1" in msg
+    model = create_model("pinclip-clip-vit", embed_dim=16, matryoshka_dims=[8, 16], text=TINY_TEXT,
+                         fusion={**TINY_FUSION, "patch_layers": ["50%", "100%"]},
+                         vision={"pretrained": hf_checkpoints["clip"]})
+    assert model.fusion.patch_layers == [1, 2]

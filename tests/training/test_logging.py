@@ -48,3 +48,16 @@ def test_tensorboard_is_used_when_installed(tmp_path, monkeypatch):
     off = TensorBoardLog(tmp_path / "tb2")
     assert not off.available and "not installed" in off.reason
     off.scalars(1, {"loss": 1.0})
+
+
+def test_tensorboard_is_off_by_default_and_a_missing_package_is_harmless(tmp_path, monkeypatch):
+    """train.tensorboard defaults to false (the package is optional: pip install tensorboard); on,
+    without the package, the run goes on with metrics.jsonl alone."""
+    from training.config import TrainSection
+    assert TrainSection().tensorboard is False
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)      # not installed
+    tb = TensorBoardLog(tmp_path / "tb", enabled=True)
+    assert not tb.available and "pip install tensorboard" in tb.reason
+    tb.scalars(1, {"loss": 1.0, "t2i_recall@1": None})
+    tb.close()
+    assert not (tmp_path / "tb").exists()

@@ -34,7 +34,8 @@ def test_short_run_writes_logs_checkpoints_and_config(make_config, tmp_path):
     assert saved.train.max_steps == 6 and saved.data.dataset == cfg.data.dataset
     assert json.loads((run / "model_config.json").read_text())["embed_dim"] == 16
     ev = read_jsonl(run / "eval.jsonl")
-    assert ev and ev[-1]["step"] == 6 and 0.0 <= ev[-1]["board_recall@10"] <= 1.0
+    assert ev and ev[-1]["step"] == 6 and 0.0 <= ev[-1]["board_centroid_recall@10"] <= 1.0
+    assert "board_recall@10" not in ev[-1]      # the pin -> board-mate metric of `pinclip evaluate` is another
     # The warmup + cosine schedule: lr rises for warmup_steps, then decays.
     lrs = [r["lr"] for r in rows]
     assert lrs[0] < lrs[1] and lrs[-1] < lrs[2]

@@ -7,7 +7,8 @@ board-mate recall@k and tie-aware MRR of warm test pins, the same for cold-start
 only), neighbor_overlap@10 with the random-walk neighborhood, board-mate recall of each
 embedding (image, text, fused), and neighborhood quality (board coherence, alignment,
 uniformity; purity w.r.t. the hidden topic and style on the synthetic world). The result is
-saved as RUN_DIR/evaluation.json; ``--json`` prints it, otherwise a table.
+saved as RUN_DIR/evaluation.json; ``--json`` prints it, otherwise a table, with the chance level
+(random unit embeddings scored the same way; evaluation.json's ``chance``) as a reference row.
 
 A directory whose embeddings hold NaN or infinite rows is refused, and so is one whose graph
 store changed since it was made (RUN_DIR/graph_identity.json, method.json): the error names the
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.evaluation.report import format_rows, metrics_table
+    from training.evaluation.report import CHANCE_ROW, format_rows, metrics_table
     from training.evaluation.run_eval import EvaluationError, evaluate_dir
 
     if not args.run_dir.is_dir():
@@ -59,8 +60,10 @@ def run(args: argparse.Namespace) -> int:
     keys = [k for k in m if k.startswith(("t2i_recall@", "i2t_recall@", "board_", "cold_start_board_recall@",
                                            "neighbor_overlap"))]
     print(f"{ev['method']} ({ev['kind']}" + (f", step {ev['step']}" if ev["step"] is not None else "") + ")")
+    # The chance level (random unit embeddings, same protocol) as a reference row.
+    rows = {ev["method"]: m, **({CHANCE_ROW: ev["chance"]} if ev.get("chance") else {})}
     for lo in range(0, len(keys), 6):
-        print(format_rows(metrics_table({ev["method"]: m}, keys[lo:lo + 6])))
+        print(format_rows(metrics_table(rows, keys[lo:lo + 6])))
     hood = ev.get("neighborhood", {})
     if hood:
         print(format_rows(metrics_table({ev["method"]: hood}, sorted(hood))))

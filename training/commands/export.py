@@ -27,6 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="output model directory (replaced atomically)")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint record (default: the newest)")
     p.add_argument("--device", default="cpu", help="where the model is loaded to export it (cpu, cuda, cuda:N)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (no Hugging Face loading bars)")
     p.set_defaults(func=run)
 
 

@@ -7,7 +7,11 @@ metrics.json ({method: metrics}, DESIGN.md keys), report.json (the sources) and 
 against warm bars, 2-D PCA maps colored by topic or board, similarity histograms). A method is
 named after its directory (or its method.json). DIR is written atomically: it must be new,
 empty or an earlier report (replaced whole); anything else is refused. A directory whose graph
-store changed since it was made is refused unless ``--allow-changed-graph``.
+store changed since it was made is refused unless ``--allow-changed-graph``. Methods evaluated on
+different graph stores (evaluation.json's graph manifest sha256) are refused, naming each one's
+store, unless ``--allow-mixed-graphs``; report.md's header names every method's store. The tables
+carry the chance level (random unit embeddings scored the same way) as a reference row, and
+training_loss.png plots each training run's loss from RUN_DIR/metrics.jsonl.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate even when the graph store changed since the run or baseline was made (e.g. "
                         "rebuilt with another split: held-out edges may then have been training edges); "
                         "evaluation.json records it")
+    p.add_argument("--allow-mixed-graphs", action="store_true",
+                   help="report methods evaluated on different graph stores side by side (their scores are not "
+                        "comparable; report.md says so and names each store)")
     p.set_defaults(func=run)
 
 
@@ -37,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from training.config import TrainConfigError
     from training.evaluation.report import format_checks, format_rows, metrics_table, write_report_directory
     from training.evaluation.run_eval import EvaluationError, allowing_changed_graph
+    from training.evaluation.summary import HEADLINE_KEYS
 
     for d in args.run_dirs:
         if not d.is_dir():
@@ -46,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
         # write_report opens each directory itself: the flag reaches its load_method this way.
         with allowing_changed_graph(args.allow_changed_graph):
             rep = write_report_directory(args.run_dirs, args.out, device=args.device, progress=not args.quiet,
-                                         log=log)
+                                         log=log, allow_mixed_graphs=args.allow_mixed_graphs)
     except (EvaluationError, CheckpointError, TrainConfigError) as exc:
         raise CLIError(str(exc)) from None
-    print(format_rows(metrics_table(rep["metrics"])))
+    keys = [k for k in HEADLINE_KEYS if any(k in m for m in rep["metrics"].values())]
+    print(format_rows(metrics_table({**rep["metrics"], **rep["chance"]}, keys)))
     if rep["checks"]:
         print(format_checks(rep["checks"]))
     print(f"wrote {args.out / 'report.md'} and {len(rep['files']) - 1} other files")

@@ -28,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-k", type=int, default=10, help="results (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (no Hugging Face loading bars)")
     p.set_defaults(func=run)
 
 

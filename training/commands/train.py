@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="with --resume: the checkpoint record (checkpoints/step_N.json) to resume from "
                         "(default: the newest)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (train.progress=false; no Hugging Face loading bars either)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
@@ -50,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for item in args.overrides:
         if "=" not in item:
             raise CLIError(f"unexpected argument {item!r}: overrides are key=value (e.g. train.max_steps=40)")
+    if args.quiet:
+        args.overrides = [*args.overrides, "train.progress=false"]
     trainer = None
     try:
         if args.resume is not None:

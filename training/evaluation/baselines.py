@@ -42,10 +42,11 @@ def frozen_text_embeddings(texts: Sequence[str | None], batch_size: int = 128, m
     """
     from transformers import AutoModel, AutoTokenizer
 
-    from pinclip.hf_towers import pool_text, resolve_pretrained
+    from pinclip.hf_towers import load_local, pool_text, resolve_pretrained
     path = resolve_pretrained(model_path)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, dtype=torch.float32).to(device).eval()
+    tok = load_local(AutoTokenizer.from_pretrained, path, "baseline tokenizer", "model_path")
+    model = load_local(AutoModel.from_pretrained, path, "baseline text model", "model_path",
+                       dtype=torch.float32).to(device).eval()
     texts = list(texts)
     keep = [i for i, t in enumerate(texts) if t is not None and str(t).strip() != ""]
     out = torch.zeros(len(texts), model.config.hidden_size, dtype=torch.float32)

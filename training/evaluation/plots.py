@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["plot_recall_curves", "plot_cold_warm_bars", "plot_projection", "plot_similarity_histogram",
-           "pca_2d"]
+           "plot_training_loss", "pca_2d"]
 
 
 def _plt():
@@ -44,6 +44,26 @@ def plot_recall_curves(curves: Mapping[str, Mapping[int, float]], path: str | os
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_training_loss(curves: Mapping[str, tuple[Any, Any]], path: str | os.PathLike,
+                       title: str = "training loss (metrics.jsonl)") -> Path:
+    """curves: {run: (steps int [N], losses float [N])}; one line per run (non-finite points and
+    runs without points are skipped)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, (steps, losses) in curves.items():
+        x, y = np.asarray(steps, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.any():
+            ax.plot(x[ok], y[ok], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

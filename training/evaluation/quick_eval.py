@@ -2,14 +2,18 @@
 
 Given embeddings of every pin ([P, D], L2-normalized) and the graph with its splits:
 
-* ``board_recall@K``: for each held-out (val + test) edge (pin p, board b), boards are ranked by
-  the cosine between p's embedding and each board's centroid (normalized mean embedding of the
-  board's *training* pins); boards p already has a training edge to are skipped (filtered
-  ranking). Recall@K: the share of held-out edges whose board ranks in the top K.
-* ``cold_start_board_recall@K``: the same for the edges of cold-start pins (never seen in
+* ``board_centroid_recall@K``: for each held-out (val + test) edge (pin p, board b), boards are
+  ranked by the cosine between p's embedding and each board's centroid (normalized mean embedding
+  of the board's *training* pins); boards p already has a training edge to are skipped (filtered
+  ranking). Recall@K: the share of held-out edges whose board ranks in the top K. (Not the
+  ``board_recall@K`` of ``pinclip evaluate``, which is pin -> pin retrieval of board mates on the
+  test edges: ``training.evaluation.summary``; the two are not comparable.)
+* ``cold_start_board_centroid_recall@K``: the same for the edges of cold-start pins (never seen in
   training: content only, no filtering).
 * ``t2i_recall@1`` / ``t2i_recall@K``: text -> image retrieval among up to ``max_queries`` warm
-  pins with both a caption and an image.
+  pins with both a non-empty caption and an image (the dataset's ``image`` column, and not in
+  ``image_missing``); None when fewer than two pins have both (e.g. a world without images, where
+  every image embedding is the same and any ranking would read as perfect).
 
 Board metrics are computed with the fused embedding (``...``) and the image-only embedding
 (``..._image``). Everything is a few matrix products: seconds on a CPU for the demo world.
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 
 from graph.splits import COLD, TEST, VAL
 
-__all__ = ["board_centroids", "board_recall", "quick_eval"]
+__all__ = ["board_centroids", "board_centroid_recall", "quick_eval"]
 
 
 def board_centroids(emb: torch.Tensor, pins: torch.Tensor, boards: torch.Tensor, num_boards: int) -> torch.Tensor:
@@ -34,7 +38,7 @@ def board_centroids(emb: torch.Tensor, pins: torch.Tensor, boards: torch.Tensor,
     return F.normalize(c, dim=1)
 
 
-def board_recall(query: torch.Tensor, target: torch.Tensor, centroids: torch.Tensor, k: int,
+def board_centroid_recall(query: torch.Tensor, target: torch.Tensor, centroids: torch.Tensor, k: int,
                  exclude: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int = 4096) -> float:
     """Share of rows whose ``target`` board ranks in the top ``k`` by ``query @ centroids.T``.
     exclude: (row, board) pairs to skip in the ranking."""
@@ -56,8 +60,9 @@ def board_recall(query: torch.Tensor, target: torch.Tensor, centroids: torch.Ten
 
 
 def quick_eval(g: Any, emb: dict[str, torch.Tensor], k: int = 10, max_queries: int | None = 2000,
-               seed: int = 0, image_missing: torch.Tensor | None = None) -> dict[str, float]:
-    """The metrics of the module docstring. ``emb``: {"image", "text", "fused"} float [P, D]."""
+               seed: int = 0, image_missing: torch.Tensor | None = None) -> dict[str, float | None]:
+    """The metrics of the module docstring. ``emb``: {"image", "text", "fused"} float [P, D];
+    image_missing: bool [P] pins encoded without an image (beyond those the dataset has none for)."""
     pins, boards = g.edges()
     split = torch.from_numpy(np.asarray(g.splits.edge_split).astype(np.int64))
     train = split == 0
@@ -85,15 +90,21 @@ def quick_eval(g: Any, emb: dict[str, torch.Tensor], k: int = 10, max_queries: i
         starts = torch.repeat_interleave(lo, hi - lo)
         offs = torch.arange(rows.shape[0]) - torch.repeat_interleave(torch.cumsum(hi - lo, 0) - (hi - lo), hi - lo)
         cols = tb[order][starts + offs]
-        out[f"board_recall@{k}{name}"] = board_recall(e[qp], boards[held], cent, k, (rows, cols))
-        out[f"cold_start_board_recall@{k}{name}"] = board_recall(e[pins[cold]], boards[cold], cent, k)
-    # Text -> image among warm pins with a caption and an image.
-    warm = ~g.splits.is_cold_start(g.num_pins)
-    has_text = torch.tensor([t is not None for t in g.features.pin_text(np.arange(g.num_pins))])
-    ok = warm & has_text
+        out[f"board_centroid_recall@{k}{name}"] = board_centroid_recall(e[qp], boards[held], cent, k, (rows, cols))
+        out[f"cold_start_board_centroid_recall@{k}{name}"] = board_centroid_recall(e[pins[cold]], boards[cold],
+                                                                                   cent, k)
+    # Text -> image among warm pins with a non-empty caption and an image.
+    ok = ~g.splits.is_cold_start(g.num_pins)
+    if g.features is None:
+        ok = torch.zeros_like(ok)
+    else:
+        ok &= torch.tensor([t is not None and t != "" for t in g.features.pin_text(np.arange(g.num_pins))],
+                           dtype=torch.bool)
+        ok &= torch.from_numpy(np.asarray(g.features.pins.column("image").is_valid(), dtype=bool))
     if image_missing is not None:
-        ok &= ~image_missing
+        ok &= ~torch.as_tensor(image_missing).bool()
     cand = cap(torch.nonzero(ok).flatten())
+    out["t2i_recall@1"] = out[f"t2i_recall@{k}"] = None
     if cand.shape[0] > 1:
         sims = emb["text"][cand].float() @ emb["image"][cand].float().T
         own = sims.diagonal()[:, None]

@@ -9,7 +9,14 @@
   neighborhood quality, and the plots below;
 * PNG plots: recall@k curves per method (board-mate, cold-start, text -> image), cold-start
   against warm bars, a 2-D PCA of each method's pin embeddings colored by hidden topic (synthetic
-  world) or by board, and cosine histograms of board mates against random pairs.
+  world) or by board, cosine histograms of board mates against random pairs, and the training
+  loss of every training run from its ``RUN_DIR/metrics.jsonl`` (``training_loss.png``).
+
+The tables of report.md carry the chance level (``CHANCE_ROW``: random unit embeddings scored with
+the same protocol, ``training.evaluation.run_eval.chance_metrics``) as a reference row; it is not
+a method of metrics.json. Methods scored on different graph stores (their ``evaluation.json``'s
+manifest sha256, else path) are not comparable: :class:`MixedGraphsError` names each method's
+store unless ``allow_mixed_graphs``; report.md's header names every method's store.
 """
 from __future__ import annotations
 
@@ -24,12 +31,45 @@ import torch
 
 from graph.atomic import atomic_directory, atomic_write_bytes
 from graph.output_dir import OutputKind
-from training.evaluation.run_eval import (CURVE_KS, board_mate_pairs, current_evaluation, evaluate_method,
-                                          load_method, truth_labels)
+from training.evaluation.run_eval import (CURVE_KS, EvaluationError, board_mate_pairs, chance_metrics,
+                                          current_evaluation, evaluate_method, load_method, truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
+from training.logging_utils import read_jsonl
 
-__all__ = ["BAR", "REPORT_OUTPUT", "bar_checks", "format_checks", "format_rows", "write_report",
-           "write_report_directory", "metrics_table"]
+__all__ = ["BAR", "CHANCE_ROW", "REPORT_OUTPUT", "MixedGraphsError", "bar_checks", "check_same_graph",
+           "format_checks", "format_rows", "write_report", "write_report_directory", "metrics_table"]
+
+# The label of the chance-level reference row (random unit embeddings; never a method).
+CHANCE_ROW = "chance (random)"
+
+
+class MixedGraphsError(EvaluationError):
+    """Methods evaluated on different graph stores (names each method's store)."""
+
+
+def _store_key(ev: dict[str, Any]) -> str:
+    """What identifies the store an evaluation was made on: its manifest sha256, else its path."""
+    return ev.get("graph_manifest_sha256") or str(Path(ev.get("graph") or "?").absolute())
+
+
+def _store_label(ev: dict[str, Any]) -> str:
+    sha = ev.get("graph_manifest_sha256")
+    return f"`{ev.get('graph')}`" + (f" (manifest sha256 {sha[:12]})" if sha else " (no manifest sha256 recorded)")
+
+
+def check_same_graph(evals: Sequence[dict[str, Any]], allow_mixed_graphs: bool = False) -> list[list[dict]]:
+    """The evaluations grouped by graph store (first-seen order). More than one group raises
+    :class:`MixedGraphsError` naming every method's store, unless ``allow_mixed_graphs``."""
+    groups: dict[str, list[dict]] = {}
+    for e in evals:
+        groups.setdefault(_store_key(e), []).append(e)
+    if len(groups) > 1 and not allow_mixed_graphs:
+        named = "; ".join(f"{e['method']} ({e.get('dir') or '?'}): {_store_label(e)}" for e in evals)
+        raise MixedGraphsError(
+            f"the methods were evaluated on {len(groups)} different graph stores, so their scores are not "
+            f"comparable (other splits, other held-out edges): {named}. Evaluate them on one store, or pass "
+            "--allow-mixed-graphs (allow_mixed_graphs=True) to report them side by side anyway.")
+    return list(groups.values())
 
 REPORT_FORMAT = "pinclip-report"
 # ``pinclip report --out DIR`` as an output (graph.output_dir): it replaces only its own reports.
@@ -101,6 +141,14 @@ def format_rows(rows: list[list[str]], markdown: bool = False) -> str:
                      for r in rows)
 
 
+def _float(v: Any) -> float:
+    """A logged value as a float (metrics.jsonl writes non-finite values as strings)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _curves(ev: dict, prefix: str) -> dict[int, float]:
     m = ev["metrics"]
     return {k: m[f"{prefix}recall@{k}"] for k in CURVE_KS if m.get(f"{prefix}recall@{k}") is not None}
@@ -120,9 +168,12 @@ def _labels(g: Any) -> tuple[np.ndarray, str]:
 
 def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, device: str = "auto",
                  progress: bool = True, log=print, title: str = "PinCLIP evaluation report",
-                 extra_md: str = "") -> dict[str, Any]:
+                 extra_md: str = "", allow_mixed_graphs: bool = False) -> dict[str, Any]:
     """Evaluate (or read) every method directory in ``dirs`` and write the report into ``out``.
-    Returns {"metrics": {method: headline}, "checks": bar_checks, "evaluations": [...], "files": [...]}."""
+    Returns {"metrics": {method: headline}, "checks": bar_checks, "chance": {row label: headline}
+    (the reference rows, one per graph store), "evaluations": [...], "files": [...]}.
+    Raises :class:`MixedGraphsError` when the methods were evaluated on different graph stores,
+    unless ``allow_mixed_graphs``."""
     from training.evaluation import plots
 
     out = Path(out)
@@ -140,8 +191,18 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     if dup:
         raise ValueError(f"two directories evaluate the same method name {dup}: rename one of them "
                          f"({', '.join(str(d) for d in dirs)})")
+    groups = check_same_graph(evals, allow_mixed_graphs)
     metrics = {e["method"]: headline_metrics(e["metrics"]) for e in evals}
     checks = bar_checks(metrics)
+    # The chance level of each store (the same for every method on it); older evaluation.json files
+    # have none: computed here then.
+    chance: dict[str, dict[str, Any]] = {}
+    for i, group in enumerate(groups):
+        full = next((e["chance"] for e in group if e.get("chance")), None)
+        if full is None:
+            full = chance_metrics(methods[evals.index(group[0])]["graph"])
+        label = CHANCE_ROW if len(groups) == 1 else f"{CHANCE_ROW}, store {i + 1}"
+        chance[label] = {"headline": headline_metrics(full), "full": full}
     summary_plots: list[Path] = []      # one per report; the per-method plots follow them
     summary_plots.append(plots.plot_recall_curves({e["method"]: _curves(e, "board_") for e in evals},
                                           out / "recall_board.png", "board-mate recall@k (warm test pins)"))
@@ -172,9 +233,24 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
                                             title=f"{e['method']}: board mates vs random")
         projections.append((e["method"], p, h))
 
+    loss_curves = {}
+    for m, e, d in zip(methods, evals, dirs):
+        if m["kind"] != "run":
+            continue
+        recs = [r for r in read_jsonl(Path(d) / "metrics.jsonl") if "step" in r and "loss" in r]
+        if recs:
+            loss_curves[e["method"]] = ([int(r["step"]) for r in recs], [_float(r["loss"]) for r in recs])
+    loss_plot = plots.plot_training_loss(loss_curves, out / "training_loss.png") if loss_curves else None
+
     md = [f"# {title}", "", f"Methods: {', '.join(names)}. Graph: `{evals[0]['graph']}` "
           f"({evals[0]['counts']['pins']:,} pins; {evals[0]['counts']['test_edges']:,} test edges of warm pins, "
           f"{evals[0]['counts']['cold_start_edges']:,} edges of cold-start pins hidden in training).", ""]
+    if len(groups) > 1:
+        md += [f"**Mixed graph stores** ({len(groups)}; allowed with `--allow-mixed-graphs`): methods on "
+               "different stores were scored on different held-out edges, so their rows are not comparable.", ""]
+    md += ["Graph store of each method:", ""]
+    md += [f"- {e['method']}: {_store_label(e)}" for e in evals]
+    md.append("")
     if extra_md:
         md += [extra_md, ""]
     md += ["## Headline metrics", "",
@@ -182,8 +258,11 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
            "the board's training members are its positives (recall@10 = share of queries with a board mate in "
            "the top 10; MRR tie-aware). Cold start: the same for pins whose every edge was hidden in training "
            "(content only). `n/a`: the method cannot produce the metric (the graph-only model has no "
-           "embedding for a pin without edges; text-only methods have no image).", "",
-           format_rows(metrics_table(metrics), markdown=True), ""]
+           "embedding for a pin without edges; text-only methods have no image). "
+           f"`{CHANCE_ROW}`: random unit embeddings scored the same way (the chance level; not a method).", "",
+           format_rows(metrics_table({**metrics, **{k: v["headline"] for k, v in chance.items()}},
+                                     keys=[k for k in HEADLINE_KEYS if any(k in m for m in metrics.values())]),
+                       markdown=True), ""]
     if checks:
         md += ["## The bar", "", "| check | value | baseline | relative | target | |", "|---|---|---|---|---|---|"]
         for c in checks:
@@ -197,6 +276,9 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
         for name, v in e.get("modalities", {}).items():
             mod_rows.append([e["method"], name, _fmt(v.get("board_recall@10")), _fmt(v.get("cold_start_board_recall@10"))])
     if len(mod_rows) > 1:
+        for label, c in chance.items():
+            mod_rows.append([label, "random", _fmt(c["full"].get("board_recall@10")),
+                             _fmt(c["full"].get("cold_start_board_recall@10"))])
         md += ["## Board-mate recall by embedding", "",
                "The image embedding is what serves a fresh pin from its pixels alone.", "",
                format_rows(mod_rows, markdown=True), ""]
@@ -214,14 +296,19 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     for f in summary_plots:
         md.append(f"![{f.stem}]({f.name})")
     md.append("")
+    if loss_plot is not None:
+        md += ["### Training loss", "", f"From each training run's `metrics.jsonl`: {', '.join(loss_curves)}.", "",
+               f"![{loss_plot.stem}]({loss_plot.name})", ""]
     for name, p, h in projections:
         md += [f"### {name}", "", f"![{p.stem}]({p.name}) ![{h.stem}]({h.name})", ""]
     md += [f"_Written in {time.perf_counter() - t0:.1f} s from: " +
            ", ".join(f"`{d}`" for d in dirs) + "._", ""]
     atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
-    files = [*summary_plots, *(f for _, p, h in projections for f in (p, h)), out / "metrics.json", out / "report.md"]
-    return {"metrics": metrics, "checks": checks, "evaluations": evals, "files": files}
+    files = [*summary_plots, *([loss_plot] if loss_plot is not None else []),
+             *(f for _, p, h in projections for f in (p, h)), out / "metrics.json", out / "report.md"]
+    return {"metrics": metrics, "checks": checks, "chance": {k: v["headline"] for k, v in chance.items()},
+            "evaluations": evals, "files": files}
 
 
 def write_report_directory(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, **kwargs: Any) -> dict[str, Any]:
@@ -233,7 +320,9 @@ def write_report_directory(dirs: Sequence[str | os.PathLike], out: str | os.Path
     with atomic_directory(out, REPORT_OUTPUT) as tmp:
         rep = write_report(dirs, tmp, **kwargs)
         meta = {"format": REPORT_FORMAT, "version": 1, "methods": list(rep["metrics"]),
-                "sources": [str(Path(d).absolute()) for d in dirs]}
+                "sources": [str(Path(d).absolute()) for d in dirs],
+                "graphs": {e["method"]: {"graph": e.get("graph"), "manifest_sha256": e.get("graph_manifest_sha256")}
+                           for e in rep["evaluations"]}}
         (tmp / "report.json").write_text(json.dumps(meta, indent=2) + "\n")
     rep["files"] = [out / Path(f).name for f in rep["files"]] + [out / "report.json"]
     return rep

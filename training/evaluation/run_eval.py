@@ -16,6 +16,12 @@ neighborhood quality of the pin embedding: board coherence on train edges, align
 mates and uniformity, and on the synthetic world the purity of nearest neighbors with respect to
 the hidden topic and style (when the graph's source dataset holds ``truth_pins.parquet``).
 
+Every score comes with its chance level (:func:`chance_metrics`, ``evaluation.json``'s
+``chance``): the same metrics, same protocol and same queries, of random unit embeddings (seeded,
+``CHANCE_DIM`` dimensions, every pin supported; image-text pairs where the store has a non-empty
+caption and an image), a reference row in ``pinclip evaluate`` and ``pinclip report``, never a
+method of ``metrics.json``.
+
 Nothing untrustworthy is scored: an embedding with NaN or infinite rows (of pins the method
 supports) is an :class:`EvaluationError`, and a directory whose graph store changed since the
 run or baseline was made (``RUN_DIR/graph_identity.json``, ``method.json``'s ``graph_identity``;
@@ -32,6 +38,7 @@ The result is written to ``DIR/evaluation.json`` (atomically)::
      "graph_changed": {"recorded": .., "current": ..},   # only when allowed
      "metrics": {name: float|None, ...},        # the DESIGN.md keys plus curve cutoffs
      "modalities": {"image"|"text"|"fused"|"graph": board_recall@10},
+     "chance": {name: float|None, ...},         # the same metrics of random unit embeddings
      "neighborhood": {"board_coherence": .., "alignment": .., "uniformity": .., "topic_purity@10": ..},
      "counts": {"pins": P, "test_edges": .., "cold_start_edges": ..}, "seconds": float}
 """
@@ -50,6 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
 
 from graph import PinBoardGraph
 from graph.atomic import atomic_directory, atomic_write_bytes
@@ -63,11 +71,12 @@ from training.embed import GRAPH_CHANGED_REMEDY, embed_run, load_embeddings
 from training.evaluation.neighborhood import alignment, board_coherence, synthetic_purity, uniformity
 from training.evaluation.summary import PIN_EMBEDDING_ORDER, method_metrics
 
-__all__ = ["CURVE_KS", "EvaluationError", "evaluate_embeddings", "evaluate_method", "evaluate_dir",
-           "current_evaluation", "load_evaluation", "allowing_changed_graph",
+__all__ = ["CURVE_KS", "CHANCE_DIM", "EvaluationError", "chance_metrics", "evaluate_embeddings", "evaluate_method",
+           "evaluate_dir", "current_evaluation", "load_evaluation", "allowing_changed_graph",
            "load_method", "save_baseline", "method_name", "truth_labels", "board_mate_pairs"]
 
 CURVE_KS = (1, 5, 10, 20, 50)
+CHANCE_DIM = 64          # dimensions of the random unit embeddings of the chance level
 EVALUATION_FILE = "evaluation.json"
 BASELINE_FILE = "method.json"
 BASELINE_FORMAT = "pinclip-baseline"
@@ -221,6 +230,26 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
     })
 
 
+def _has_image(g: Any) -> torch.Tensor | None:
+    """bool [P]: pins whose dataset row names an image (None when the store has no features)."""
+    if g.features is None:
+        return None
+    return torch.from_numpy(np.asarray(g.features.pins.column("image").is_valid(), dtype=bool))
+
+
+def chance_metrics(g: Any, seed: int = 0, dim: int = CHANCE_DIM, ks: Sequence[int] = CURVE_KS,
+                   backend: str = "auto", max_overlap_seeds: int = 500) -> dict[str, float | None]:
+    """The chance level of :func:`evaluate_embeddings`' metrics on ``g``: ``method_metrics`` of
+    random unit embeddings ("image", "text", "fused": float [P, ``dim``] drawn from
+    ``torch.Generator().manual_seed(seed)``) with every pin supported, image-text pairs among the
+    pins with a non-empty caption and an image in the store. Same keys as a method's ``metrics``
+    (NaN -> None): the same for every method scored on ``g``. About 0.1 s for 3,000 pins."""
+    gen = torch.Generator().manual_seed(seed)
+    emb = {name: F.normalize(torch.randn(g.num_pins, dim, generator=gen), dim=1) for name in ("image", "text", "fused")}
+    return _clean(method_metrics(g, emb, has_image=_has_image(g), has_text=_has_text(g), seed=seed, backend=backend,
+                                 max_overlap_seeds=max_overlap_seeds, curve_ks=ks))
+
+
 # ------------------------------------------------------------------------------ directories
 def method_name(path: str | os.PathLike) -> str:
     """The method name of a directory: ``method.json``'s name, else the directory name."""
@@ -342,6 +371,7 @@ def evaluate_method(m: dict[str, Any], path: str | os.PathLike, method: str | No
                                      has_image=m["has_image"], has_text=m["has_text"])
     except EvaluationError as exc:
         raise EvaluationError(f"{path}: {exc}") from None
+    result["chance"] = chance_metrics(m["graph"])
     result.update({"kind": m["kind"], "step": m["step"], "graph": m["graph_path"], "dir": str(path.absolute())})
     if m.get("graph_identity"):
         result["graph_manifest_sha256"] = m["graph_identity"]["manifest_sha256"]

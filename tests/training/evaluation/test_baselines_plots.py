@@ -61,6 +61,7 @@ def test_plots_write_pngs(tmp_path):
                                   tmp_path / "cw.png"),
         plots.plot_projection(emb, labels, tmp_path / "pca.png"),
         plots.plot_similarity_histogram(emb, [[0, 4], [1, 5]], tmp_path / "sim.png", num_negatives=200),
+        plots.plot_training_loss({"a": ([1, 2, 3], [2.0, float("nan"), 1.0]), "b": ([], [])}, tmp_path / "loss.png"),
     ]
     for p in paths:
         assert p.exists() and p.stat().st_size > 1000

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.evaluation.report import BAR, bar_checks, write_report
-from training.evaluation.run_eval import (CURVE_KS, EvaluationError, board_mate_pairs, evaluate_dir,
-                                          load_evaluation, save_baseline, truth_labels)
+from training.evaluation.report import BAR, CHANCE_ROW, MixedGraphsError, bar_checks, write_report
+from training.evaluation.run_eval import (CURVE_KS, EvaluationError, board_mate_pairs, chance_metrics,
+                                          evaluate_dir, load_evaluation, save_baseline, truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS
 
 
@@ -93,6 +93,53 @@ def test_baseline_dirs_evaluate_and_report(store, tmp_path):
         assert (tmp_path / "report" / name).stat().st_size > 1000, name
         assert f"({name})" in md
     assert [c["baseline"] for c in rep["checks"]] == ["clip_only", "clip_only", "clip_only"]
+    # The chance level: a reference row of report.md, in evaluation.json, never a method of metrics.json.
+    assert "chance" in ev and 0 <= ev["chance"]["board_recall@10"] < m["board_recall@10"]
+    assert set(ev["chance"]) >= {f"board_recall@{k}" for k in CURVE_KS} | {"board_mrr", "neighbor_overlap@10"}
+    assert ev["chance"] == graph_only["chance"]              # the store's, the same for every method
+    assert f"| {CHANCE_ROW} |" in md and "random" in md
+    assert CHANCE_ROW not in metrics and list(rep["chance"]) == [CHANCE_ROW]
+    assert f"- pinclip: `{path.absolute()}` (manifest sha256" in md      # every method's store is named
+    assert "training_loss.png" not in md                      # baselines only: no training loss
+
+
+def test_chance_level_is_seeded_and_near_random(store):
+    path, g, _ = store
+    a, b = chance_metrics(g), chance_metrics(g, seed=1)
+    assert chance_metrics(g) == a                             # seeded
+    assert a != b
+    # 10 of roughly 400 candidates: a random ranking finds a board mate in the top 10 rarely.
+    assert a["board_recall@10"] < 0.6 and a["board_recall@1"] <= a["board_recall@10"]
+    assert "t2i_recall@1" not in a                            # a world without images: nothing to pair
+
+
+def test_report_refuses_methods_on_different_graph_stores(store, tmp_path):
+    from graph.dataset import build_graph_from_dataset
+
+    from training.cli import main
+    path, g, _ = store
+    other = build_graph_from_dataset(g.manifest["source"]["dataset_dir"], tmp_path / "other_graph", seed=5,
+                                     progress=False)
+    emb = torch.randn(g.num_pins, 8, generator=torch.Generator().manual_seed(0))
+    save_baseline(tmp_path / "a", "a", path, {"fused": emb})
+    save_baseline(tmp_path / "b", "b", tmp_path / "other_graph", {"fused": emb[:other.num_pins]})
+    with pytest.raises(MixedGraphsError, match="2 different graph stores") as exc:
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "r1")
+    assert str(path.absolute()) in str(exc.value) and str((tmp_path / "other_graph").absolute()) in str(exc.value)
+    assert "--allow-mixed-graphs" in str(exc.value)
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r2"), "--quiet"]) == 2
+    assert not (tmp_path / "r2").exists()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "r3"), "--quiet",
+                 "--allow-mixed-graphs"]) == 0
+    md = (tmp_path / "r3" / "report.md").read_text()
+    assert "Mixed graph stores" in md
+    assert f"- a: `{path.absolute()}`" in md and f"- b: `{(tmp_path / 'other_graph').absolute()}`" in md
+    assert f"| {CHANCE_ROW}, store 1 |" in md and f"| {CHANCE_ROW}, store 2 |" in md
+    graphs = json.loads((tmp_path / "r3" / "report.json").read_text())["graphs"]
+    assert graphs["a"]["manifest_sha256"] != graphs["b"]["manifest_sha256"]
+    # The same store reached by two methods is one store.
+    save_baseline(tmp_path / "c", "c", path, {"fused": -emb})
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "c"), "--out", str(tmp_path / "r4"), "--quiet"]) == 0
 
 
 def test_bar_checks_arithmetic():
@@ -145,7 +192,14 @@ def test_training_run_evaluates_and_reuses(make_config, tmp_path, capsys):
     assert load_evaluation(run) == ev
     assert (run / "evaluation.json").stat().st_mtime_ns == stamp
     assert main(["evaluate", str(run), "--quiet"]) == 0
-    assert "board_recall@10" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "board_recall@10" in out and CHANCE_ROW in out       # the chance level as a reference row
+    assert ev["chance"]["t2i_recall@10"] is not None            # every pin of the tiny world has an image
+    # report plots the run's training loss from RUN_DIR/metrics.jsonl
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    assert CHANCE_ROW in capsys.readouterr().out
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "(training_loss.png)" in md and (tmp_path / "rep" / "training_loss.png").stat().st_size > 1000
 
 
 def test_users_own_csv_dataset_trains_evaluates_and_reports(tiny_world, make_config, tmp_path, capsys):
