@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: venv test demo bench dgl-env clean
+.PHONY: venv test demo bench dgl-env clean real-data-deps
 
 venv: $(STAMP)
 
@@ -38,6 +38,13 @@ bench: $(STAMP)
 
 dgl-env:
 	bash benchmarks/make_dgl_env.sh
+
+# The Debian packages behind `pinclip datasets unihan` (the Unihan database and a CJK font).
+# Needs root (sudo is used when not root); their tests skip without them.
+REAL_DATA_PACKAGES := unicode-data fonts-wqy-microhei
+real-data-deps:
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
+	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends $(REAL_DATA_PACKAGES)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis

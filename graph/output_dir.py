@@ -61,6 +61,7 @@ _KNOWN_MANIFESTS = [
                                  "pinclip-text-features": "a text feature cache",
                                  "pinclip-model": "an exported model (pinclip export)"}),
     ("synth.json", "generator", {"graph.synth": "a synthetic dataset (pinclip synth)"}),
+    ("unihan.json", "generator", {"graph.unihan": "a Unihan dataset (pinclip datasets unihan)"}),
     ("method.json", "format", {"pinclip-baseline": "a baseline method directory"}),
     ("report.json", "format", {"pinclip-report": "a report (pinclip report)"}),
 ]

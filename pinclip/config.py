@@ -113,6 +113,14 @@ class FusionConfig:
     :func:`resolve_patch_layers`.
     Late fusion (``late_fusion``): a per-dimension sigmoid gate mixes the projected image and text
     embeddings. Both paths are summed when both are on.
+
+    Initialization (why: a fusion that starts at random noise has to relearn, from a few thousand
+    pins, what a pretrained tower already knew; one that starts as a pass-through of the towers'
+    embeddings can only add to it): ``image_share_init`` is the late gate's initial image weight
+    per dimension (0.5: the plain average; 0.1: mostly the text embedding; 0.9: mostly the image
+    embedding). ``zero_init_early``: the early-fusion output projection starts at zero, so early
+    fusion is a residual that starts silent and grows with training. Both together make the fused
+    embedding start as (almost) the towers' own embeddings.
     """
     early_fusion: bool = True
     late_fusion: bool = True
@@ -126,6 +134,8 @@ class FusionConfig:
     patch_layers: list[int | str] = field(default_factory=lambda: [-1])
     patch_pool: int = 1
     use_text_tokens: bool = True
+    image_share_init: float = 0.5
+    zero_init_early: bool = False
 
 
 @dataclass
@@ -154,7 +164,14 @@ class LossConfig:
 class PinCLIPConfig:
     """A full PinCLIP architecture. ``embed_dim`` is the shared output dimension; the
     ``matryoshka_dims`` (ascending, each <= embed_dim, e.g. ``[64, 128, 256]``) are trained jointly
-    so that the first d coordinates, re-normalized, serve as a cheaper embedding."""
+    so that the first d coordinates, re-normalized, serve as a cheaper embedding.
+
+    ``projection_init``: how the image and text projections (tower width -> ``embed_dim``) start.
+    ``random`` (PyTorch's default Linear init) or ``preserve``: the projection keeps the tower's
+    geometry (the identity on the first coordinates when ``embed_dim`` >= the tower width, else a
+    seeded semi-orthogonal map, which preserves inner products approximately), so a frozen
+    pretrained tower's embedding survives the projection at step 0; pick ``embed_dim`` >= the text
+    tower's width (384 for all-MiniLM-L6-v2) to keep all of it."""
     name: str = "unnamed"
     embed_dim: int = 256
     matryoshka_dims: list[int] = field(default_factory=list)
@@ -167,6 +184,7 @@ class PinCLIPConfig:
     init_siglip_logit_scale: float = 2.3026  # log(10), SigLIP init
     max_logit_scale: float = 100.0
     init_neighbor_logit_scale: float = 2.6592
+    projection_init: str = "random"
     description: str = ""
 
 
@@ -217,6 +235,7 @@ _ENUMS = {
     ("TextConfig", "pooling"): ("mean", "cls"),
     ("TextConfig", "freeze"): FREEZE_POLICIES,
     ("LossConfig", "image_text"): ("clip", "siglip", "none"),
+    ("PinCLIPConfig", "projection_init"): ("random", "preserve"),
 }
 
 
@@ -266,6 +285,9 @@ def _validate(cfg: PinCLIPConfig) -> None:
         raise ConfigError(f"model config '{name}': key 'loss.matryoshka_weights' needs one weight per "
                           f"matryoshka_dims entry ({len(dims)}), got {len(cfg.loss.matryoshka_weights)}")
     f = cfg.fusion
+    if not 0.0 < f.image_share_init < 1.0:
+        raise ConfigError(f"model config '{name}': key 'fusion.image_share_init' must be strictly between 0 "
+                          f"and 1 (the late gate's initial image weight), got {f.image_share_init}")
     if not (f.early_fusion or f.late_fusion):
         raise ConfigError(f"model config '{name}': keys 'fusion.early_fusion' and 'fusion.late_fusion' "
                           "are both false; enable at least one")

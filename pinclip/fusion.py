@@ -16,6 +16,8 @@ The switches are plain attributes, so an ablation can turn a granularity off on 
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,9 @@ class HybridFusion(nn.Module):
                 [CrossAttentionBlock(w, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers)])
             self.ln_out = nn.LayerNorm(w)
             self.out_proj = nn.Linear(w, embed_dim)
+            if cfg.zero_init_early:   # a residual that starts silent (see FusionConfig)
+                nn.init.zeros_(self.out_proj.weight)
+                nn.init.zeros_(self.out_proj.bias)
         if self.use_global:
             self.global_proj = _proj(image_global_width, w)
             self.global_type = nn.Parameter(torch.zeros(1, 1, w))
@@ -72,8 +77,9 @@ class HybridFusion(nn.Module):
             self.text_type = nn.Parameter(torch.randn(1, 1, w) * 0.02)
         if cfg.late_fusion:
             self.gate = nn.Linear(2 * embed_dim, embed_dim)
-            nn.init.zeros_(self.gate.weight)  # start as the plain average of image and text
-            nn.init.zeros_(self.gate.bias)
+            # Start as a fixed mix: image weight image_share_init (0.5: the plain average).
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, math.log(cfg.image_share_init / (1.0 - cfg.image_share_init)))
 
     def required_layers(self) -> list[int]:
         """Image tower layers the enabled granularities read."""

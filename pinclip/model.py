@@ -27,7 +27,7 @@ from .hf_towers import create_hf_vision_tower, pool_text
 from .text import create_text_tower
 from .vit import VisionTransformer, resolve_layers
 
-__all__ = ["PinCLIP", "truncate_embedding", "autocast"]
+__all__ = ["PinCLIP", "truncate_embedding", "autocast", "preserve_geometry_"]
 
 
 def truncate_embedding(emb: torch.Tensor, dim: int) -> torch.Tensor:
@@ -58,6 +58,22 @@ def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
     return tower
 
 
+@torch.no_grad()
+def preserve_geometry_(weight: torch.Tensor) -> torch.Tensor:
+    """Initialize a Linear weight [out, in] to keep the input's geometry: the identity on the first
+    min(out, in) coordinates when out >= in (inner products exactly preserved), else a
+    semi-orthogonal map with orthonormal rows drawn from torch's global generator (seeded by the
+    trainer), which preserves inner products approximately. In place; returns ``weight``."""
+    out_dim, in_dim = weight.shape
+    if out_dim >= in_dim:
+        weight.zero_()
+        weight[:in_dim, :in_dim] = torch.eye(in_dim, dtype=weight.dtype, device=weight.device)
+    else:
+        nn.init.orthogonal_(weight)
+        weight.mul_(math.sqrt(in_dim / out_dim))   # rows orthonormal, scaled so norms are kept on average
+    return weight
+
+
 class PinCLIP(nn.Module):
     """The PinCLIP model. Build it with :func:`pinclip.factory.create_model`.
 
@@ -81,6 +97,10 @@ class PinCLIP(nn.Module):
         gw = self.visual.global_width
         self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
         self.text_proj = nn.Sequential(nn.LayerNorm(self.text.width), nn.Linear(self.text.width, d))
+        if cfg.projection_init == "preserve":
+            for proj in (self.image_proj, self.text_proj):
+                preserve_geometry_(proj[1].weight)
+                nn.init.zeros_(proj[1].bias)
         try:
             patch_layers = resolve_layers(cfg.fusion.patch_layers, self.visual.num_layers)
         except ValueError as e:   # a Hugging Face tower: its depth is the checkpoint's

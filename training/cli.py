@@ -16,6 +16,7 @@ from graph.errors import ToolkitError, user_message
 # Order is the order shown in ``pinclip --help``.
 COMMAND_MODULES = [
     "synth",
+    "datasets",
     "build_graph",
     "graph_stats",
     "train",
@@ -26,7 +27,9 @@ COMMAND_MODULES = [
     "search",
     "neighbors",
     "evaluate",
+    "baseline",
     "report",
+    "compare",
     "demo",
 ]
 

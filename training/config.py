@@ -166,7 +166,11 @@ class OptimConfig:
     """AdamW (no weight decay on gains, biases, embeddings' norms and logit scales) with a linear
     warmup then a cosine decay to ``min_lr`` (``schedule: constant`` keeps ``lr`` after warmup).
     ``warmup_steps``: the warmup length in optimizer steps. ``weight_decay``, ``betas``, ``eps``:
-    AdamW's. ``grad_clip``: max global gradient norm (0: off)."""
+    AdamW's. ``grad_clip``: max global gradient norm (0: off). ``lr_scale``: per-group learning
+    rates, a multiplier of ``lr`` (and of the schedule) for the parameters whose name starts with
+    a key, e.g. ``{text_proj: 0.1}`` (the longest matching key wins; every key must match a
+    trainable parameter); why: a projection initialized to keep a pretrained tower's geometry
+    should move slower than modules trained from scratch."""
     lr: float = 1e-3
     min_lr: float = 0.0
     weight_decay: float = 0.05
@@ -175,6 +179,7 @@ class OptimConfig:
     warmup_steps: int = 20
     schedule: str = "cosine"
     grad_clip: float = 1.0
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

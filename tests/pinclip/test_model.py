@@ -193,3 +193,39 @@ def test_wrong_image_size_is_reported(batch):
     model = make()
     with pytest.raises(ValueError, match="32x32"):
         model(torch.randn(1, 3, 48, 48))
+
+
+def test_preserve_geometry_init_keeps_inner_products():
+    from pinclip.model import preserve_geometry_
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(1))
+    wide = preserve_geometry_(torch.empty(12, 8))            # out >= in: the identity, zero-padded
+    torch.testing.assert_close(x @ wide.T, torch.cat([x, torch.zeros(5, 4)], dim=1))
+    torch.manual_seed(0)
+    narrow = preserve_geometry_(torch.empty(4, 8))           # out < in: orthonormal rows, rescaled
+    torch.testing.assert_close(narrow @ narrow.T, 2.0 * torch.eye(4))
+
+
+def test_passthrough_init_starts_the_fused_embedding_at_the_towers_mix(batch):
+    """zero_init_early + image_share_init s: at step 0 the fused embedding is exactly the late mix
+    normalize(s * image_emb + (1 - s) * text_emb) of the two heads, and projection_init=preserve
+    makes the text head the (LayerNorm'd) pooled text tower output itself."""
+    images, ids, mask = batch
+    for s in (0.1, 0.5, 0.9):
+        model = make(embed_dim=32, projection_init="preserve",
+                     fusion={"zero_init_early": True, "image_share_init": s})
+        out = model(images, ids, mask)
+        expected = torch.nn.functional.normalize(s * out["image_emb"] + (1 - s) * out["text_emb"], dim=-1)
+        torch.testing.assert_close(out["fused_emb"], expected)
+    text = model.encode_text(ids, mask)
+    pooled = model.text(ids, mask)["pooled"]
+    torch.testing.assert_close(text["text_vec"], model.text_proj[0](pooled))   # identity Linear, zero bias
+    default = make()(images, ids, mask)
+    mix = torch.nn.functional.normalize(0.5 * default["image_emb"] + 0.5 * default["text_emb"], dim=-1)
+    assert not torch.allclose(default["fused_emb"], mix, atol=1e-3)   # default: early fusion is not silent
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, -0.2])
+def test_image_share_init_must_be_a_proper_share(value):
+    from pinclip.config import ConfigError
+    with pytest.raises(ConfigError, match=r"fusion\.image_share_init.*strictly between 0 and 1"):
+        make(fusion={"image_share_init": value})

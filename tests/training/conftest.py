@@ -79,3 +79,17 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+# The demo's model and loader shrunk through --set (the shipped demo config is minutes of CPU),
+# for the demo and compare tests.
+TINY_DEMO_OVERRIDES = ["model.overrides.embed_dim=16", "model.overrides.matryoshka_dims=[8,16]",
+        "model.overrides.vision.width=32", "model.overrides.vision.layers=2", "model.overrides.vision.heads=2",
+        "model.overrides.vision.image_size=32", "model.overrides.vision.patch_size=8",
+        "model.overrides.text.type=scratch", "model.overrides.text.context_length=12",
+        "model.overrides.text.width=32", "model.overrides.text.layers=1", "model.overrides.text.heads=2",
+        "model.overrides.text.freeze=frozen", "model.overrides.fusion.width=32", "model.overrides.fusion.layers=1",
+        "model.overrides.fusion.heads=2", "model.overrides.fusion.num_queries=2",
+        "model.overrides.fusion.region_grid=2", "model.overrides.fusion.patch_layers=[1,2]",
+        "model.overrides.fusion.patch_pool=1", "data.num_workers=0", "train.batch_size=16",
+        "sampler.pinsage.num_random_walks=20", "eval.at_end=false", "train.progress=false"]

@@ -5,19 +5,7 @@ import json
 
 from training.evaluation.summary import HEADLINE_KEYS
 
-# The demo's model and loader shrunk through --set (the shipped demo config is minutes of CPU).
-TINY = ["model.overrides.embed_dim=16", "model.overrides.matryoshka_dims=[8,16]",
-        "model.overrides.vision.width=32", "model.overrides.vision.layers=2", "model.overrides.vision.heads=2",
-        "model.overrides.vision.image_size=32", "model.overrides.vision.patch_size=8",
-        "model.overrides.text.type=scratch", "model.overrides.text.context_length=12",
-        "model.overrides.text.width=32", "model.overrides.text.layers=1", "model.overrides.text.heads=2",
-        "model.overrides.text.freeze=frozen", "model.overrides.fusion.width=32", "model.overrides.fusion.layers=1",
-        "model.overrides.fusion.heads=2", "model.overrides.fusion.num_queries=2",
-        "model.overrides.fusion.region_grid=2", "model.overrides.fusion.patch_layers=[1,2]",
-        "model.overrides.fusion.patch_pool=1", "data.num_workers=0", "train.batch_size=16",
-        "sampler.pinsage.num_random_walks=20", "eval.at_end=false", "train.progress=false"]
-
-
+from tests.training.conftest import TINY_DEMO_OVERRIDES as TINY
 def test_demo_tiny_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
     from training.cli import main
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

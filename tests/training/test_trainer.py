@@ -145,3 +145,31 @@ def test_nonfinite_steps_are_skipped_then_stop_the_run(make_config, tmp_path, mo
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     rows = read_jsonl(run / "metrics.jsonl")
     assert [r["skipped"] for r in rows] == [0, 1, 0, 1, 1, 1]
+
+
+def test_lr_scale_gives_parameter_groups_their_own_learning_rate():
+    from types import SimpleNamespace
+
+    from pinclip.factory import create_model
+    from training.config import TrainConfigError
+    from training.trainer import build_optimizer
+    from tests.pinclip.conftest import tiny_config
+
+    model = create_model(tiny_config())
+    base = dict(lr=1e-3, weight_decay=0.05, betas=[0.9, 0.98], eps=1e-6)
+    plain = build_optimizer(model, SimpleNamespace(**base, lr_scale={}))
+    assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3]   # unchanged without lr_scale
+    opt = build_optimizer(model, SimpleNamespace(**base, lr_scale={"text_proj": 0.1, "text_proj.1": 0.5}))
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert lr_of[id(params["text_proj.0.weight"])] == pytest.approx(1e-4)
+    assert lr_of[id(params["text_proj.1.weight"])] == pytest.approx(5e-4)   # the longest prefix wins
+    assert decay_of[id(params["text_proj.1.weight"])] == 0.05 and decay_of[id(params["text_proj.1.bias"])] == 0.0
+    assert lr_of[id(params["image_proj.1.weight"])] == pytest.approx(1e-3)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(p.requires_grad for p in model.parameters())
+    with pytest.raises(TrainConfigError, match=r"optim\.lr_scale.*\['txt_proj'\]"):
+        build_optimizer(model, SimpleNamespace(**base, lr_scale={"txt_proj": 0.1}))
+    with pytest.raises(TrainConfigError, match=r"optim\.lr_scale\.text_proj must be > 0"):
+        build_optimizer(model, SimpleNamespace(**base, lr_scale={"text_proj": 0.0}))

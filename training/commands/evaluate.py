@@ -6,9 +6,17 @@ Metrics (training.evaluation.run_eval): text -> image and image -> text recall@1
 board-mate recall@k and tie-aware MRR of warm test pins, the same for cold-start pins (content
 only), neighbor_overlap@10 with the random-walk neighborhood, board-mate recall of each
 embedding (image, text, fused), and neighborhood quality (board coherence, alignment,
-uniformity; purity w.r.t. the hidden topic and style on the synthetic world). The result is
-saved as RUN_DIR/evaluation.json; ``--json`` prints it, otherwise a table, with the chance level
-(random unit embeddings scored the same way; evaluation.json's ``chance``) as a reference row.
+uniformity; purity w.r.t. the hidden topic and style on the synthetic world; topic-level text ->
+image precision t2i_topic_precision@10 there too). The result is saved as
+RUN_DIR/evaluation.json, with the per-query values behind the headline metrics in
+RUN_DIR/per_query.npz (for paired significance tests); ``--json`` prints it, otherwise a table,
+with the chance level (random unit embeddings scored the same way; evaluation.json's ``chance``)
+as a reference row.
+
+The headline metrics come from the embedding head the run's losses train: among the trained
+heads (image and text by the image-text loss, fused by a neighbor term with weight > 0), the one
+with the best board-mate recall@10 on the validation edges (never the test edges); a head no
+loss trains is never the headline (evaluation.json: headline_head, heads_trained, heads).
 
 A directory whose embeddings hold NaN or infinite rows is refused, and so is one whose graph
 store changed since it was made (RUN_DIR/graph_identity.json, method.json): the error names the
@@ -42,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.evaluation.report import CHANCE_ROW, format_rows, metrics_table
+    from training.evaluation.report import CHANCE_ROW, format_rows, heads_table, metrics_table
     from training.evaluation.run_eval import EvaluationError, evaluate_dir
 
     if not args.run_dir.is_dir():
@@ -57,13 +65,18 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(ev, indent=2))
         return 0
     m = ev["metrics"]
-    keys = [k for k in m if k.startswith(("t2i_recall@", "i2t_recall@", "board_", "cold_start_board_recall@",
-                                           "neighbor_overlap"))]
-    print(f"{ev['method']} ({ev['kind']}" + (f", step {ev['step']}" if ev["step"] is not None else "") + ")")
+    keys = [k for k in m if k.startswith(("t2i_recall@", "i2t_recall@", "t2i_topic_precision@", "board_",
+                                           "cold_start_board_recall@", "neighbor_overlap"))
+            and not k.endswith("_topic_ceiling")]
+    print(f"{ev['method']} ({ev['kind']}" + (f", step {ev['step']}" if ev["step"] is not None else "") + ")"
+          + (f"; headline head: {ev['headline_head']} ({ev.get('headline_head_selected_by', '')})"
+             if ev.get("headline_head") else ""))
     # The chance level (random unit embeddings, same protocol) as a reference row.
     rows = {ev["method"]: m, **({CHANCE_ROW: ev["chance"]} if ev.get("chance") else {})}
     for lo in range(0, len(keys), 6):
         print(format_rows(metrics_table(rows, keys[lo:lo + 6])))
+    if len(ev.get("heads") or {}) > 1:
+        print(format_rows(heads_table([ev], markdown=False)))
     hood = ev.get("neighborhood", {})
     if hood:
         print(format_rows(metrics_table({ev["method"]: hood}, sorted(hood))))

@@ -12,6 +12,12 @@ different graph stores (evaluation.json's graph manifest sha256) are refused, na
 store, unless ``--allow-mixed-graphs``; report.md's header names every method's store. The tables
 carry the chance level (random unit embeddings scored the same way) as a reference row, and
 training_loss.png plots each training run's loss from RUN_DIR/metrics.jsonl.
+
+Each method's headline numbers come from the embedding head its losses train (the trained head
+with the best validation board recall; never an untrained one, e.g. the CLIP-only fusion);
+report.md shows every head side by side. ``--significance FILE`` (a significance.json of
+``pinclip compare``) adds its confidence intervals, and the bar's gain checks then pass only when
+the paired interval of the difference lies above 0.
 """
 from __future__ import annotations
 
@@ -30,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate even when the graph store changed since the run or baseline was made (e.g. "
                         "rebuilt with another split: held-out edges may then have been training edges); "
                         "evaluation.json records it")
+    p.add_argument("--significance", type=Path, metavar="FILE",
+                   help="a significance.json (pinclip compare): report.md shows its confidence intervals and "
+                        "the bar's gain checks pass only when the paired interval lies above 0")
     p.add_argument("--allow-mixed-graphs", action="store_true",
                    help="report methods evaluated on different graph stores side by side (their scores are not "
                         "comparable; report.md says so and names each store)")
@@ -49,12 +58,16 @@ def run(args: argparse.Namespace) -> int:
     for d in args.run_dirs:
         if not d.is_dir():
             raise CLIError(f"{d}: no such directory")
+    if args.significance is not None and not (args.significance.is_file()
+                                              or (args.significance / "significance.json").is_file()):
+        raise CLIError(f"--significance {args.significance}: no such file (nor DIR/significance.json)")
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k))
     try:
         # write_report opens each directory itself: the flag reaches its load_method this way.
         with allowing_changed_graph(args.allow_changed_graph):
             rep = write_report_directory(args.run_dirs, args.out, device=args.device, progress=not args.quiet,
-                                         log=log, allow_mixed_graphs=args.allow_mixed_graphs)
+                                         log=log, allow_mixed_graphs=args.allow_mixed_graphs,
+                                         significance=args.significance)
     except (EvaluationError, CheckpointError, TrainConfigError) as exc:
         raise CLIError(str(exc)) from None
     keys = [k for k in HEADLINE_KEYS if any(k in m for m in rep["metrics"].values())]

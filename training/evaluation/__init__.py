@@ -5,6 +5,8 @@
     from training.evaluation import method_metrics   # one method's metrics.json keys
     from training.evaluation.baselines import frozen_text_embeddings, train_graph_baseline
     from training.evaluation.plots import plot_recall_curves, ...
+    from training.evaluation.significance import write_significance   # significance.json (paired bootstrap)
+    from training.evaluation.heads import trained_heads, select_headline_head   # fair headline heads
 
 The trainer's quick held-out check is ``training.evaluation.quick_eval`` (imported from its module).
 Baselines and plots are imported from their modules (they pull in transformers / PyG /

@@ -5,8 +5,13 @@
 
 * ``metrics.json``: ``{method: {DESIGN.md metric: value}}`` (null: the method cannot produce it,
   e.g. cold-start recall of the graph-only baseline);
-* ``report.md``: the comparison table, the demo's bar (``bar_checks``), recall by modality,
-  neighborhood quality, and the plots below;
+* ``report.md``: the comparison table, the demo's bar (``bar_checks``), every method's heads
+  side by side (method x head: board-mate and cold-start recall@10, the validation recall that
+  chose the headline head, untrained heads marked), text -> image at the topic level on the
+  synthetic world, neighborhood quality, and the plots below. With ``significance`` (the
+  ``significance.json`` of ``training.evaluation.significance``) the tables carry the confidence
+  intervals, and the bar's checks use them: a check claiming a gain passes only if the paired
+  interval's low end is > 0;
 * PNG plots: recall@k curves per method (board-mate, cold-start, text -> image), cold-start
   against warm bars, a 2-D PCA of each method's pin embeddings colored by hidden topic (synthetic
   world) or by board, cosine histograms of board mates against random pairs, and the training
@@ -33,11 +38,12 @@ from graph.atomic import atomic_directory, atomic_write_bytes
 from graph.output_dir import OutputKind
 from training.evaluation.run_eval import (CURVE_KS, EvaluationError, board_mate_pairs, chance_metrics,
                                           current_evaluation, evaluate_method, load_method, truth_labels)
+from training.evaluation.significance import load_significance
 from training.evaluation.summary import HEADLINE_KEYS, PIN_EMBEDDING_ORDER, headline_metrics
 from training.logging_utils import read_jsonl
 
 __all__ = ["BAR", "CHANCE_ROW", "REPORT_OUTPUT", "MixedGraphsError", "bar_checks", "check_same_graph",
-           "format_checks", "format_rows", "write_report", "write_report_directory", "metrics_table"]
+           "format_checks", "format_rows", "heads_table", "write_report", "write_report_directory", "metrics_table"]
 
 # The label of the chance-level reference row (random unit embeddings; never a method).
 CHANCE_ROW = "chance (random)"
@@ -85,30 +91,86 @@ BAR = (
 )
 
 
-def bar_checks(metrics: dict[str, dict[str, float | None]]) -> list[dict[str, Any]]:
+def _paired(significance: dict | None, method: str, base: str, metric: str) -> dict | None:
+    if not significance:
+        return None
+    return (significance.get("paired", {}).get(f"{method} vs {base}") or {}).get(metric)
+
+
+def bar_checks(metrics: dict[str, dict[str, float | None]], significance: dict | None = None) -> list[dict[str, Any]]:
     """Each ``BAR`` row whose methods are present: {"metric", "method", "baseline", "value",
-    "baseline_value", "relative", "target", "passed"} (``relative`` = value / baseline - 1)."""
+    "baseline_value", "relative", "target", "passed", "difference", "interval"} (``relative`` =
+    value / baseline - 1).
+
+    Without ``significance`` a check passes on the point estimates (``relative >= target``). With
+    it (a ``significance.json`` object), ``difference`` / ``interval`` are the paired bootstrap's
+    for "method vs baseline", and a check that claims a gain (target > 0) passes only when also
+    the interval's low end is > 0 (no interval: not passed). A check that bounds a loss (target
+    <= 0) passes on the point estimate; ``interval_supports`` then says whether the interval's low
+    end is above the allowed loss (``target * baseline_value``)."""
     out = []
     for metric, method, base, target in BAR:
         if method not in metrics or base not in metrics:
             continue
         v, b = metrics[method].get(metric), metrics[base].get(metric)
         rel = None if v is None or b is None or b == 0 else v / b - 1
-        out.append({"metric": metric, "method": method, "baseline": base, "value": v, "baseline_value": b,
-                    "relative": rel, "target": target,
-                    # 1e-9: 0.19 / 0.2 - 1 is -0.0500000004 in floating point, yet exactly at the bar
-                    "passed": rel is not None and rel >= target - 1e-9})
+        # 1e-9: 0.19 / 0.2 - 1 is -0.0500000004 in floating point, yet exactly at the bar
+        passed = rel is not None and rel >= target - 1e-9
+        row = {"metric": metric, "method": method, "baseline": base, "value": v, "baseline_value": b,
+               "relative": rel, "target": target, "passed": passed, "difference": None, "interval": None}
+        if significance is not None:
+            p = _paired(significance, method, base, metric)
+            if p is not None:
+                row["difference"], row["interval"] = p.get("difference"), p.get("interval")
+            low = None if row["interval"] is None else row["interval"][0]
+            if target > 0:
+                row["passed"] = passed and low is not None and low > 0
+            else:
+                row["interval_supports"] = (low is not None and b is not None and low >= target * b - 1e-12)
+        out.append(row)
     return out
 
 
+def _interval(iv: Sequence[float] | None, digits: int = 3) -> str:
+    return "n/a" if iv is None else f"[{iv[0]:.{digits}f}, {iv[1]:.{digits}f}]"
+
+
 def format_checks(checks: list[dict[str, Any]]) -> str:
-    """One line per ``bar_checks`` row: PASS/FAIL, the comparison, the relative change, the bar."""
+    """One line per ``bar_checks`` row: PASS/FAIL, the comparison, the relative change, the bar
+    (and the paired difference's interval when the checks were made with one)."""
     lines = []
     for c in checks:
         rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
+        ci = ""
+        if c.get("interval") is not None:
+            ci = f"; difference {c['difference']:+.3f}, interval {_interval(c['interval'])}"
         lines.append(f"{'PASS' if c['passed'] else 'FAIL'}  {c['method']} vs {c['baseline']} on {c['metric']}: "
-                     f"{rel} (bar {c['target']:+.0%})")
+                     f"{rel} (bar {c['target']:+.0%}{ci})")
     return "\n".join(lines)
+
+
+def heads_table(evals: Sequence[dict[str, Any]], chance: dict[str, dict[str, Any]] | None = None,
+                markdown: bool = True) -> list[list[str]]:
+    """Rows (header first): every method's embedding heads side by side: head, whether a loss
+    trains it, whether it is the headline head, its board-mate recall@10 on the validation split
+    (what chose the headline head), and on test, and cold-start recall@10. Older evaluations
+    without ``heads`` show their ``modalities``. markdown: bold marks (else plain text)."""
+    b = "**" if markdown else ""
+    rows = [["method", "head", "trained", "headline", "val board_recall@10", "board_recall@10",
+             "cold_start_board_recall@10"]]
+    for e in evals:
+        heads = e.get("heads") or {n: dict(v, trained=None) for n, v in (e.get("modalities") or {}).items()}
+        headline = e.get("headline_head")
+        for name in [n for n in PIN_EMBEDDING_ORDER if n in heads]:
+            h = heads[name]
+            trained = "?" if h.get("trained") is None else ("yes" if h["trained"] else f"{b}no (untrained){b}")
+            rows.append([e["method"], name, trained, f"{b}yes{b}" if name == headline else "",
+                         _fmt(h.get("val_board_recall@10")), _fmt(h.get("board_recall@10")),
+                         _fmt(h.get("cold_start_board_recall@10"))])
+    for label, c in (chance or {}).items():
+        rows.append([label, "random", "", "", "", _fmt(c["full"].get("board_recall@10")),
+                     _fmt(c["full"].get("cold_start_board_recall@10"))])
+    return rows
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -168,14 +230,18 @@ def _labels(g: Any) -> tuple[np.ndarray, str]:
 
 def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, device: str = "auto",
                  progress: bool = True, log=print, title: str = "PinCLIP evaluation report",
-                 extra_md: str = "", allow_mixed_graphs: bool = False) -> dict[str, Any]:
+                 extra_md: str = "", allow_mixed_graphs: bool = False,
+                 significance: dict | str | os.PathLike | None = None) -> dict[str, Any]:
     """Evaluate (or read) every method directory in ``dirs`` and write the report into ``out``.
     Returns {"metrics": {method: headline}, "checks": bar_checks, "chance": {row label: headline}
     (the reference rows, one per graph store), "evaluations": [...], "files": [...]}.
     Raises :class:`MixedGraphsError` when the methods were evaluated on different graph stores,
-    unless ``allow_mixed_graphs``."""
+    unless ``allow_mixed_graphs``. significance: a ``significance.json`` object or its path (file
+    or directory): its intervals are shown and the bar's checks use them (``bar_checks``)."""
     from training.evaluation import plots
 
+    if significance is not None and not isinstance(significance, dict):
+        significance = load_significance(significance)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -193,7 +259,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
                          f"({', '.join(str(d) for d in dirs)})")
     groups = check_same_graph(evals, allow_mixed_graphs)
     metrics = {e["method"]: headline_metrics(e["metrics"]) for e in evals}
-    checks = bar_checks(metrics)
+    checks = bar_checks(metrics, significance)
     # The chance level of each store (the same for every method on it); older evaluation.json files
     # have none: computed here then.
     chance: dict[str, dict[str, Any]] = {}
@@ -263,25 +329,80 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
            format_rows(metrics_table({**metrics, **{k: v["headline"] for k, v in chance.items()}},
                                      keys=[k for k in HEADLINE_KEYS if any(k in m for m in metrics.values())]),
                        markdown=True), ""]
+    md += ["Each method is scored on the embedding head its losses train: a training run's headline head is "
+           "the trained head (of fused, image, text) with the best board-mate recall@10 on the store's "
+           "validation edges (never test); a head no loss trains (the CLIP-only run's fusion) is never a "
+           "headline. Headline heads: " + ", ".join(f"{e['method']}: {e.get('headline_head', '?')}" for e in evals)
+           + " (every head: below).", ""]
     if checks:
-        md += ["## The bar", "", "| check | value | baseline | relative | target | |", "|---|---|---|---|---|---|"]
+        with_ci = significance is not None
+        md += ["## The bar", ""]
+        if with_ci:
+            md += [f"With {significance.get('confidence', 0.95):.0%} paired bootstrap intervals over query pins "
+                   f"({significance.get('resamples')} resamples): a gain passes only when the interval of the "
+                   "difference lies above 0.", ""]
+        head = "| check | value | baseline | relative | target |" + (" difference [interval] |" if with_ci else "") + " |"
+        md += [head, "|" + "---|" * (head.count("|") - 1)]
         for c in checks:
             rel = "n/a" if c["relative"] is None else f"{c['relative']:+.1%}"
+            ci = ""
+            if with_ci:
+                ci = (" n/a |" if c.get("interval") is None
+                      else f" {c['difference']:+.3f} {_interval(c['interval'])} |")
+            verdict = "pass" if c["passed"] else "**FAIL**"
+            if c["passed"] and c.get("interval_supports") is False:
+                verdict += " (point estimate; the interval reaches below the allowed loss)"
             md.append(f"| {c['method']} vs {c['baseline']}: {c['metric']} | {_fmt(c['value'])} | "
-                      f"{_fmt(c['baseline_value'])} | {rel} | {c['target']:+.0%} | "
-                      f"{'pass' if c['passed'] else '**FAIL**'} |")
+                      f"{_fmt(c['baseline_value'])} | {rel} | {c['target']:+.0%} |{ci} {verdict} |")
         md.append("")
-    mod_rows = [["method", "embedding", "board_recall@10", "cold_start_board_recall@10"]]
-    for e in evals:
-        for name, v in e.get("modalities", {}).items():
-            mod_rows.append([e["method"], name, _fmt(v.get("board_recall@10")), _fmt(v.get("cold_start_board_recall@10"))])
-    if len(mod_rows) > 1:
+    if significance is not None:
+        conf = significance.get("confidence", 0.95)
+        keys = [k for k in significance.get("metrics", []) if any(k in v for v in significance.get("methods", {}).values())]
+        if keys:
+            rows = [["method", *keys]]
+            for name, ivs in significance.get("methods", {}).items():
+                vals = significance.get("values", {}).get(name, {})
+                rows.append([name, *[(f"{_fmt(vals.get(k))} {_interval(ivs[k])}" if k in ivs else "n/a") for k in keys]])
+            prow = [["comparison", "metric", "difference", "interval", "queries"]]
+            for pair, ms in significance.get("paired", {}).items():
+                for k, v in ms.items():
+                    prow.append([pair, k, f"{v['difference']:+.3f}", _interval(v["interval"]),
+                                 str(v.get("queries", "?"))])
+            md += ["## Confidence intervals", "",
+                   f"{conf:.0%} percentile bootstrap over query pins ({significance.get('resamples')} resamples"
+                   + (f"; {', '.join(f'{m}: {n}' for m, n in significance['seeds']['counts'].items())} seeds, "
+                      "resampled too, values are seed means" if significance.get("seeds") else "")
+                   + "). Paired: the same resampled queries for both methods.", "",
+                   format_rows(rows, markdown=True), "", format_rows(prow, markdown=True), ""]
+    hrows = heads_table(evals, chance)
+    if len(hrows) > 1:
+        md += ["## Heads", "",
+               "Every method's embedding heads side by side (board-mate recall@10 of warm test pins and of "
+               "cold-start pins; `val`: on validation edges, which chose the headline head). An untrained head "
+               "(no loss term gives it a gradient: e.g. the fused head of a run whose neighbor weights are all 0 "
+               "is the fusion module at initialization) is shown but never used as a headline. The image "
+               "embedding is what serves a fresh pin from its pixels alone.", "",
+               format_rows(hrows, markdown=True), ""]
+    topic = [e for e in evals if e["metrics"].get("t2i_topic_precision@10") is not None]
+    if topic:
+        trow = [["method", "t2i_recall@10 (exact pin)", "t2i_topic_precision@10"]]
+        for e in topic:
+            trow.append([e["method"], _fmt(e["metrics"].get("t2i_recall@10")),
+                         _fmt(e["metrics"].get("t2i_topic_precision@10"))])
         for label, c in chance.items():
-            mod_rows.append([label, "random", _fmt(c["full"].get("board_recall@10")),
-                             _fmt(c["full"].get("cold_start_board_recall@10"))])
-        md += ["## Board-mate recall by embedding", "",
-               "The image embedding is what serves a fresh pin from its pixels alone.", "",
-               format_rows(mod_rows, markdown=True), ""]
+            if c["full"].get("t2i_topic_precision@10") is not None:
+                trow.append([label, _fmt(c["full"].get("t2i_recall@10")), _fmt(c["full"].get("t2i_topic_precision@10"))])
+        m0 = topic[0]["metrics"]
+        md += ["## Text -> image by topic", "",
+               "t2i_topic_precision@10: for each caption query, the share of its top-10 images whose pin has the "
+               "query pin's hidden topic. On the synthetic world the exact-pin t2i_recall@10 cannot move much: "
+               "a caption names only its pin's topic (never the style), so the pin's own image is one of "
+               + (f"about {m0['t2i_topic_pins_per_topic']:.0f} " if m0.get("t2i_topic_pins_per_topic") else "the ")
+               + "candidates of that topic and the best "
+               "recall@10 a model can reach is about 10 / pins-per-topic: "
+               f"{m0.get('t2i_recall@10_topic_ceiling', float('nan')):.3f} on this store (mean over the caption "
+               "queries of min(1, 10 / same-topic images)).", "",
+               format_rows(trow, markdown=True), ""]
     hood_keys = sorted({k for e in evals for k in e.get("neighborhood", {})})
     if hood_keys:
         rows = [["method", *hood_keys]] + [[e["method"], *[_fmt(e["neighborhood"].get(k)) for k in hood_keys]]
@@ -308,6 +429,7 @@ def write_report(dirs: Sequence[str | os.PathLike], out: str | os.PathLike, devi
     files = [*summary_plots, *([loss_plot] if loss_plot is not None else []),
              *(f for _, p, h in projections for f in (p, h)), out / "metrics.json", out / "report.md"]
     return {"metrics": metrics, "checks": checks, "chance": {k: v["headline"] for k, v in chance.items()},
+            "significance": significance,
             "evaluations": evals, "files": files}
 
 

@@ -254,7 +254,8 @@ def expected_first_positive_rank(query: torch.Tensor, corpus: torch.Tensor, posi
 def retrieval_metrics(query: torch.Tensor, corpus: torch.Tensor, positives: Any,
                       ks: Sequence[int] = (1, 5, 10), exclude: torch.Tensor | None = None,
                       mrr: bool = True, ndcg: bool = True, query_chunk: int = 1024,
-                      corpus_chunk: int = 16384, backend: str = "auto", prefix: str = "") -> dict[str, float]:
+                      corpus_chunk: int = 16384, backend: str = "auto", prefix: str = "",
+                      per_query: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """Retrieval metrics of the module docstring, averaged over queries with >= 1 positive.
 
     Args:
@@ -262,6 +263,9 @@ def retrieval_metrics(query: torch.Tensor, corpus: torch.Tensor, positives: Any,
       ks: cut-offs of ``recall@k``, ``recall_frac@k`` and ``ndcg@k``.
       exclude: int64 [Q] corpus row removed from each query's candidates (-1: none).
       mrr: compute the tie-aware MRR (an extra two exact passes over the corpus).
+      per_query: a dict to fill with the values behind the means: ``{prefix}rows`` int64 [Q']
+        (the query rows with >= 1 positive) and, aligned with them, float64 [Q'] arrays
+        ``{prefix}recall@k`` (hit 0/1) and ``{prefix}mrr`` (1 / tie-aware rank).
 
     Returns {prefix + name: float} with ``recall@k``, ``recall_frac@k``, ``ndcg@k`` per k,
     ``mrr`` (when asked), ``num_queries`` (queries with a positive; NaN metrics when 0).
@@ -294,11 +298,16 @@ def retrieval_metrics(query: torch.Tensor, corpus: torch.Tensor, positives: Any,
         hit[q0:q1] = torch.isin(key_top, key_pos) & (t >= 0)
     hc = hit[has].double()
     n = counts[has].double()
+    if per_query is not None:
+        per_query[f"{prefix}rows"] = torch.nonzero(has).squeeze(1).numpy().astype(np.int64)
     disc = 1.0 / torch.log2(torch.arange(kmax, dtype=torch.float64) + 2.0)
     for k in ks:
         kk = min(k, kmax)
         h = hc[:, :kk]
-        out[f"{prefix}recall@{k}"] = float((h.sum(1) > 0).double().mean())
+        hits = (h.sum(1) > 0).double()
+        out[f"{prefix}recall@{k}"] = float(hits.mean())
+        if per_query is not None:
+            per_query[f"{prefix}recall@{k}"] = hits.numpy()
         out[f"{prefix}recall_frac@{k}"] = float((h.sum(1) / n).mean())
         if ndcg:
             dcg = (h * disc[:kk]).sum(1)
@@ -307,7 +316,10 @@ def retrieval_metrics(query: torch.Tensor, corpus: torch.Tensor, positives: Any,
             out[f"{prefix}ndcg@{k}"] = float((dcg / cum[ideal_n]).mean())
     if mrr:
         r = expected_first_positive_rank(q, corpus, pos, exclude, query_chunk, corpus_chunk)
-        out[f"{prefix}mrr"] = float((1.0 / r[has]).mean())
+        rr = 1.0 / r[has]
+        out[f"{prefix}mrr"] = float(rr.mean())
+        if per_query is not None:
+            per_query[f"{prefix}mrr"] = rr.numpy()
     return out
 
 

@@ -11,10 +11,26 @@ Two kinds of directory are evaluated the same way:
 
 Scores (:func:`evaluate_embeddings`) are computed on the graph's splits: the headline metrics of
 DESIGN.md (``training.evaluation.summary.method_metrics``) with recall at every cutoff of
-``CURVE_KS`` (for recall@k curves), board-mate recall@10 of each single modality, and the
-neighborhood quality of the pin embedding: board coherence on train edges, alignment of board
-mates and uniformity, and on the synthetic world the purity of nearest neighbors with respect to
-the hidden topic and style (when the graph's source dataset holds ``truth_pins.parquet``).
+``CURVE_KS`` (for recall@k curves), board-mate recall@10 of each head, and the neighborhood
+quality of the pin embedding: board coherence on train edges, alignment of board mates and
+uniformity, and on the synthetic world (when the graph's source dataset holds
+``truth_pins.parquet``) the purity of nearest neighbors with respect to the hidden topic and
+style and the topic-level text -> image precision ``t2i_topic_precision@10``.
+
+**Headline head.** Every method is scored on the embedding it was trained to produce
+(``training.evaluation.heads``): a run's heads trained by some loss term with weight > 0 (from
+``RUN_DIR/model_config.json``: image and text by the image-text loss, fused by a neighbor term;
+the CLIP-only run never trains its fusion) compete on board-mate recall@10 of the store's
+VALIDATION edges, and the best is the headline head: the pin embedding of the headline pin -> pin
+metrics, ``neighbor_overlap@10`` and the neighborhood quality. A baseline keeps its only head.
+A store without validation edges falls back to the designated head (fused when trained, else
+the first trained of graph, image, text).
+
+**Per-query scores.** Next to ``evaluation.json``, ``DIR/per_query.npz``
+(``training.evaluation.per_query``, written atomically before it) holds the query pins and the
+value of each query behind ``board_recall@10``, ``cold_start_board_recall@10``, ``board_mrr``,
+``t2i_recall@10``, ``i2t_recall@10`` and ``t2i_topic_precision@10`` (those the method computes),
+for paired comparisons (``training.evaluation.significance``).
 
 Every score comes with its chance level (:func:`chance_metrics`, ``evaluation.json``'s
 ``chance``): the same metrics, same protocol and same queries, of random unit embeddings (seeded,
@@ -33,14 +49,24 @@ are not checked.
 
 The result is written to ``DIR/evaluation.json`` (atomically)::
 
-    {"method": str, "kind": "run"|"baseline", "step": int|None, "graph": path,
+    {"method": str, "kind": "run"|"baseline", "step": int|None, "graph": path, "dir": path,
+     "evaluation_version": 2,                   # older files are re-evaluated
      "graph_manifest_sha256": str,              # the store scored on
      "graph_changed": {"recorded": .., "current": ..},   # only when allowed
-     "metrics": {name: float|None, ...},        # the DESIGN.md keys plus curve cutoffs
-     "modalities": {"image"|"text"|"fused"|"graph": board_recall@10},
+     "headline_head": "fused"|"image"|"text"|"graph",    # the head behind the headline metrics
+     "headline_head_selected_by": str,          # e.g. "best board_recall@10 on the validation split ..."
+     "heads_trained": [head, ...],              # heads some loss term trains
+     "heads": {head: {"board_recall@10", "board_mrr", "cold_start_board_recall@10",
+                      "val_board_recall@10", "trained": bool}},   # every head of the method
+     "metrics": {name: float|None, ...},        # the DESIGN.md keys (of the headline head) plus
+                                                # curve cutoffs; on the synthetic world also
+                                                # t2i_topic_precision@10, t2i_recall@10_topic_ceiling,
+                                                # t2i_topic_pins_per_topic
+     "modalities": {head: {"board_recall@10", "cold_start_board_recall@10"}},   # (as in heads)
      "chance": {name: float|None, ...},         # the same metrics of random unit embeddings
      "neighborhood": {"board_coherence": .., "alignment": .., "uniformity": .., "topic_purity@10": ..},
-     "counts": {"pins": P, "test_edges": .., "cold_start_edges": ..}, "seconds": float}
+     "counts": {"pins": P, "supported_pins": .., "val_edges": .., "test_edges": .., "cold_start_edges": ..},
+     "seconds": float}
 """
 from __future__ import annotations
 
@@ -63,21 +89,26 @@ from graph import PinBoardGraph
 from graph.atomic import atomic_directory, atomic_write_bytes
 from graph.errors import ToolkitError
 from graph.output_dir import OutputKind
-from graph.splits import COLD, TEST, TRAIN
+from graph.splits import COLD, TEST, TRAIN, VAL
 from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, list_checkpoints,
                                  read_graph_identity)
 from training.config import load_train_config
 from training.embed import GRAPH_CHANGED_REMEDY, embed_run, load_embeddings
 from training.evaluation.neighborhood import alignment, board_coherence, synthetic_purity, uniformity
-from training.evaluation.summary import PIN_EMBEDDING_ORDER, method_metrics
+from training.evaluation.heads import select_headline_head, trained_heads
+from training.evaluation.per_query import PER_QUERY_FILE, save_per_query
+from training.evaluation.summary import PIN_EMBEDDING_ORDER, board_recall_on_split, method_metrics
 
-__all__ = ["CURVE_KS", "CHANCE_DIM", "EvaluationError", "chance_metrics", "evaluate_embeddings", "evaluate_method",
+__all__ = ["CURVE_KS", "CHANCE_DIM", "EVALUATION_VERSION", "EvaluationError", "chance_metrics", "evaluate_embeddings",
+           "evaluate_method", "run_heads_trained",
            "evaluate_dir", "current_evaluation", "load_evaluation", "allowing_changed_graph",
            "load_method", "save_baseline", "method_name", "truth_labels", "board_mate_pairs"]
 
 CURVE_KS = (1, 5, 10, 20, 50)
 CHANCE_DIM = 64          # dimensions of the random unit embeddings of the chance level
 EVALUATION_FILE = "evaluation.json"
+# 2: headline head chosen among trained heads on validation edges, per_query.npz, heads.
+EVALUATION_VERSION = 2
 BASELINE_FILE = "method.json"
 BASELINE_FORMAT = "pinclip-baseline"
 BASELINE_OUTPUT = OutputKind("a baseline method directory", "pinclip demo", "method.json", "format", BASELINE_FORMAT)
@@ -172,11 +203,17 @@ def board_mate_pairs(g: Any, max_pairs: int = 20000, seed: int = 0) -> torch.Ten
 
 def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, supported: Any = None,
                         has_image: Any = None, has_text: Any = None, ks: Sequence[int] = CURVE_KS,
-                        seed: int = 0, backend: str = "auto", max_overlap_seeds: int = 500) -> dict[str, Any]:
+                        seed: int = 0, backend: str = "auto", max_overlap_seeds: int = 500,
+                        heads_trained: Sequence[str] | None = None,
+                        per_query: dict | None = None) -> dict[str, Any]:
     """Score one method's pin embeddings on ``g``'s splits (see the module docstring).
 
     emb: {"image"|"text"|"fused"|"graph": float [P, D]}; supported: bool [P] pins the method can
     embed (default all); has_image / has_text: bool [P] for the image-text metrics.
+    heads_trained: the heads some loss trains (``training.evaluation.heads.trained_heads``;
+    None: every head). The headline head is chosen among them on the VALIDATION split
+    (``select_headline_head``); every head's board metrics are in ``heads``.
+    per_query: a dict filled with the headline metrics' per-query values ({metric: (pins, values)}).
     Raises :class:`EvaluationError` when a supported pin's row of any embedding is not finite.
     """
     t0 = time.perf_counter()
@@ -191,15 +228,29 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
             raise EvaluationError(f"method {method!r}: {int(bad.sum())} of {e.shape[0]} rows of the {name!r} embedding "
                                   f"are not finite (NaN or inf; first: pin {first}); nothing can be scored on them. "
                                   "Were the weights that made them already NaN?")
+    available = [n for n in PIN_EMBEDDING_ORDER if n in emb]
+    trained = list(available) if heads_trained is None else [h for h in available if h in heads_trained]
+    # The headline head: chosen on validation edges among the trained heads (never on test).
+    val = {}
+    if len(trained) > 1:
+        val = {h: board_recall_on_split(g, emb[h], VAL, sup, backend=backend) for h in trained}
+    pin_name, selected_by = select_headline_head(available, trained, val)
+    truth = truth_labels(g)
     metrics = method_metrics(g, emb, supported=sup, has_image=has_image, has_text=has_text, seed=seed,
-                             backend=backend, max_overlap_seeds=max_overlap_seeds, curve_ks=ks)
-    pin_name = next(n for n in PIN_EMBEDDING_ORDER if n in emb)
-    modalities = {}
-    if len(emb) > 1:
-        for name in (n for n in PIN_EMBEDDING_ORDER if n in emb):
-            # The pin embedding's board metrics are already in ``metrics``.
-            m = metrics if name == pin_name else method_metrics(g, {name: emb[name]}, supported=sup, seed=seed,
-                                                                backend=backend, max_overlap_seeds=0)
+                             backend=backend, max_overlap_seeds=max_overlap_seeds, curve_ks=ks,
+                             pin_embedding=pin_name, per_query=per_query,
+                             topics=None if truth is None else truth["topic"])
+    heads, modalities = {}, {}
+    for name in available:
+        # The headline head's board metrics are already in ``metrics``.
+        m = metrics if name == pin_name else method_metrics(g, {name: emb[name]}, supported=sup, seed=seed,
+                                                            backend=backend, max_overlap_seeds=0)
+        if name not in val and len(available) > 1:
+            val[name] = board_recall_on_split(g, emb[name], VAL, sup, backend=backend)
+        heads[name] = {"board_recall@10": m.get("board_recall@10"), "board_mrr": m.get("board_mrr"),
+                       "cold_start_board_recall@10": m.get("cold_start_board_recall@10"),
+                       "val_board_recall@10": val.get(name), "trained": name in trained}
+        if len(available) > 1:
             modalities[name] = {"board_recall@10": m.get("board_recall@10"),
                                 "cold_start_board_recall@10": m.get("cold_start_board_recall@10")}
     pin_emb = emb[pin_name]
@@ -214,7 +265,6 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
     if pairs.numel():
         hood["alignment"] = alignment(pin_emb[pairs[:, 0]], pin_emb[pairs[:, 1]])
     hood["uniformity"] = uniformity(pin_emb[sup], seed=seed)
-    truth = truth_labels(g)
     if truth is not None:
         query = torch.nonzero(sup).squeeze(1)
         # Purity over supported pins only: an unsupported pin has no meaningful neighbors.
@@ -223,9 +273,11 @@ def evaluate_embeddings(g: Any, emb: dict[str, torch.Tensor], method: str, suppo
         labels = SimpleNamespace(pin_topic=truth["topic"], pin_style=truth["style"])
         hood.update(synthetic_purity(pe, labels, k=10, query_pins=query))
     return _clean({
-        "method": method, "metrics": metrics, "modalities": modalities, "neighborhood": hood,
-        "counts": {"pins": P, "supported_pins": int(sup.sum()), "test_edges": int((split == TEST).sum()),
-                   "cold_start_edges": int((split == COLD).sum())},
+        "method": method, "evaluation_version": EVALUATION_VERSION, "headline_head": pin_name,
+        "headline_head_selected_by": selected_by, "heads_trained": trained, "heads": heads,
+        "metrics": metrics, "modalities": modalities, "neighborhood": hood,
+        "counts": {"pins": P, "supported_pins": int(sup.sum()), "val_edges": int((split == VAL).sum()),
+                   "test_edges": int((split == TEST).sum()), "cold_start_edges": int((split == COLD).sum())},
         "seconds": time.perf_counter() - t0,
     })
 
@@ -246,8 +298,10 @@ def chance_metrics(g: Any, seed: int = 0, dim: int = CHANCE_DIM, ks: Sequence[in
     (NaN -> None): the same for every method scored on ``g``. About 0.1 s for 3,000 pins."""
     gen = torch.Generator().manual_seed(seed)
     emb = {name: F.normalize(torch.randn(g.num_pins, dim, generator=gen), dim=1) for name in ("image", "text", "fused")}
+    truth = truth_labels(g)
     return _clean(method_metrics(g, emb, has_image=_has_image(g), has_text=_has_text(g), seed=seed, backend=backend,
-                                 max_overlap_seeds=max_overlap_seeds, curve_ks=ks))
+                                 max_overlap_seeds=max_overlap_seeds, curve_ks=ks,
+                                 topics=None if truth is None else truth["topic"]))
 
 
 # ------------------------------------------------------------------------------ directories
@@ -260,13 +314,18 @@ def method_name(path: str | os.PathLike) -> str:
 
 
 def save_baseline(out: str | os.PathLike, method: str, graph_path: str | os.PathLike,
-                  emb: dict[str, torch.Tensor], supported: Any = None, info: dict | None = None) -> Path:
+                  emb: dict[str, torch.Tensor], supported: Any = None, info: dict | None = None,
+                  heads_trained: Sequence[str] | None = None) -> Path:
     """Write a baseline directory (see the module docstring) atomically. emb: {name: float [P, D]}
     with names among image / text / fused / graph. ``method.json`` records the graph store's
-    identity, which :func:`load_method` checks."""
+    identity, which :func:`load_method` checks. heads_trained: the heads of ``emb`` that the
+    method trained (default: all; recorded in ``method.json`` when given): only they can be the
+    headline head."""
     bad = [k for k in emb if k not in PIN_EMBEDDING_ORDER]
     if bad:
         raise ValueError(f"baseline embedding names {bad}: expected some of {list(PIN_EMBEDDING_ORDER)}")
+    if heads_trained is not None and not set(heads_trained) <= set(emb):
+        raise ValueError(f"heads_trained={list(heads_trained)}: not all among the embeddings {sorted(emb)}")
     out = Path(out)
     with atomic_directory(out, BASELINE_OUTPUT) as tmp:
         n = None
@@ -278,6 +337,8 @@ def save_baseline(out: str | os.PathLike, method: str, graph_path: str | os.Path
         np.save(tmp / "supported.npy", sup)
         meta = {"format": BASELINE_FORMAT, "method": method, "graph": str(Path(graph_path).absolute()),
                 "graph_identity": graph_identity(graph_path), "embeddings": sorted(emb), "info": info or {}}
+        if heads_trained is not None:
+            meta["heads_trained"] = [h for h in PIN_EMBEDDING_ORDER if h in heads_trained]
         (tmp / BASELINE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
@@ -287,6 +348,22 @@ def _has_text(g: Any) -> torch.Tensor | None:
     if g.features is None:
         return None
     return torch.tensor([t is not None and t != "" for t in g.features.pin_text(np.arange(g.num_pins))])
+
+
+def run_heads_trained(run_dir: str | os.PathLike, cfg: Any = None) -> list[str]:
+    """The heads a training run's losses train (``training.evaluation.heads.trained_heads``) from
+    the resolved model loss config in ``RUN_DIR/model_config.json``, else from ``config.yaml``."""
+    run_dir = Path(run_dir)
+    f = run_dir / "model_config.json"
+    if f.is_file():
+        loss = json.loads(f.read_text()).get("loss")
+        if isinstance(loss, dict):
+            return trained_heads(loss)
+    import dataclasses
+
+    from training.config import resolve_model_config
+    cfg = cfg if cfg is not None else load_train_config(run_dir / "config.yaml", check_devices=False)
+    return trained_heads(dataclasses.asdict(resolve_model_config(cfg).loss))
 
 
 def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = True, log=print,
@@ -321,6 +398,7 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
                                       f"{meta['graph']} has {g.num_pins} pins")
         return {"kind": "baseline", "method": meta["method"], "graph": g, "graph_path": meta["graph"], "emb": emb,
                 "supported": sup, "has_image": None, "has_text": _has_text(g), "step": None,
+                "heads_trained": meta.get("heads_trained") or list(emb),   # a baseline keeps its own head(s)
                 "graph_identity": graph_identity(meta["graph"]), "graph_changed": changed}
     if not (path / "config.yaml").is_file():
         raise EvaluationError(f"{path}: neither a training run (config.yaml) nor a baseline directory "
@@ -356,6 +434,7 @@ def load_method(path: str | os.PathLike, device: str = "auto", progress: bool = 
     return {"kind": "run", "method": path.name, "graph": g, "graph_path": str(graph_path.absolute()),
             "emb": {k: torch.from_numpy(np.asarray(e[k], dtype=np.float32)) for k in ("image", "text", "fused")},
             "supported": None, "has_image": torch.from_numpy(~np.asarray(e["image_missing"])),
+            "heads_trained": run_heads_trained(path, cfg),
             "has_text": _has_text(g), "step": step, "graph_identity": graph_identity(graph_path),
             "graph_changed": changed}
 
@@ -366,9 +445,11 @@ def evaluate_method(m: dict[str, Any], path: str | os.PathLike, method: str | No
     ``DIR/evaluation.json`` (unless ``write`` is False) and returns its contents. Raises
     :class:`EvaluationError` naming ``path`` for non-finite embedding rows."""
     path = Path(path)
+    per_query: dict = {}
     try:
         result = evaluate_embeddings(m["graph"], m["emb"], method or m["method"], supported=m["supported"],
-                                     has_image=m["has_image"], has_text=m["has_text"])
+                                     has_image=m["has_image"], has_text=m["has_text"],
+                                     heads_trained=m.get("heads_trained"), per_query=per_query)
     except EvaluationError as exc:
         raise EvaluationError(f"{path}: {exc}") from None
     result["chance"] = chance_metrics(m["graph"])
@@ -378,6 +459,8 @@ def evaluate_method(m: dict[str, Any], path: str | os.PathLike, method: str | No
     if m.get("graph_changed"):
         result["graph_changed"] = m["graph_changed"]
     if write:
+        # per_query.npz first: a current evaluation.json always has its per-query file beside it.
+        save_per_query(path / PER_QUERY_FILE, per_query)
         _write_json_atomic(path / EVALUATION_FILE, result)
     return result
 
@@ -399,6 +482,8 @@ def current_evaluation(path: str | os.PathLike) -> dict[str, Any] | None:
     if not f.is_file():
         return None
     ev = json.loads(f.read_text())
+    if ev.get("evaluation_version", 1) < EVALUATION_VERSION or not (path / PER_QUERY_FILE).is_file():
+        return None          # made before heads were chosen on validation edges / per-query scores
     if ev.get("graph_manifest_sha256") is not None and ev.get("graph"):
         if _manifest_sha256(ev["graph"]) != ev["graph_manifest_sha256"]:
             return None      # the store changed since: evaluate again (which checks it)

@@ -1,0 +1,62 @@
+"""``pinclip baseline KIND --graph GRAPH_DIR --out DIR``: a baseline method directory.
+
+Writes the embeddings of every pin of the graph store by a baseline (``training.compare.BASELINES``)
+into DIR, which ``pinclip evaluate DIR`` scores and ``pinclip report`` compares with training
+runs, as ``pinclip demo`` and ``pinclip compare`` do with theirs:
+
+  frozen-text   a frozen pretrained text encoder on pin text (all-MiniLM-L6-v2, shipped offline;
+                ``--model PATH``: another local Hugging Face text encoder)
+  graph-only    a graph-only GNN (PyG SAGEConv, PinSage-style walks on the train graph;
+                ``--steps N``, ``--seed S``); cold-start pins have no train edge: unsupported
+
+DIR: ``method.json`` (method, graph store and its identity), ``embedding_NAME.npy`` float32
+[P, D], ``supported.npy`` bool [P]. DIR must be missing, empty or an earlier baseline directory
+(replaced atomically); anything else is refused.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from training.compare import BASELINES
+    p = subparsers.add_parser("baseline", help="write a baseline method directory (frozen text, graph only)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("kind", choices=list(BASELINES), metavar="KIND",
+                   help="; ".join(f"{k}: {b.help}" for k, b in BASELINES.items()))
+    p.add_argument("--graph", required=True, type=Path, metavar="GRAPH_DIR", help="a graph store (pinclip build-graph)")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--seed", type=int, default=None, help="the seed of a trained baseline (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="training steps of a trained baseline")
+    p.add_argument("--model", default=None, metavar="PATH",
+                   help="a local model directory, where the baseline takes one")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from graph.locks import exclusive_lock
+
+    from training.cli import CLIError
+    from training.compare import BASELINES, BaselineOptions, build_baseline
+    b = BASELINES[args.kind]
+    given = {name for name in ("seed", "steps", "model") if getattr(args, name) is not None}
+    extra = sorted(given - b.options)
+    if extra:
+        raise CLIError(f"baseline {args.kind} takes no {', '.join('--' + e for e in extra)} "
+                       f"(it takes: {', '.join('--' + o for o in sorted(b.options)) or 'no options'})")
+    if args.steps is not None and args.steps < 0:
+        raise CLIError(f"--steps {args.steps}: expected 0 or more")
+    if args.model is not None and not Path(args.model).expanduser().exists():
+        raise CLIError(f"--model {args.model}: no such file or directory (models are loaded from a local path)")
+    if not args.graph.is_dir():
+        raise CLIError(f"--graph {args.graph}: no such directory")
+    opt = BaselineOptions(seed=0 if args.seed is None else args.seed, steps=args.steps,
+                          model=None if args.model is None else str(Path(args.model).expanduser().absolute()),
+                          progress=not args.quiet)
+    out = args.out.absolute()
+    with exclusive_lock(out, "baseline directory"):
+        build_baseline(args.kind, args.graph, out, opt)
+    print(f"wrote {out} ({b.method}: {b.describe(opt)}); score it with `pinclip evaluate {out}`")
+    return 0
