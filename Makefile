@@ -44,7 +44,7 @@ dgl-env:
 REAL_DATA_PACKAGES := unicode-data fonts-wqy-microhei
 real-data-deps:
 	$(if $(filter 0,$(shell id -u)),,sudo) apt-get update
-	$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y --no-install-recommends $(REAL_DATA_PACKAGES)
+	$(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(REAL_DATA_PACKAGES)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .hypothesis

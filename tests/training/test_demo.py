@@ -6,6 +6,8 @@ import json
 from training.evaluation.summary import HEADLINE_KEYS
 
 from tests.training.conftest import TINY_DEMO_OVERRIDES as TINY
+
+
 def test_demo_tiny_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
     from training.cli import main
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
