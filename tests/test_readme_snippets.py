@@ -19,6 +19,7 @@ How the blocks run (so a doc writer knows what a snippet may assume):
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,15 @@ def test_python_blocks_run(doc, assets, tmp_path, monkeypatch):
 
     def shrunk(source=None, overrides=None, **kw):
         return original(source, [*(overrides or ()), *SHRINK], **kw)
-    monkeypatch.setattr(training.config, "load_train_config", shrunk)
+    # Why every module: one that does `from training.config import load_train_config` holds its
+    # own name for it. Import them first (a module first imported while the patch is on would
+    # keep the shrunk function after the test and shrink every later test's runs), then patch
+    # each name; monkeypatch puts them all back.
+    import training.embed, training.evaluation.run_eval, training.neighbors, training.search  # noqa: E401,F401
+    import training.notebook_utils.runs, training.trainer  # noqa: E401,F401
+    for module in [m for m in list(sys.modules.values()) if m is not None]:
+        if getattr(module, "load_train_config", None) is original:
+            monkeypatch.setattr(module, "load_train_config", shrunk)
 
     ns = seeded_namespace()
     ran = 0
