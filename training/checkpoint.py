@@ -33,17 +33,19 @@ import hashlib
 import json
 import os
 import pickle
+import random
 import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from graph.atomic import atomic_write_bytes, fsync_path
 from graph.errors import ToolkitError
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
+__all__ = ["CheckpointError", "capture_rng", "restore_rng", "frozen_digest", "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint",
            "model_state", "load_model_state", "FORMAT", "VERSION", "GraphChangedError", "graph_identity",
            "write_graph_identity", "read_graph_identity", "check_graph_identity", "GRAPH_IDENTITY_FILE"]
 
@@ -310,3 +312,35 @@ def _describe_change(change: dict[str, Any]) -> str:
                   if rp.get(k) != cp.get(k)]
         return text + "; split params: " + ("; ".join(differ) if differ else f"the same ({rp})")
     return text + f"; split params {rp} recorded, {cp} now"
+
+
+def capture_rng(device: torch.device) -> dict:
+    """Every global RNG state a resumed run must restore: torch (and CUDA on ``device``), numpy,
+    Python's ``random``; JSON-friendly except the torch tensors."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": random.getstate()}
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    """Put back the states :func:`capture_rng` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+    n = state["numpy"]
+    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+
+
+def frozen_digest(model: torch.nn.Module) -> str:
+    """sha256 of the frozen (non-trainable) parameters: a checkpoint only resumes on the same frozen towers."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            t = p.detach().cpu().contiguous().reshape(-1)
+            h.update(name.encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

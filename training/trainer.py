@@ -30,154 +30,40 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from graph.atomic import atomic_write_bytes
-from graph.errors import ToolkitError
-from graph.locks import exclusive_lock
 from pinclip import PinCLIPLoss, create_model
 from pinclip.factory import get_image_transform, get_tokenizer
 from sampling import SeedBatches, build_sampler
 from training import step as step_mod
-from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
-                                 load_checkpoint, load_model_state, model_state, read_graph_identity,
-                                 save_checkpoint, write_graph_identity)
-from training.config import (TrainConfigError, load_train_config, resolve_model_config, sampler_config,
-                             save_train_config)
+from training.checkpoint import (check_graph_identity, frozen_digest, graph_identity, latest_checkpoint,
+                                 read_graph_identity, restore_rng)
+from training.config import TrainConfigError, load_train_config, resolve_model_config, sampler_config
 from training.data import PinFeatureFetcher, TrainBatchDataset, TrainLoader, prepare_graph, train_pins
 from training.distributed import (DistInfo, all_gather_object, all_reduce_mean, average_gradients, barrier,
                                   broadcast_parameters, init_distributed, parameter_digest, shutdown)
 from training.embed import encode_pins
 from training.evaluation.quick_eval import quick_eval
-from training.logging_utils import ConsoleLog, JsonlLog, ProgressBar, TensorBoardLog
+from training.logging_utils import ProgressBar, TensorBoardLog
+from training.optim import build_optimizer, cosine_lr_lambda
+from training.run_files import RunDirError, RunFilesMixin, StartupLog, TrainingError
 from training.text_cache import get_text_cache
 
 __all__ = ["Trainer", "TrainingError", "RunDirError", "build_optimizer", "cosine_lr_lambda"]
 
 
-class TrainingError(ToolkitError, RuntimeError):
-    """Training cannot go on (e.g. repeated non-finite steps, parameters that became NaN or
-    infinite); the message says why and what to try."""
-
-
-class RunDirError(ToolkitError, ValueError):
-    """The run directory cannot be used as asked (a fresh run into an existing run, a resume of
-    a directory that holds no run)."""
-
-
-def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
-    """AdamW; no weight decay on 0/1-d parameters (gains, biases, logit scales), as open_clip.
-
-    ``cfg.lr_scale`` ({name prefix: multiplier}) gives parameter groups their own learning rate
-    (``lr * multiplier``; the scheduler's multiplier applies to every group alike). Group 0 is
-    always the unscaled decay group, so ``param_groups[0]["lr"]`` is the run's base lr."""
-    scales = {str(k): float(v) for k, v in dict(getattr(cfg, "lr_scale", None) or {}).items()}
-    for prefix, value in scales.items():
-        if not value > 0:
-            raise TrainConfigError(f"optim.lr_scale.{prefix} must be > 0, got {value}")
-    matched: set[str] = set()
-    groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        hits = [k for k in scales if name == k or name.startswith(k + ".")]
-        key = max(hits, key=len) if hits else None
-        if key is not None:
-            matched.add(key)
-        decay = not (p.ndim < 2 or "logit_scale" in name or "logit_bias" in name)
-        groups.setdefault((decay, scales[key] if key else 1.0), []).append(p)
-    unmatched = sorted(set(scales) - matched)
-    if unmatched:
-        tops = sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad})
-        raise TrainConfigError(f"key optim.lr_scale: {unmatched} match(es) no trainable parameter (trainable modules: {tops})")
-    lr = float(cfg.lr)
-    param_groups = [{"params": params, "weight_decay": float(cfg.weight_decay) if decay else 0.0, "lr": lr * scale}
-                    for (decay, scale), params in groups.items() if params or scale == 1.0]
-    return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(float(b) for b in cfg.betas), eps=float(cfg.eps))
-
-
-def cosine_lr_lambda(lr: float, min_lr: float, warmup: int, max_steps: int, schedule: str = "cosine"):
-    """Multiplier of ``lr`` at a step: linear warmup ((s + 1) / warmup), then cosine to min_lr."""
-    def f(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        span = max(1, max_steps - warmup)
-        progress = min(1.0, (s - warmup) / span)
-        return (min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)) / lr
-    return f
-
-
-def _capture_rng(device: torch.device) -> dict:
-    np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-            "python": random.getstate()}
-
-
-def _restore_rng(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
-
-def _frozen_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            t = p.detach().cpu().contiguous().reshape(-1)
-            h.update(name.encode())
-            h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def _has_run(run_dir: Path) -> bool:
-    return (run_dir / "config.yaml").exists() or latest_checkpoint(run_dir) is not None \
-        or (run_dir / "metrics.jsonl").exists()
-
-
-class _StartupLog:
-    """The console log of a start whose run directory may not exist yet: each message goes to
-    stderr at once and is kept; :meth:`into` appends the kept lines to ``train.log`` once the
-    directory exists, so a start that fails its checks leaves no file behind."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.console = ConsoleLog(None, enabled=enabled)
-        self.lines: list[str] = []
-
-    def __call__(self, message: str) -> None:
-        self.console(message)
-        if self.enabled:
-            self.lines.append(f"[{time.strftime('%H:%M:%S')}] {message}")
-
-    def into(self, path: Path) -> ConsoleLog:
-        """The run's ConsoleLog on ``path``, after the kept lines were appended to it."""
-        if self.enabled and self.lines:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write("".join(line + "\n" for line in self.lines))
-        return ConsoleLog(path, enabled=self.enabled)
-
-
-class Trainer:
+class Trainer(RunFilesMixin):
     """Builds a run from a config (or resumes one) and trains it. See the module docstring.
 
     cfg: a loaded training config (``load_train_config``); None with ``resume=True`` (the run's
@@ -207,7 +93,7 @@ class Trainer:
         self._built_graph: Path | None = None
         self.cfg = self._resolve_config(cfg, overrides)
         self.dist: DistInfo = init_distributed(self.cfg.train.device)
-        self.log: Callable[[str], None] = _StartupLog(enabled=self.dist.is_main)
+        self.log: Callable[[str], None] = StartupLog(enabled=self.dist.is_main)
         try:
             self._lock_run_dir()
             self._check_run_dir()
@@ -243,24 +129,6 @@ class Trainer:
                 cfg.data[key] = str(Path(value).expanduser().absolute())
         return cfg
 
-    def _lock_run_dir(self) -> None:
-        # Taken before the existing-run check, so two starts on one directory cannot both pass it.
-        if self.dist.is_main:
-            self._held.enter_context(exclusive_lock(self.run_dir, "training run"))
-
-    def _check_run_dir(self) -> None:
-        d = self.cfg.data
-        if not (d.graph or d.dataset):
-            raise TrainConfigError("keys 'data.dataset' and 'data.graph' are both null: set data.dataset=DATASET_DIR "
-                                   "(a dataset directory) or data.graph=GRAPH_DIR (a built graph store)")
-        if self.resume or not self.dist.is_main:
-            return
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise RunDirError(f"--out {self.run_dir}: exists and is not a directory")
-        if _has_run(self.run_dir):
-            raise RunDirError(f"{self.run_dir} already holds a training run; continue it with "
-                              f"`pinclip train --resume {self.run_dir}` or pick another --out")
-
     def _seed(self) -> None:
         t = self.cfg.train
         if t.threads:
@@ -276,7 +144,7 @@ class Trainer:
         broadcast_parameters(self.model, self.dist)
         self.params = self.model.trainable_parameters()
         self.param_names = [n for n, p in self.model.named_parameters() if p.requires_grad]
-        self.frozen_sha256 = _frozen_digest(self.model)
+        self.frozen_sha256 = frozen_digest(self.model)
         self.model_json = json.dumps(dataclasses.asdict(self.model_config), indent=2)
         self.uses_neighbors = self.model.neighbor_logit_scale is not None
         self.loss_fn = PinCLIPLoss.from_config(self.model.config)
@@ -369,63 +237,6 @@ class Trainer:
         d = self.cfg.data
         return {"on_bad_image": str(d.on_bad_image), "max_image_pixels": int(d.max_image_pixels)}
 
-    def _load_checkpoint(self, checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
-        """Check the checkpoint to resume from against this run and load it into the model,
-        optimizer, scheduler and loader (nothing is written). Returns {"path", "rng"} for
-        :meth:`_begin`, or None when the run has no checkpoint yet."""
-        rec = Path(checkpoint) if checkpoint else latest_checkpoint(self.run_dir)
-        if rec is None:
-            return None
-        state = load_checkpoint(rec)
-        path = state["_path"]
-        if state["world_size"] != self.dist.world_size:
-            raise CheckpointError(f"{path}: written by {state['world_size']} rank(s), resumed with "
-                                  f"{self.dist.world_size}; resume with the same number of processes")
-        if state["model_config"] != self.model_json:
-            saved, now = json.loads(state["model_config"]), json.loads(self.model_json)
-            diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-            raise CheckpointError(f"{path}: incompatible: the model config differs in {', '.join(diff)}")
-        if state["frozen_sha256"] != self.frozen_sha256:
-            raise CheckpointError(f"{path}: incompatible: the frozen tower weights differ from those it was "
-                                  "trained with (another pretrained checkpoint?)")
-        load_model_state(self.model, state["model"], path)
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.loader.load_state_dict(state["loader"][self.dist.rank])
-        except (ValueError, KeyError, IndexError) as exc:
-            raise CheckpointError(f"{path}: incompatible: {exc}") from None
-        # The schedule is recomputed (train.max_steps may have been raised for the resume): the
-        # optimizer's saved lr belongs to the old schedule.
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-            group["lr"] = base * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        self.step = int(state["step"])
-        self.nonfinite = dict(state["nonfinite"])
-        self.samples_seen = int(state.get("samples_seen", 0))
-        return {"path": path, "rng": state["rng"][self.dist.rank]}
-
-    def _make_run_dir(self) -> None:
-        if not self.run_dir.exists():
-            self.run_dir.mkdir(parents=True)
-            self._created_run_dir = True
-
-    def _open_run_dir(self) -> None:
-        """Every check passed: create the run directory (fresh run), write its config, model
-        config and graph identity, and open the logs (the start-up lines so far go first)."""
-        main = self.dist.is_main
-        if main:
-            self._make_run_dir()
-            if not self.resume:
-                save_train_config(self.cfg, self.run_dir / "config.yaml")
-                (self.run_dir / "model_config.json").write_text(self.model_json + "\n")
-                write_graph_identity(self.run_dir, self.graph_identity)
-        barrier(self.dist)
-        self.log = self.log.into(self.run_dir / "train.log")
-        self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=main)
-        self.eval_log = JsonlLog(self.run_dir / "eval.jsonl", enabled=main)
-        self.events = JsonlLog(self.run_dir / "events.jsonl", enabled=main)
-        self.tb = TensorBoardLog(self.run_dir / "tensorboard", enabled=False)
-
     def _begin(self, resume_state: dict[str, Any] | None) -> None:
         """Cut a resumed run's logs back to its checkpoint and restore its RNG states (last, so
         nothing in the start-up draws from them afterwards); log the start."""
@@ -448,53 +259,7 @@ class Trainer:
                  f"{'K=%d per seed' % s.pairs.num_positives if self.uses_neighbors else 'off'}; "
                  f"{cfg.data.num_workers} data workers")
         if resume_state is not None:
-            _restore_rng(resume_state["rng"], self.device)
-
-    def _discard_failed_start(self) -> None:
-        """Remove what a failed fresh start wrote: the run directory when this start created it
-        (it holds only what the start wrote: the lock kept other writers out), else the graph
-        store it built in a directory that already existed."""
-        if self._created_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-        elif self._built_graph is not None:
-            shutil.rmtree(self._built_graph, ignore_errors=True)
-
-    def close(self) -> None:
-        """Release the run directory's lock (and close the logs). :meth:`train` calls it when it
-        ends, by success or error; a trainer that is never trained should be closed. Idempotent."""
-        for name in ("metrics", "eval_log", "events"):
-            log = getattr(self, name, None)
-            if log is not None:
-                log.close()
-        self._held.close()
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "model": model_state(self.model), "frozen_sha256": self.frozen_sha256,
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "loader": all_gather_object(self.loader.state_dict(), self.dist),
-                "rng": all_gather_object(_capture_rng(self.device), self.dist),
-                "nonfinite": dict(self.nonfinite), "samples_seen": self.samples_seen,
-                "world_size": self.dist.world_size, "model_config": self.model_json,
-                "config": OmegaConf.to_yaml(self.cfg, resolve=True)}
-
-    def _cut_logs(self, step: int) -> None:
-        if self.dist.is_main:
-            self.metrics.truncate_after(step)
-            self.eval_log.truncate_after(step)
-
-    def save(self) -> Path | None:
-        state = self.state_dict()  # collective: every rank takes part
-        digests = all_gather_object(parameter_digest(self.model), self.dist)
-        if len(set(digests)) > 1:
-            raise TrainingError(f"step {self.step}: the ranks' parameters diverged (digests {digests}); "
-                                "this is a bug in the data-parallel setup")
-        path = None
-        if self.dist.is_main:
-            path = save_checkpoint(self.run_dir, self.step, state, keep=self.cfg.train.keep_checkpoints)
-            self.events.write({"step": self.step, "event": "checkpoint", "path": str(path)})
-        barrier(self.dist)
-        return path
+            restore_rng(resume_state["rng"], self.device)
 
     # ------------------------------------------------------------------ steps
     def train_step(self, batch: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ Needs: sudo apt-get install unicode-data fonts-wqy-microhei   (or: make real-dat
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from training.commands.synth import add_fresh_fraction_argument
     p = subparsers.add_parser("datasets", help="build a real dataset (unihan) in the dataset format",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="dataset", title="datasets")
@@ -45,8 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="side of the square glyph images in pixels (>= 16; default 64)")
     u.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of the draw of the fresh pins (>= 0; default 0)")
-    u.add_argument("--fresh-fraction", type=float, default=0.1, metavar="F",
-                   help="share of pins flagged fresh, i.e. cold-start pins (in [0, 1); default 0.1)")
+    add_fresh_fraction_argument(u)
     u.add_argument("--unihan-dir", type=Path, default=None, metavar="DIR",
                    help="directory of the Unihan_*.txt[.bz2] files (default: /usr/share/unicode)")
     u.add_argument("--font", type=Path, default=None, metavar="FILE",

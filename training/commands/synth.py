@@ -14,6 +14,12 @@ import argparse
 from pathlib import Path
 
 
+def add_fresh_fraction_argument(p: argparse.ArgumentParser) -> None:
+    """``--fresh-fraction F``: the share of pins a dataset writer flags fresh (cold-start pins)."""
+    p.add_argument("--fresh-fraction", type=float, default=0.1, metavar="F",
+                   help="share of pins flagged fresh, i.e. cold-start pins (in [0, 1); default 0.1)")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("synth", help="write the synthetic Pin-Board world (the default dataset)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -25,8 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=64, metavar="PX",
                    help="side of the square RGB images in pixels (>= 16; default 64)")
     p.add_argument("--no-images", action="store_true", help="render no images (image column null)")
-    p.add_argument("--fresh-fraction", type=float, default=0.1, metavar="F",
-                   help="share of pins flagged fresh, i.e. cold-start pins (in [0, 1); default 0.1)")
+    add_fresh_fraction_argument(p)
     p.add_argument("--workers", type=int, default=None, metavar="K",
                    help="image rendering processes (default: the usable CPUs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -15,16 +15,13 @@ from training.evaluation.run_eval import evaluate_dir, evaluate_embeddings, run_
 from training.evaluation.significance import write_significance
 from training.evaluation.summary import _topic_precision, method_metrics
 
+from .conftest import synthetic_store
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """(graph store path, graph, truth) of a 1,500-pin world without images (~90 val and test edges)."""
-    from graph.dataset import build_graph_from_dataset
-    from graph.synth import read_truth, synthesize
-    root = tmp_path_factory.mktemp("heads")
-    synthesize(root / "world", 1500, 150, seed=1, images=False, progress=False)
-    g = build_graph_from_dataset(root / "world", root / "graph", seed=0, progress=False)
-    return root / "graph", g, read_truth(root / "world")
+    return synthetic_store(tmp_path_factory, "heads", 1500, 150)
 
 
 def _board_embeddings(g, noise: float, seed: int, dim: int = 32) -> torch.Tensor:

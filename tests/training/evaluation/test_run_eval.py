@@ -12,16 +12,13 @@ from training.evaluation.run_eval import (CURVE_KS, EvaluationError, board_mate_
                                           evaluate_dir, load_evaluation, save_baseline, truth_labels)
 from training.evaluation.summary import HEADLINE_KEYS
 
+from .conftest import synthetic_store
+
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """(graph store path, graph, truth) of a 400-pin world without images."""
-    from graph.dataset import build_graph_from_dataset
-    from graph.synth import read_truth, synthesize
-    root = tmp_path_factory.mktemp("eval")
-    synthesize(root / "world", 400, 30, seed=1, images=False, progress=False)
-    g = build_graph_from_dataset(root / "world", root / "graph", seed=0, progress=False)
-    return root / "graph", g, read_truth(root / "world")
+    return synthetic_store(tmp_path_factory, "eval", 400, 30)
 
 
 def _topic_embeddings(truth, noise: float, seed: int, dim: int = 16) -> torch.Tensor:
