@@ -60,7 +60,8 @@ from powerlaw_edges import add_data_dir_arg, add_graph_size_args, ensure_dataset
 from sampling import SamplingGraph, build_sampler, load_sampler_config, set_num_threads  # noqa: E402
 
 DEFAULT_DGL_PYTHON = REPO / ".venv-dgl" / "bin" / "python"
-TARGETS = {"random_walk": 3.0, "pinsage": 2.0}
+TARGETS = {"random_walk": 3.0, "pinsage": 2.0, "fanout": 1.5}
+WORKLOADS = ("random_walk", "pinsage", "fanout", "fanout_weighted", "fanout_4hop")
 GPU_TARGET_STEPS = 100e6
 
 
@@ -125,12 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--walk-hops", type=int, default=4)
     ap.add_argument("--pinsage-seeds", type=int, default=1024)
     ap.add_argument("--fanout-seeds", type=int, default=1024)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all)")
     ap.add_argument("--no-dgl", action="store_true")
     ap.add_argument("--dgl-python", type=Path, default=DEFAULT_DGL_PYTHON)
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--out", type=Path, help="also write the JSON report here")
     args = ap.parse_args(argv)
     threads_list = [int(t) for t in args.threads.split(",")]
+    wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in WORKLOADS]
+    if unknown or not wanted:
+        ap.error(f"--workloads {args.workloads!r}: unknown {unknown}; choose from {', '.join(WORKLOADS)}")
+    weighted_graph = any(op == "fanout_weighted" for op in wanted)
     set_num_threads(None if args.sampler_threads == "torch" else int(args.sampler_threads))
     cuda_ok = torch.cuda.is_available()
     if args.device == "cuda" and not cuda_ok:
@@ -146,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((data / "meta.json").read_text())
     t0 = time.perf_counter()
     g = PinBoardGraph.from_edges(np.load(data / "edges_pins.npy"), np.load(data / "edges_boards.npy"),
-                                 meta["num_pins"], meta["num_boards"])
+                                 meta["num_pins"], meta["num_boards"],
+                                 weights=np.load(data / "edges_weights.npy") if weighted_graph else None)
     build_s = time.perf_counter() - t0
     sgs = {who: SamplingGraph.from_graph(g, dev) for who, dev in devices.items()}
     P = g.num_pins
@@ -158,24 +167,30 @@ def main(argv: list[str] | None = None) -> int:
         pins, boards = g.edges()
         np.save(Path(tmp.name) / "edges_pins.npy", pins.numpy())
         np.save(Path(tmp.name) / "edges_boards.npy", boards.numpy())
+        if weighted_graph:  # the merged (summed) weights of the deduplicated edges, pin-major order
+            np.save(Path(tmp.name) / "edges_weights.npy", g.pin_weights.numpy())
         (Path(tmp.name) / "meta.json").write_text(json.dumps({"num_pins": P, "num_boards": g.num_boards}))
         del pins, boards
 
-    workloads = {
+    all_workloads = {
         "random_walk": {"num_seeds": args.walk_seeds, "num_hops": args.walk_hops},
         "pinsage": {"num_seeds": args.pinsage_seeds, "num_traversals": 3, "termination_prob": 0.5,
                     "num_random_walks": 200, "num_neighbors": 10},
-        "fanout": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5]},
+        "fanout": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5], "weighted": False},
+        "fanout_weighted": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5], "weighted": True},
+        "fanout_4hop": {"num_seeds": args.fanout_seeds, "fanouts": [10, 5, 10, 5], "weighted": False},
     }
+    workloads = {op: all_workloads[op] for op in wanted}
     # The samplers as sampling.build_sampler makes them from these workloads (seed 0, the graph's device).
     configs = {
-        "random_walk": {"random_walk": {"num_hops": args.walk_hops}},
-        "pinsage": {"pinsage": {k: workloads["pinsage"][k] for k in
-                                ("num_traversals", "termination_prob", "num_random_walks", "num_neighbors")}},
-        "fanout": {"fanout": {"fanouts": workloads["fanout"]["fanouts"]}},
+        "random_walk": {"kind": "random_walk", "random_walk": {"num_hops": args.walk_hops}},
+        "pinsage": {"kind": "pinsage", "pinsage": {k: all_workloads["pinsage"][k] for k in
+                    ("num_traversals", "termination_prob", "num_random_walks", "num_neighbors")}},
+        **{op: {"kind": "fanout", "fanout": {"fanouts": w["fanouts"], "weighted": w["weighted"]}}
+           for op, w in all_workloads.items() if op.startswith("fanout")},
     }
-    samplers = {op: {who: build_sampler(load_sampler_config({"kind": op, "seed": 0, "exclude_splits": [], **c}), sg)
-                     for who, sg in sgs.items()} for op, c in configs.items()}
+    samplers = {op: {who: build_sampler(load_sampler_config({"seed": 0, "exclude_splits": [], **configs[op]}), sg)
+                     for who, sg in sgs.items()} for op in workloads}
     gen = {who: torch.Generator(device=dev).manual_seed(0) for who, dev in devices.items()}
 
     def seeds(r: int, n: int, device: torch.device) -> torch.Tensor:
@@ -193,13 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         _sync(device)
         return time.perf_counter() - t
 
+    def dgl_call(server: DGLServer, op: str, r: int) -> dict:
+        return server.call(op="fanout" if op.startswith("fanout") else op, seed=r, **workloads[op])
+
     def units(op: str, seconds: float) -> float:
         w = workloads[op]
         if op == "random_walk":
             return w["num_seeds"] * 2 * w["num_hops"] / seconds
         return w["num_seeds"] / seconds
 
-    unit_names = {"random_walk": "walk steps/s", "pinsage": "neighborhoods/s", "fanout": "seeds/s"}
+    unit_names = {op: {"random_walk": "walk steps/s", "pinsage": "neighborhoods/s"}.get(op, "seeds/s")
+                  for op in all_workloads}
     report: dict = {
         "benchmark": "sampling", "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "graph": {"num_pins": P, "num_boards": g.num_boards, "num_edges": g.num_edges,
@@ -227,11 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             methods = [(op, who) for op in workloads for who in whos]
             samples: dict = {f"{who}_{op}": [] for op, who in methods}
             for op, who in methods:  # warm-up
-                ours(op, 10_000, who) if who != "dgl" else server.call(op=op, seed=10_000, **workloads[op])
+                ours(op, 10_000, who) if who != "dgl" else dgl_call(server, op, 10_000)
             for r in range(args.repeats):
                 k = r % len(methods)
                 for op, who in methods[k:] + methods[:k]:
-                    dt = ours(op, r, who) if who != "dgl" else server.call(op=op, seed=r, **workloads[op])["seconds"]
+                    dt = ours(op, r, who) if who != "dgl" else dgl_call(server, op, r)["seconds"]
                     samples[f"{who}_{op}"].append(dt)
             if server:
                 server.close()
@@ -253,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
                     op: statistics.median(d / o for o, d in zip(samples[f"ours_{op}"], samples[f"dgl_{op}"]))
                     for op in workloads}
                 run["targets_met"] = {op: min(run["ratios"][op], run["ratios_per_round_median"][op]) >= TARGETS[op]
-                                      for op in TARGETS}
+                                      for op in TARGETS if op in workloads}
             if "gpu" in devices:
-                run["gpu_target_met"] = run["methods"]["gpu_random_walk"]["throughput"] >= GPU_TARGET_STEPS
+                if "random_walk" in workloads:
+                    run["gpu_target_met"] = run["methods"]["gpu_random_walk"]["throughput"] >= GPU_TARGET_STEPS
                 if "ours" in devices:
                     run["side_by_side"] = {
                         op: {"unit": unit_names[op], "cpu": run["methods"][f"ours_{op}"]["throughput"],

@@ -268,6 +268,7 @@ class SamplingGraph:
         # copying the arrays (DataLoader workers started with 'spawn' or 'forkserver').
         self._source_path = source_path
         self._source_weights = bool(source_weights)
+        self._board_edge_ids: torch.Tensor | None = None   # built on demand: board_edge_id_table()
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -354,9 +355,26 @@ class SamplingGraph:
         boards = self.pins.indices[edge_ids]
         return segment_search(self.boards.indptr, self.boards.indices, boards, pins)
 
+    def board_edge_id_table(self) -> torch.Tensor:
+        """int32 [E] (int64 from 2^31 edges): the pin-major edge id of every board-major CSR
+        position, built on the first call and kept (4 bytes per edge; 10M edges: 40 MB, about 1 s
+        on one CPU thread).
+
+        A stable sort of the pin-major board ids gives it: within a board, the board-major CSR
+        lists pins ascending, which is their pin-major order. With the table,
+        ``edge_ids_of_board_positions`` is one gather instead of a binary search per position.
+        """
+        if self._board_edge_ids is None:
+            order = torch.sort(self.pins.indices, stable=True).indices
+            self._board_edge_ids = order.int() if self.num_edges < 2**31 else order
+        return self._board_edge_ids
+
     def edge_ids_of_board_positions(self, positions: torch.Tensor) -> torch.Tensor:
-        """int64 [n]: the pin-major edge id of each board-major CSR position."""
+        """int64 [n]: the pin-major edge id of each board-major CSR position (one gather when
+        ``board_edge_id_table()`` has been built, else a binary search in each pin's row)."""
         positions = positions.long()
+        if self._board_edge_ids is not None:
+            return self._board_edge_ids.index_select(0, positions).long()
         boards = torch.searchsorted(self.boards.indptr, positions, right=True) - 1
         pins = self.boards.indices[positions]
         return segment_search(self.pins.indptr, self.pins.indices, pins, boards)

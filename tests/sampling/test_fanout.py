@@ -109,6 +109,84 @@ def test_weighted_draw_probabilities():
     assert np.abs(m.mean(0) - exact).max() < 5 * np.sqrt(0.25 / reps)
 
 
+def successive_inclusion(w: np.ndarray, k: int) -> np.ndarray:
+    """Exact inclusion probabilities of successive weighted sampling of ``k`` of ``w`` (every
+    ordered draw sequence enumerated)."""
+    out = np.zeros(len(w))
+    for seq in itertools.permutations(range(len(w)), k):
+        p, left = 1.0, w.sum()
+        for i in seq:
+            p *= w[i] / left
+            left -= w[i]
+        out[list(seq)] += p
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_weighted_without_replacement_skewed_weights(k):
+    """Two light edges among heavy ones: drawing the last of k by rejection alone would take
+    ~100 rounds (the old sampler gave up early and under-drew the light edges); the exact
+    finish keeps the inclusion probabilities (5 sigma), and a board with a zero-weight edge
+    never draws it."""
+    w = np.array([0.04, 0.04, 4.84, 4.84, 4.84, 0.0])
+    reps = 4000
+    g = replicated_boards(reps, w)
+    m = local_draws(FanoutSampler(g, [k], seed_type="board", weighted=True, seed=7).sample(torch.arange(reps)), 6)
+    assert (m.sum(1) == k).all() and m.max() == 1 and m[:, 5].sum() == 0
+    exact = successive_inclusion(w, k)
+    sd = np.sqrt(exact * (1 - exact) / reps) + 1e-12
+    assert np.abs(m.mean(0) - exact).max() <= 5 * sd.max()
+    assert (np.abs(m.mean(0) - exact) <= 5 * sd + 1e-9).all()
+
+
+def test_weighted_without_replacement_with_exclusion():
+    """Excluded edges are never drawn, and the rest keep their successive-sampling inclusion
+    probabilities (the exact finish skips excluded edges too)."""
+    w = np.array([0.04, 0.04, 4.84, 4.84, 4.84, 1.0])
+    reps, d = 3000, 6
+    g = replicated_boards(reps, w)
+    ex = torch.arange(reps) * d + 2                       # the first heavy pin of every board
+    s = FanoutSampler(g, [4], seed_type="board", weighted=True, seed=8)
+    m = local_draws(s.sample(torch.arange(reps), exclude_edges=ex), d)
+    assert m[:, 2].sum() == 0 and (m.sum(1) == 4).all()
+    kept = np.array([0, 1, 3, 4, 5])
+    exact = successive_inclusion(w[kept], 4)
+    sd = np.sqrt(exact * (1 - exact) / reps) + 1e-12
+    assert (np.abs(m[:, kept].mean(0) - exact) <= 5 * sd + 1e-9).all()
+
+
+@pytest.mark.parametrize("reps", [1000, 3000])   # below / above the row count where Floyd switches layout
+def test_floyd_large_fanout_is_uniform(reps):
+    """Fanout 10 of 25: every pin with probability 10/25, no pin twice, in both layouts."""
+    d, k = 25, 10
+    g = replicated_boards(reps, [1.0] * d)
+    m = local_draws(FanoutSampler(g, [k], seed_type="board", seed=9).sample(torch.arange(reps)), d)
+    assert (m.sum(1) == k).all() and m.max() == 1
+    p = k / d
+    assert np.abs(m.mean(0) - p).max() < 5 * np.sqrt(p * (1 - p) / reps)
+
+
+def test_sorting_networks_sort():
+    """Every 0/1 input sorted (the 0-1 principle: then every input is), for 1 to 12 inputs."""
+    from sampling.fanout import sorting_network
+
+    for n in range(1, 13):
+        x = (np.arange(2 ** n)[:, None] >> np.arange(n)) & 1          # [2^n, n], every 0/1 vector
+        for i, j in sorting_network(n):
+            lo, hi = np.minimum(x[:, i], x[:, j]), np.maximum(x[:, i], x[:, j])
+            x[:, i], x[:, j] = lo, hi
+        assert (np.diff(x, axis=1) >= 0).all(), n
+
+
+def test_four_hops_no_edge_twice(medium_graph):
+    """Without replacement no edge is sampled twice in any edge type, over four hops."""
+    out = FanoutSampler(medium_graph, [6, 4, 6, 4], seed=10).sample(torch.arange(0, 400, 7))
+    check_output(medium_graph, out, [6, 4, 6, 4])
+    for et, e in out.edge.items():
+        assert torch.unique(e).numel() == e.numel(), et
+    assert len(out.num_sampled_nodes["pin"]) == 5 and out.num_sampled_edges[BOARD_TO_PIN][2] > 0
+
+
 def test_floyd_subsets_are_uniform():
     """All C(6, 3) = 20 subsets equally likely (5 sigma per subset)."""
     reps = 6000
@@ -175,18 +253,41 @@ def test_devices(medium_graph, device):
     check_output(medium_graph, out.to("cpu"), [3, 3])
 
 
-def test_node_set_cpu_and_generic_paths_agree():
-    """The numpy bookkeeping (CPU) and the torch one (other devices) assign the same local ids."""
-    from sampling.fanout import _NodeSet
+def test_relabeling_bookkeepings_agree():
+    """The table (default), the sorted set's numpy path (CPU) and its torch path (other devices)
+    assign the same local ids, in order of first appearance, and the table is clean afterwards."""
+    from sampling.relabel import DenseNodeMap, SortedNodeSet
 
     rng = np.random.default_rng(0)
+    dense = DenseNodeMap(60, torch.device("cpu"))
     for _ in range(100):
         seeds = torch.from_numpy(rng.integers(0, 50, rng.integers(0, 10)))
-        a, b = _NodeSet(seeds.clone()), _NodeSet(seeds.clone())
+        a, b = SortedNodeSet(seeds.clone()), SortedNodeSet(seeds.clone())
         b.numpy = False
         b._sort()
+        first = dense.start(seeds.clone())
+        assert torch.equal(first, a.add(seeds)[0])
+        ids = seeds.tolist()
         for _ in range(3):
             c = torch.from_numpy(rng.integers(0, 60, rng.integers(0, 30)))
-            (la, na), (lb, nb) = a.add(c), b.add(c)
+            (la, na), (lb, nb), (ld, nd) = a.add(c), b.add(c), dense.add(c)
             assert torch.equal(la, lb) and torch.equal(na, nb) and torch.equal(a.ids, b.ids)
+            assert torch.equal(la, ld) and torch.equal(na, nd) and torch.equal(a.ids, dense.ids)
             assert torch.equal(a.ids[la], c)
+            for x in c.tolist():                        # first appearance, by brute force
+                if x not in ids:
+                    ids.append(x)
+            assert dense.ids[len(seeds):].tolist() == ids[len(seeds):]
+        dense.finish()
+        assert (dense.table == torch.iinfo(torch.int32).max).all()
+
+
+def test_edge_id_table_and_search_agree(medium_graph):
+    """Fanout output is the same with the board -> edge-id table and with the binary search."""
+    from sampling import SamplingGraph
+
+    a = FanoutSampler(SamplingGraph.from_graph(medium_graph), [4, 3, 2], seed=5).sample(torch.arange(30))
+    b = FanoutSampler(SamplingGraph.from_graph(medium_graph), [4, 3, 2], seed=5, edge_id_table=False).sample(torch.arange(30))
+    for et in a.edge:
+        assert torch.equal(a.edge[et], b.edge[et]) and torch.equal(a.row[et], b.row[et])
+    check_output(medium_graph, a, [4, 3, 2])
