@@ -247,8 +247,11 @@ def _sample_hop(adj: Adjacency, nodes: torch.Tensor, k: int, *, weighted: bool, 
             chosen = _successive_weighted(adj, nodes.index_select(0, big), k, excl, generator)
             pos.index_copy_(0, big, chosen.clamp(max=max(adj.num_edges - 1, 0)))
             valid.index_copy_(0, big, chosen < _NONE)
-    owner = torch.arange(m, device=device)[:, None].expand(m, k)
-    return pos.masked_select(valid), owner.masked_select(valid)
+    counts = valid.sum(dim=1)
+    owner = torch.repeat_interleave(torch.arange(m, device=device), counts)
+    if owner.shape[0] == m * k:        # every row full (common past hop 1): no mask to apply
+        return pos.reshape(-1), owner
+    return pos.masked_select(valid), owner
 
 
 _NONE = 2**62  # "no edge" in a row of chosen positions (sorts after every real position)
@@ -431,7 +434,7 @@ class FanoutSampler(GeneratorStateMixin):
             owner = frontier_local.index_select(0, owner) if frontier_local is not None else owner + frontier_start
             nbr = adj.indices.index_select(0, pos).long()
             other = _OTHER[frontier_type]
-            n_before = sets[other].ids.shape[0]
+            n_before = len(sets[other])
             local, new = sets[other].add(nbr)
             et = etypes[frontier_type]
             rows[et].append(local)

@@ -43,8 +43,20 @@ class DenseNodeMap:
 
     def __init__(self, num_nodes: int, device: torch.device) -> None:
         self.table = torch.full((int(num_nodes),), _UNSEEN, dtype=torch.int32, device=device)
-        self.ids = torch.zeros(0, dtype=torch.int64, device=device)
+        self._chunks: list[torch.Tensor] = []     # the global ids, one tensor per start / add
+        self._n = 0
         self.busy = False
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def ids(self) -> torch.Tensor:
+        """int64 [n]: the global id of every local id so far (concatenated once, on demand)."""
+        if len(self._chunks) != 1:
+            self._chunks = [torch.cat(self._chunks) if self._chunks
+                            else torch.zeros(0, dtype=torch.int64, device=self.table.device)]
+        return self._chunks[0]
 
     def start(self, ids: torch.Tensor) -> torch.Tensor:
         """Begin a call with ``ids`` (int64 [n], duplicates allowed) as local ids 0 .. n-1.
@@ -52,7 +64,7 @@ class DenseNodeMap:
         Returns int64 [n]: the local id each of ``ids`` maps to (its first occurrence's).
         """
         self.busy = True
-        self.ids = ids
+        self._chunks, self._n = [ids], ids.shape[0]
         if ids.shape[0] == 0:
             return ids.clone()
         ar = torch.arange(_SEEN_BASE, _SEEN_BASE + ids.shape[0], dtype=torch.int32, device=ids.device)
@@ -69,18 +81,20 @@ class DenseNodeMap:
         pos = torch.arange(n, dtype=torch.int32, device=cand.device)
         table.scatter_reduce_(0, cand, pos, "amin")   # unseen ids: position of first occurrence
         new = cand.masked_select(table.index_select(0, cand) == pos)
-        n_old = self.ids.shape[0]
+        n_old = self._n
         table.index_copy_(0, new, torch.arange(_SEEN_BASE + n_old, _SEEN_BASE + n_old + new.shape[0],
                                                 dtype=torch.int32, device=cand.device))
         local = table.index_select(0, cand).long() - _SEEN_BASE
-        self.ids = torch.cat([self.ids, new])
+        self._chunks.append(new)
+        self._n += new.shape[0]
         return local, new
 
     def finish(self) -> None:
         """Reset the entries this call touched (the table is all ``_UNSEEN`` again)."""
-        if self.ids.numel():
-            self.table.index_fill_(0, self.ids, _UNSEEN)
-        self.ids = self.ids[:0]
+        for chunk in self._chunks:
+            if chunk.numel():
+                self.table.index_fill_(0, chunk, _UNSEEN)
+        self._chunks, self._n = [], 0
         self.busy = False
 
 
@@ -185,6 +199,9 @@ class SortedNodeSet:
 
     def finish(self) -> None:
         pass
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
 
 
 NodeIds = DenseNodeMap | SortedNodeSet
