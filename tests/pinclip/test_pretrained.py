@@ -203,7 +203,7 @@ def test_fresh_interpreter_needs_no_toolkit(saved):
     assert json.loads(res.stdout.strip().splitlines()[-1]) == []
 
 
-@pytest.mark.parametrize("vision", ["clip", "qwen2vl_full"])
+@pytest.mark.parametrize("vision", ["clip_vision", "qwen2_vl"])
 def test_hf_towers_round_trip_without_their_checkpoints(hf_checkpoints, tmp_path, vision):
     """HF towers are rebuilt from the saved configs: the original checkpoints are gone at load time."""
     src = tmp_path / "src"
@@ -211,7 +211,7 @@ def test_hf_towers_round_trip_without_their_checkpoints(hf_checkpoints, tmp_path
     shutil.copytree(hf_checkpoints["bert"], src / "bert")
     from pinclip.tokenizer import HFTokenizer
     HFTokenizer("builtin:all-MiniLM-L6-v2").tokenizer.save_pretrained(str(src / "tok"))
-    vcfg = {"type": "hf_" + vision.split("_")[0], "pretrained": str(src / "vision"), "freeze": "frozen"}
+    vcfg = {"type": {"clip_vision": "hf_clip", "qwen2_vl": "hf_qwen2vl"}[vision], "pretrained": str(src / "vision"), "freeze": "frozen"}
     if vision.startswith("qwen"):
         vcfg["image_size"] = 32
     cfg = tiny_config(vision=vcfg, text={"type": "hf", "pretrained": str(src / "bert"), "tokenizer": str(src / "tok"),

@@ -60,11 +60,8 @@ def _hf_text_model_script(bert: Path, quiet: bool) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
-    from transformers import BertConfig, BertModel
-    path = tmp_path_factory.mktemp("hf") / "bert"
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=64)).save_pretrained(path)
-    return path
+    from pinclip.testing.tiny_checkpoints import write_tiny_checkpoints
+    return write_tiny_checkpoints(tmp_path_factory.mktemp("hf"), ["bert"])["bert"]
 
 
 def test_quiet_third_party_silences_the_loading_weights_bar(tiny_bert):
