@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fanout-seeds", type=int, default=1024)
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all)")
+    ap.add_argument("--block", type=int, default=1,
+                    help="calls per method per round, back to back (a round's sample is their median): "
+                         "each method then runs in its steady state, as in a training loop, instead "
+                         "of right after the other process's call")
+    ap.add_argument("--settle-ms", type=float, default=0.0,
+                    help="idle this long before every timed call, so that no method runs while the other "
+                         "process's threads are still busy (OpenMP workers spin after a parallel region)")
     ap.add_argument("--no-dgl", action="store_true")
     ap.add_argument("--dgl-python", type=Path, default=DEFAULT_DGL_PYTHON)
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -223,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "sampling", "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "graph": {"num_pins": P, "num_boards": g.num_boards, "num_edges": g.num_edges,
                   "input_edges": meta["num_edges"], "dataset": data.name, "build_s": round(build_s, 3)},
-        "workloads": workloads, "repeats": args.repeats, "device": args.device,
+        "workloads": workloads, "repeats": args.repeats, "block": args.block, "settle_ms": args.settle_ms, "device": args.device,
         "devices": {who: str(dev) for who, dev in devices.items()},
         "cuda": torch.cuda.get_device_name(0) if cuda_ok else "not available",
         "sampler_threads": args.sampler_threads,
@@ -250,8 +257,13 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.repeats):
                 k = r % len(methods)
                 for op, who in methods[k:] + methods[:k]:
-                    dt = ours(op, r, who) if who != "dgl" else dgl_call(server, op, r)["seconds"]
-                    samples[f"{who}_{op}"].append(dt)
+                    block = []
+                    for b in range(args.block):    # seeds differ per call: round * block + b
+                        if args.settle_ms:
+                            time.sleep(args.settle_ms / 1000)
+                        rb = r * args.block + b
+                        block.append(ours(op, rb, who) if who != "dgl" else dgl_call(server, op, rb)["seconds"])
+                    samples[f"{who}_{op}"].append(statistics.median(block))
             if server:
                 server.close()
             run: dict = {"threads": threads, "dgl_threads": threads if server else None,
