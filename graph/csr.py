@@ -6,6 +6,7 @@ within each pin, boards are sorted ascending, and within each board, pins are so
 """
 from __future__ import annotations
 
+import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -133,10 +134,233 @@ def _constant_as_broadcast(values: np.ndarray | None) -> np.ndarray | None:
     return values
 
 
+# Arrays of at least this many bytes are allocated pre-faulted (``_empty``); a test lowers it.
+_POPULATE_MIN_BYTES = 1 << 22
+
+
+def _empty(n: int, dtype) -> np.ndarray:
+    """``np.empty(n, dtype)``; a large one comes from an anonymous ``mmap`` with
+    ``MAP_POPULATE``, which faults all its pages in one call (Linux).
+
+    Memory a process touches for the first time is the dominant cost of a build on the
+    development VM, and varies a lot: 320 MB in fresh processes, interleaved, took 0.12 s
+    (0.12 to 0.40) of system time pre-faulted this way, against 0.23 s (0.12 to 2.0) page by page
+    in 4 KiB pages and 0.55 s (0.03 to 2.1) in the transparent huge pages numpy asks for. The
+    array is a writeable view of the mapping (``base`` holds it; it is unmapped with the last
+    reference), otherwise the same as ``np.empty``'s.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = n * dtype.itemsize
+    if nbytes < max(_POPULATE_MIN_BYTES, 1) or not hasattr(mmap, "MAP_POPULATE"):
+        return np.empty(n, dtype=dtype)
+    try:
+        buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    except (OSError, ValueError):  # pragma: no cover - e.g. a mapping limit: plain allocation
+        return np.empty(n, dtype=dtype)
+    return np.frombuffer(buf, dtype=dtype, count=n)
+
+
+# Edges per chunk in the passes of ``_sorted_direction``: a chunk's temporaries (int64 buffers
+# of this length, allocated once per direction and reused) stay in the core's cache. A test
+# lowers it to put runs of repeats across chunk boundaries.
+_CHUNK = 1 << 16
+
+
+class _Scratch:
+    """Chunk-sized buffers of one direction, allocated once and reused by every pass.
+
+    Temporaries allocated inside the passes would cost page faults on every chunk (glibc hands
+    blocks of this size back to the kernel when freed, on worker threads especially, and memory a
+    process touches for the first time is slow on the development VM), so the passes write into
+    these with ``out=`` and never allocate more than a few elements.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, name: str, m: int, dtype=np.int64) -> np.ndarray:
+        k = (name, np.dtype(dtype).str)
+        buf = self._bufs.get(k)
+        if buf is None or buf.shape[0] < m:
+            buf = self._bufs[k] = np.empty(max(m, _CHUNK), dtype=dtype)
+        return buf[:m]
+
+    def positions(self, m: int) -> np.ndarray:
+        """``arange(m)`` (int64), to be read only."""
+        ar = self._bufs.get(("arange", ""))
+        if ar is None or ar.shape[0] < m:
+            ar = self._bufs[("arange", "")] = np.arange(max(m, _CHUNK), dtype=np.int64)
+        return ar[:m]
+
+
+def _fill_keys(rows: np.ndarray, cols: np.ndarray, key: np.ndarray, row_shift: int,
+               col_shift: int, with_pos: bool, scratch: _Scratch) -> None:
+    """``key[:] = rows << row_shift | cols << col_shift [| position]``, a chunk at a time."""
+    for c0 in range(0, key.shape[0], _CHUNK):
+        c1 = min(c0 + _CHUNK, key.shape[0])
+        k = np.left_shift(rows[c0:c1], row_shift, out=key[c0:c1])
+        if col_shift:
+            k |= np.left_shift(cols[c0:c1], col_shift, out=scratch.get("tmp", c1 - c0))
+        else:
+            k |= cols[c0:c1]
+        if with_pos:
+            k |= np.add(scratch.positions(c1 - c0), c0, out=scratch.get("tmp", c1 - c0))
+
+
+def _scan_repeats(key: np.ndarray, shift: int, scratch: _Scratch) -> np.ndarray:
+    """Positions ``i`` of the sorted ``key`` where ``key[i] >> shift`` (the (row, col) pair)
+    equals ``key[i - 1] >> shift``: the repeated edges, ascending, int64."""
+    found = []
+    prev = None
+    for c0 in range(0, key.shape[0], _CHUNK):
+        c1 = min(c0 + _CHUNK, key.shape[0])
+        m = c1 - c0
+        h = np.right_shift(key[c0:c1], shift, out=scratch.get("h", m)) if shift else key[c0:c1]
+        eq = scratch.get("eq", m, bool)
+        eq[0] = prev is not None and h[0] == prev
+        np.equal(h[1:], h[:-1], out=eq[1:])
+        prev = h[m - 1]
+        d = np.flatnonzero(eq)
+        if d.size:
+            d += c0
+            found.append(d)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def _take_into(src: np.ndarray, idx: np.ndarray, dst: np.ndarray, scratch: _Scratch) -> None:
+    """``dst[:] = src[idx]``, cast to ``dst``'s dtype (float64 weights into float32)."""
+    if src.dtype == dst.dtype:
+        np.take(src, idx, out=dst, mode="clip")  # in range; "clip" writes to out unbuffered
+    else:
+        tmp = scratch.get("cast", idx.shape[0], src.dtype)
+        np.take(src, idx, out=tmp, mode="clip")
+        dst[...] = tmp
+
+
+def _extract(key: np.ndarray, repeats: np.ndarray, col_bits: int, pos_bits: int,
+             indices: np.ndarray, gathers: list, scratch: _Scratch) -> None:
+    """The sorted ``key`` less its ``repeats``: the cols into ``indices`` and, by the positions in
+    the key's low bits, the attributes into their sorted arrays (``gathers``: (column, output)).
+
+    A chunk without repeats writes through ``out=`` slices. In one with repeats every edge gets
+    the output slot of the last kept edge at or before it (``np.put``), so a repeat writes over
+    the slot of the edge it repeats: the same col, and attribute values that ``_merge_runs``
+    replaces afterwards.
+    """
+    col_mask = (1 << col_bits) - 1
+    pos_mask = (1 << pos_bits) - 1
+    j = e = 0
+    for c0 in range(0, key.shape[0], _CHUNK):
+        c1 = min(c0 + _CHUNK, key.shape[0])
+        m = c1 - c0
+        kc = key[c0:c1]
+        h = np.right_shift(kc, pos_bits, out=scratch.get("h", m)) if pos_bits else kc
+        pos = np.bitwise_and(kc, pos_mask, out=scratch.get("pos", m)) if gathers else None
+        j1 = j + int(np.searchsorted(repeats[j:j + m], c1))
+        if j1 == j:
+            np.bitwise_and(h, col_mask, out=indices[e:e + m], casting="unsafe")
+            for src, dst in gathers:
+                _take_into(src, pos, dst[e:e + m], scratch)
+            e += m
+            continue
+        keep = scratch.get("keep", m, bool)
+        keep.fill(True)
+        keep[repeats[j:j1] - c0] = False
+        slot = np.cumsum(keep, dtype=np.int64, out=scratch.get("slot", m))
+        slot += e - 1
+        col = np.bitwise_and(h, col_mask, out=scratch.get("col", m, indices.dtype), casting="unsafe")
+        indices[slot] = col
+        for src, dst in gathers:
+            vals = scratch.get("vals", m, dst.dtype)
+            _take_into(src, pos, vals, scratch)
+            dst[slot] = vals
+        e += m - (j1 - j)
+        j = j1
+
+
+def _merge_runs(key: np.ndarray, repeats: np.ndarray, pos_bits: int, attrs: list) -> None:
+    """Merge each run of repeated edges into the sorted attribute arrays (``attrs``: (column,
+    output, ufunc, accumulator dtype or None)): the run's values in input order, reduced with
+    ``ufunc.reduceat`` in the accumulator dtype, stored at the run's slot. The same values in the
+    same order as ``_Runs.merge`` (the whole-array kernel), so the same results bit for bit."""
+    follows = np.zeros(repeats.shape[0], dtype=bool)
+    follows[1:] = repeats[1:] - 1 == repeats[:-1]
+    starts = repeats[~follows] - 1  # the kept edge before each run of repeats
+    members = np.sort(np.concatenate([starts, repeats]))
+    first = np.searchsorted(members, starts)
+    target = starts - np.searchsorted(repeats, starts)  # repeats dropped before each start
+    pos = key[members] & ((1 << pos_bits) - 1)
+    for src, dst, op, acc in attrs:
+        vals = np.full(members.shape[0], src[0], dtype=src.dtype) if _is_constant(src) else src[pos]
+        if acc is not None:
+            vals = vals.astype(acc)
+        dst[target] = op.reduceat(vals, first)
+
+
 def _sorted_direction(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bits: int,
                       edge_bits: int, weights: np.ndarray | None, timestamps: np.ndarray | None,
                       idx_dtype: np.dtype):
     """One CSR direction: sort edges by (row, col, original position), merge repeats, index.
+
+    Every edge becomes the int64 ``(row << col_bits | col) << edge_bits | position``; the keys
+    are unique, so the (unstable, SIMD) ``ndarray.sort`` orders edges exactly as a stable sort by
+    (row, col) would, and the low bits give the permutation for the edge attributes. Repeated
+    (row, col) pairs are then adjacent: their weights are summed in float64 in original order
+    and their earliest timestamp kept. ``edge_bits`` is 0 when the packed key would not fit in
+    ``_KEY_BITS`` (then ``_sorted_direction_whole`` takes a stable argsort of ``row << col_bits |
+    col``) or when no attribute needs gathering (none, or constant ones).
+
+    Memory: the key (8 bytes an edge) and the outputs, nothing else of size E: the key is built,
+    scanned for repeats and unpacked into the outputs a chunk (``_CHUNK``) at a time, attributes
+    gathered straight into the outputs; indptr counts the rows (``bincount``) less the repeats.
+
+    Returns (indptr int64 [num_rows + 1], indices idx_dtype [E'], weights float32 [E'] | None,
+    timestamps int64 [E'] | None, num_duplicates).
+    """
+    spec = [(v, dt, op, acc) for v, dt, op, acc in ((weights, np.float32, np.add, np.float64),
+                                                    (timestamps, np.int64, np.minimum, None))
+            if v is not None]
+    gathered = [v for v, *_ in spec if not _is_constant(v)]
+    if gathered and not edge_bits:
+        return _sorted_direction_whole(rows, cols, num_rows, col_bits, edge_bits, weights,
+                                       timestamps, idx_dtype)
+    n = rows.shape[0]
+    scratch = _Scratch()
+    key = _empty(n, np.int64)
+    _fill_keys(rows, cols, key, col_bits + edge_bits, edge_bits, edge_bits > 0, scratch)
+    key.sort()
+    repeats = _scan_repeats(key, edge_bits, scratch)
+    num_dup = int(repeats.shape[0])
+    num_kept = n - num_dup
+    indices = _empty(num_kept, idx_dtype)
+    outs = [_empty(num_kept, dt) for _, dt, _, _ in spec]
+    for (v, *_), out in zip(spec, outs):
+        if _is_constant(v):
+            out.fill(v[0])
+    _extract(key, repeats, col_bits, edge_bits, indices,
+             [(v, out) for (v, *_), out in zip(spec, outs) if not _is_constant(v)], scratch)
+    del scratch
+    counts = np.bincount(rows, minlength=num_rows)
+    if num_dup:
+        _merge_runs(key, repeats, edge_bits,
+                    [(v, out, op, acc) for (v, _, op, acc), out in zip(spec, outs)])
+        counts -= np.bincount(key[repeats] >> (col_bits + edge_bits), minlength=num_rows)
+    del key
+    indptr = np.empty(num_rows + 1, dtype=np.int64)
+    indptr[0] = 0
+    np.cumsum(counts, out=indptr[1:])
+    out_w = outs.pop(0) if weights is not None else None
+    out_t = outs.pop(0) if timestamps is not None else None
+    return indptr, indices, out_w, out_t, num_dup
+
+
+def _sorted_direction_whole(rows: np.ndarray, cols: np.ndarray, num_rows: int, col_bits: int,
+                      edge_bits: int, weights: np.ndarray | None, timestamps: np.ndarray | None,
+                      idx_dtype: np.dtype):
+    """One CSR direction on whole arrays (``_sorted_direction`` does the same a chunk at a time):
+    sort edges by (row, col, original position), merge repeats, index. Used when the positions do
+    not fit beside (row, col) in the key (then a stable argsort gives the order); the tests
+    compare the chunked kernel with it bit for bit.
 
     Every edge becomes the int64 ``(row << col_bits | col) << edge_bits | position``; the keys
     are unique, so the (unstable, SIMD) ``ndarray.sort`` orders edges exactly as a stable sort by

@@ -43,6 +43,15 @@ _EXACT_DISTINCT_MAX = 1 << 20
 _INT64_MAX = np.iinfo(np.int64).max
 
 
+def _all_finite_non_negative(w: np.ndarray) -> bool:
+    """True when every float32 weight is finite and >= 0 with its sign bit clear, checked with
+    one reduction over the bits (no temporaries of E booleans); False means "check exactly"
+    (-0.0 is valid but has the sign bit set)."""
+    if w.dtype != np.float32 or w.size == 0:
+        return False
+    return int(w.view(np.uint32).max()) < 0x7F800000  # +inf's bits; NaNs and negatives are above
+
+
 def _as_numpy_ids(values: Any, what: str) -> np.ndarray:
     """Validate a 1-D integer id array (tensor, array or sequence); int64 numpy out."""
     if isinstance(values, torch.Tensor):
@@ -62,9 +71,8 @@ def _as_numpy_ids(values: Any, what: str) -> np.ndarray:
             raise InputError(f"{what}: id {int(arr[i])} at position {i} is too large (>= 2^63); "
                              "ids must fit in int64")
     arr = arr.astype(np.int64, copy=False)
-    neg = np.flatnonzero(arr < 0)
-    if neg.size:
-        i = int(neg[0])
+    if arr.min() < 0:  # a reduction: no temporary of the ids' size unless one is negative
+        i = int(np.flatnonzero(arr < 0)[0])
         raise InputError(f"{what}: negative id {int(arr[i])} at position {i}")
     return arr
 
@@ -179,7 +187,7 @@ class PinBoardGraph:
         num_boards = cls._check_count(boards, num_boards, "board_ids", "num_boards")
         w = cls._edge_values(weights, pins.shape[0], "weights", np.float32)
         t = cls._edge_values(timestamps, pins.shape[0], "timestamps", np.int64)
-        if w is not None:
+        if w is not None and not _all_finite_non_negative(w):
             bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
             if bad.size:
                 i = int(bad[0])

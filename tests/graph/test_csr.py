@@ -80,10 +80,14 @@ def random_edges(rng: np.random.Generator, num_pins: int, num_boards: int, num_e
     return pins, boards, weights, timestamps
 
 
-@pytest.fixture(params=["packed", "packed_threads", "key_argsort", "argsort"])
+@pytest.fixture(params=["packed", "packed_threads", "packed_small_chunks", "key_argsort", "argsort"])
 def path(request, monkeypatch):
     """Run the kernel on one of its code paths (results must not depend on it)."""
     if request.param == "packed_threads":
+        monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
+    elif request.param == "packed_small_chunks":  # runs of repeats across chunks, mmap'd arrays
+        monkeypatch.setattr(csr, "_CHUNK", 5)
+        monkeypatch.setattr(csr, "_POPULATE_MIN_BYTES", 1)
         monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
     elif request.param == "key_argsort":  # positions do not fit beside (pin, board): argsort
         monkeypatch.setattr(csr, "_KEY_BITS", 20)
@@ -220,3 +224,70 @@ def test_index_dtype_and_packing_bounds():
     assert index_dtype_for(2**31 - 1, 5) == np.int32
     assert index_dtype_for(5, 2**31) == np.int64
     assert csr._bits(1) == 1 and csr._bits(2) == 1 and csr._bits(3) == 2 and csr._bits(2**20) == 20
+
+
+def _whole_array_build(monkeypatch, *args):
+    """The build as it was before the chunked kernel: ``_sorted_direction_whole`` per direction."""
+    with monkeypatch.context() as m:
+        m.setattr(csr, "_sorted_direction", csr._sorted_direction_whole)
+        return build_bipartite_csr(*args)
+
+
+def assert_identical(got: csr.BipartiteCSR, want: csr.BipartiteCSR) -> None:
+    assert got.num_duplicates == want.num_duplicates
+    for name in FIELDS:
+        g, e = getattr(got, name), getattr(want, name)
+        if e is None:
+            assert g is None, name
+            continue
+        assert g.dtype == e.dtype and g.shape == e.shape, name
+        assert g.tobytes() == e.tobytes(), name
+        assert g.flags.c_contiguous and g.flags.writeable, name
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64, 1 << 16])
+@pytest.mark.parametrize("threads", [False, True])
+def test_chunked_kernel_equals_whole_array_kernel_bit_for_bit(monkeypatch, chunk, threads):
+    """The chunked direction kernel (repeats dropped chunk by chunk, runs merged afterwards,
+    arrays pre-faulted) gives the bytes of the whole-array kernel it replaced, on every kind of
+    input: runs across chunk boundaries, long runs, no repeats, constant and float64 columns."""
+    monkeypatch.setattr(csr, "_CHUNK", chunk)
+    monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0 if threads else 1 << 62)
+    monkeypatch.setattr(csr, "_POPULATE_MIN_BYTES", 1 if chunk == 3 else 1 << 22)
+    rng = np.random.default_rng(chunk + threads)
+    cases = [(5, 3, 400, 0.0), (60, 40, 3000, 0.3), (2, 2, 500, 0.9), (3000, 2, 2000, 0.1),
+             (1, 1, 7, 0.0), (40, 30, 1, 0.0)]
+    for num_pins, num_boards, num_edges, dup in cases:
+        pins, boards, w, t = random_edges(rng, num_pins, num_boards, num_edges, dup)
+        for weights in (None, w, w.astype(np.float64), np.full_like(w, 0.7), np.full(num_edges, 0.1)):
+            for timestamps in (None, t, np.full_like(t, 12345)):
+                args = (pins, boards, num_pins, num_boards, weights, timestamps)
+                assert_identical(build_bipartite_csr(*args), _whole_array_build(monkeypatch, *args))
+
+
+def test_key_overflow_takes_the_fallbacks(monkeypatch):
+    """Id spaces too large for the packed key, simulated with a narrower key (real ones need
+    indptrs of billions of entries): positions that do not fit beside (pin, board) (stable
+    argsort of the key in the whole-array kernel), then (pin, board) alone not fitting
+    (``_build_by_argsort``). Same results as the packed build."""
+    rng = np.random.default_rng(11)
+    num_pins, num_boards = 3000, 40  # 12 + 6 bits of (pin, board), 12 bits of positions
+    pins, boards, w, t = random_edges(rng, num_pins, num_boards, 3000, 0.3)
+    args = (pins, boards, num_pins, num_boards, w, t)
+    packed = build_bipartite_csr(*args)
+    monkeypatch.setattr(csr, "_KEY_BITS", 25)
+    assert_identical(build_bipartite_csr(*args), packed)
+    for constant in (np.full_like(w, 2.5), None):  # no gather needed: the chunked kernel, no positions
+        assert_identical(build_bipartite_csr(pins, boards, num_pins, num_boards, constant, None),
+                         _whole_array_build(monkeypatch, pins, boards, num_pins, num_boards, constant, None))
+    monkeypatch.setattr(csr, "_KEY_BITS", 16)
+    assert_identical(build_bipartite_csr(*args), packed)
+
+
+def test_prefaulted_arrays(monkeypatch):
+    monkeypatch.setattr(csr, "_POPULATE_MIN_BYTES", 1)
+    for n, dtype in ((0, np.int64), (1, np.float32), (12345, np.int32)):
+        a = csr._empty(n, dtype)
+        assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.flags.c_contiguous
+        a[:] = 7
+        assert (a == 7).all()

@@ -108,6 +108,8 @@ def test_from_edges_without_weights_and_default_counts():
     (dict(pin_ids=[0, 1], board_ids=[0]), "pin_ids has 2 edges but board_ids has 1"),
     (dict(pin_ids=[0], board_ids=[0], weights=[float("nan")]), "invalid weight nan at edge 0"),
     (dict(pin_ids=[0], board_ids=[0], weights=[-1.0]), "invalid weight -1.0"),
+    (dict(pin_ids=[0, 1], board_ids=[0, 0], weights=[1.0, float("inf")]), "invalid weight inf at edge 1"),
+    (dict(pin_ids=[0, 1], board_ids=[0, 0], weights=[-0.0, float("-inf")]), "invalid weight -inf at edge 1"),
     (dict(pin_ids=[0], board_ids=[0], timestamps=[1.5]), "timestamps: expected integers"),
     (dict(pin_ids=[0, 1], board_ids=[0, 0], pin_external_ids=["a", "a"]), "duplicate external id 'a'"),
     (dict(pin_ids=[0, 1], board_ids=[0, 0], pin_external_ids=["a", None]), "null external id at position 1"),
@@ -445,3 +447,9 @@ def test_uint64_ids_beyond_int64_are_too_large_not_negative():
         PinBoardGraph.from_edges([0, 1], [0, 0], pin_external_ids=pa.array([7, 2**64 - 1], pa.uint64()))
     g = PinBoardGraph.from_edges(np.array([0, 1], np.uint64), [0, 0], pin_external_ids=pa.array([7, 8], pa.uint64()))
     assert g.pin_ids.type == pa.int64() and g.pin_ids.to_pylist() == [7, 8]
+
+
+def test_from_edges_accepts_signed_zero_weights():
+    """-0.0 has the sign bit set (the fast weight check says "look closer") but is valid."""
+    g = PinBoardGraph.from_edges([0, 1], [0, 0], weights=np.array([-0.0, 2.0], dtype=np.float32))
+    assert g.pin_weights.tolist() == [0.0, 2.0] and np.signbit(g.pin_weights.numpy()[0])
