@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import graph.csr as csr
+import graph.csr_direction as direction
 from graph.csr import build_bipartite_csr, index_dtype_for
 
 FIELDS = ("pin_indptr", "pin_indices", "board_indptr", "board_indices", "pin_weights",
@@ -86,11 +87,11 @@ def path(request, monkeypatch):
     if request.param == "packed_threads":
         monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
     elif request.param == "packed_small_chunks":  # runs of repeats across chunks, mmap'd arrays
-        monkeypatch.setattr(csr, "_CHUNK", 5)
-        monkeypatch.setattr(csr, "_POPULATE_MIN_BYTES", 1)
+        monkeypatch.setattr(direction, "CHUNK", 5)
+        monkeypatch.setattr(direction, "POPULATE_MIN_BYTES", 1)
         monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
     elif request.param == "key_argsort":  # positions do not fit beside (pin, board): argsort
-        monkeypatch.setattr(csr, "_KEY_BITS", 20)
+        monkeypatch.setattr(direction, "KEY_BITS", 20)
         monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
     elif request.param == "argsort":
         def argsort_only(pins, boards, num_pins, num_boards, weights=None, timestamps=None):
@@ -204,7 +205,7 @@ def test_fast_paths_equal_argsort_path_bit_for_bit(monkeypatch, threads, key_bit
     """The packed sort (and the key argsort) reproduce the stable-argsort algorithm exactly,
     float sums included."""
     monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0 if threads else 1 << 62)
-    monkeypatch.setattr(csr, "_KEY_BITS", key_bits)
+    monkeypatch.setattr(direction, "KEY_BITS", key_bits)
     rng = np.random.default_rng(5)
     for num_pins, num_boards, num_edges, dup in ((5, 3, 4000, 0.0), (200, 50, 20000, 0.3), (3000, 2, 9000, 0.1)):
         pins, boards, w, t = random_edges(rng, num_pins, num_boards, num_edges, dup)
@@ -223,13 +224,13 @@ def test_fast_paths_equal_argsort_path_bit_for_bit(monkeypatch, threads, key_bit
 def test_index_dtype_and_packing_bounds():
     assert index_dtype_for(2**31 - 1, 5) == np.int32
     assert index_dtype_for(5, 2**31) == np.int64
-    assert csr._bits(1) == 1 and csr._bits(2) == 1 and csr._bits(3) == 2 and csr._bits(2**20) == 20
+    assert direction.bits(1) == 1 and direction.bits(2) == 1 and direction.bits(3) == 2 and direction.bits(2**20) == 20
 
 
 def _whole_array_build(monkeypatch, *args):
     """The build as it was before the chunked kernel: ``_sorted_direction_whole`` per direction."""
     with monkeypatch.context() as m:
-        m.setattr(csr, "_sorted_direction", csr._sorted_direction_whole)
+        m.setattr(direction, "sorted_direction", direction.sorted_direction_whole)
         return build_bipartite_csr(*args)
 
 
@@ -251,9 +252,9 @@ def test_chunked_kernel_equals_whole_array_kernel_bit_for_bit(monkeypatch, chunk
     """The chunked direction kernel (repeats dropped chunk by chunk, runs merged afterwards,
     arrays pre-faulted) gives the bytes of the whole-array kernel it replaced, on every kind of
     input: runs across chunk boundaries, long runs, no repeats, constant and float64 columns."""
-    monkeypatch.setattr(csr, "_CHUNK", chunk)
+    monkeypatch.setattr(direction, "CHUNK", chunk)
     monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0 if threads else 1 << 62)
-    monkeypatch.setattr(csr, "_POPULATE_MIN_BYTES", 1 if chunk == 3 else 1 << 22)
+    monkeypatch.setattr(direction, "POPULATE_MIN_BYTES", 1 if chunk == 3 else 1 << 22)
     rng = np.random.default_rng(chunk + threads)
     cases = [(5, 3, 400, 0.0), (60, 40, 3000, 0.3), (2, 2, 500, 0.9), (3000, 2, 2000, 0.1),
              (1, 1, 7, 0.0), (40, 30, 1, 0.0)]
@@ -275,19 +276,19 @@ def test_key_overflow_takes_the_fallbacks(monkeypatch):
     pins, boards, w, t = random_edges(rng, num_pins, num_boards, 3000, 0.3)
     args = (pins, boards, num_pins, num_boards, w, t)
     packed = build_bipartite_csr(*args)
-    monkeypatch.setattr(csr, "_KEY_BITS", 25)
+    monkeypatch.setattr(direction, "KEY_BITS", 25)
     assert_identical(build_bipartite_csr(*args), packed)
     for constant in (np.full_like(w, 2.5), None):  # no gather needed: the chunked kernel, no positions
         assert_identical(build_bipartite_csr(pins, boards, num_pins, num_boards, constant, None),
                          _whole_array_build(monkeypatch, pins, boards, num_pins, num_boards, constant, None))
-    monkeypatch.setattr(csr, "_KEY_BITS", 16)
+    monkeypatch.setattr(direction, "KEY_BITS", 16)
     assert_identical(build_bipartite_csr(*args), packed)
 
 
 def test_prefaulted_arrays(monkeypatch):
-    monkeypatch.setattr(csr, "_POPULATE_MIN_BYTES", 1)
+    monkeypatch.setattr(direction, "POPULATE_MIN_BYTES", 1)
     for n, dtype in ((0, np.int64), (1, np.float32), (12345, np.int32)):
-        a = csr._empty(n, dtype)
+        a = direction.empty_prefaulted(n, dtype)
         assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.flags.c_contiguous
         a[:] = 7
         assert (a == 7).all()
