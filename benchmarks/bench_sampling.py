@@ -19,11 +19,20 @@ default ``benchmarks/_data/``); our store deduplicates them and DGL gets exactly
   fanout       1024 seed pins, fanouts [10, 5] (10 boards per pin, then 5 pins per board), uniform
                without replacement, relabeled to local ids; seeds per second (ours
                ``FanoutSampler``; DGL ``NeighborSampler.sample_blocks``)
+  fanout_weighted  the same, drawn in proportion to the edge weights (the graph is then built with
+               the dataset's weights; DGL ``NeighborSampler(prob="weight")``)
+  fanout_4hop  fanouts [10, 5, 10, 5], uniform
+
+``--workloads`` picks a subset (default: all). ``--block N`` makes every method run N calls back
+to back per round (the round's sample is their median): each side's steady state, as in a
+training loop, instead of a call right after the other process's (on 2 cores DGL's OpenMP
+workers and evicted caches slow the next call down); ``--settle-ms`` idles before every call.
 
 Every method runs once per round, methods in a rotating order, ours in this process and DGL's in
 its server, after one warm-up call each; seeds are ``numpy.random.default_rng(round).integers``
 for both. The report gives each method's median over rounds, every sample, the ratio of medians
-(ours / DGL throughput) and whether the targets hold (random walk >= 3x DGL, PinSage >= 2x DGL;
+(ours / DGL throughput) and whether the targets hold (random walk >= 3x DGL, PinSage >= 2x DGL,
+fanout >= 1.5x DGL;
 on a GPU: >= 100M walk steps per second). The machine is shared: compare only within one run.
 
 Devices (``--device``): ``auto`` (default) runs our samplers on the CPU and, when CUDA is

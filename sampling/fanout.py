@@ -17,6 +17,10 @@ Draws per node (``k`` = the hop's fanout, ``d`` = the node's usable degree):
     ``NeighborSampler`` (its tree sampler draws successively, too).
 Excluded edges (``exclude_edges``) are never drawn: d counts only kept edges.
 
+On CPU the uniform hops without replacement or exclusion, and the relabeling, run as compiled
+loops (``sampling.fanout_kernels``, numba) that give exactly the samples of the torch code here;
+everything else (and CUDA) runs the vectorized torch code.
+
 The result, ``FanoutOutput``, holds ids only (features are fetched by the loader), like PyG's
 ``HeteroSamplerOutput``; ``to_hetero_data()`` builds the ``torch_geometric.data.HeteroData``
 PyG's GNN layers run on.
@@ -31,7 +35,8 @@ import torch
 
 from sampling.adjacency import (Adjacency, DirectionExclusion, GeneratorStateMixin, GraphLike,
                                 as_sampling_graph, expand_segments)
-from sampling.relabel import DenseNodeMap, NodeIds, new_node_ids
+from sampling import fanout_kernels
+from sampling.relabel import DenseNodeMap, NodeIds, new_node_ids, use_compiled_kernels
 from sampling.steps import draw_positions
 from sampling.threads import with_sampler_threads
 from sampling.walks import as_exclusion, prepare_seeds
@@ -208,6 +213,13 @@ def _sample_hop(adj: Adjacency, nodes: torch.Tensor, k: int, *, weighted: bool, 
     m = nodes.shape[0]
     if excl is not None and excl.size == 0:
         excl = None
+    if (k != -1 and not weighted and not replace and excl is None and device.type == "cpu"
+            and use_compiled_kernels()):
+        indptr, nodes_np = adj.indptr.numpy(), nodes.numpy()
+        nb = fanout_kernels.count_over(indptr, nodes_np, k)
+        u = torch.rand((k, nb), generator=generator, dtype=torch.float64, device=device)
+        pos, owner = fanout_kernels.uniform_hop(indptr, nodes_np, k, u.numpy())
+        return torch.from_numpy(pos), torch.from_numpy(owner)
     s = adj.indptr.index_select(0, nodes)
     e = adj.indptr.index_select(0, nodes + 1)
     if excl is not None:
@@ -428,22 +440,22 @@ class FanoutSampler(GeneratorStateMixin):
         for k in self.fanouts:
             adj = sg.pins if frontier_type == "pin" else sg.boards
             dex = None if excl is None else (excl.pins if frontier_type == "pin" else excl.boards)
+            other = _OTHER[frontier_type]
+            n_before = len(sets[other])
+            et = etypes[frontier_type]
             pos, owner = _sample_hop(adj, nodes, k, weighted=self.weighted, replace=self.replace,
                                      excl=dex, generator=gen)
             # hop 1: the seeds' first-occurrence local ids; later hops: a contiguous range
             owner = frontier_local.index_select(0, owner) if frontier_local is not None else owner + frontier_start
-            nbr = adj.indices.index_select(0, pos).long()
-            other = _OTHER[frontier_type]
-            n_before = len(sets[other])
-            local, new = sets[other].add(nbr)
-            et = etypes[frontier_type]
+            local, new = sets[other].add(adj.indices.index_select(0, pos).long())
+            edge_ids = pos if frontier_type == "pin" else sg.edge_ids_of_board_positions(pos)
             rows[et].append(local)
             cols[et].append(owner)
-            eids[et].append(pos if frontier_type == "pin" else sg.edge_ids_of_board_positions(pos))
+            eids[et].append(edge_ids)
             for t in (frontier_type, other):
                 num_nodes[t].append(int(new.shape[0]) if t == other else 0)
             for e in num_edges:
-                num_edges[e].append(int(pos.shape[0]) if e == et else 0)
+                num_edges[e].append(int(local.shape[0]) if e == et else 0)
             frontier_type = other
             frontier_local, frontier_start = None, n_before
             nodes = new

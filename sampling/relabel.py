@@ -21,11 +21,28 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["DenseNodeMap", "SortedNodeSet", "DENSE_MAP_MAX_NODES", "NodeIds", "new_node_ids"]
+from sampling import fanout_kernels
+
+__all__ = ["DenseNodeMap", "SortedNodeSet", "DENSE_MAP_MAX_NODES", "NodeIds", "new_node_ids",
+           "use_compiled_kernels", "set_compiled_kernels"]
 
 # Above this many nodes of one type a sampler keeps a sorted set instead of a table (2^26 ids:
 # a 256 MB int32 table per sampler and worker process).
 DENSE_MAP_MAX_NODES = 1 << 26
+
+_COMPILED = True
+
+
+def set_compiled_kernels(on: bool) -> None:
+    """Use the compiled CPU kernels (``sampling.fanout_kernels``, numba) where they apply (default),
+    or the torch code everywhere (``False``; both give the same samples)."""
+    global _COMPILED
+    _COMPILED = bool(on)
+
+
+def use_compiled_kernels() -> bool:
+    return _COMPILED and fanout_kernels.AVAILABLE
+
 
 _UNSEEN = torch.iinfo(torch.int32).max
 _SEEN_BASE = torch.iinfo(torch.int32).min
@@ -78,6 +95,12 @@ class DenseNodeMap:
         if n == 0:
             return cand.clone(), cand.clone()
         table = self.table
+        if table.device.type == "cpu" and use_compiled_kernels():
+            local_np, new_np = fanout_kernels.relabel(table.numpy(), cand.numpy(), self._n)
+            new = torch.from_numpy(new_np)
+            self._chunks.append(new)
+            self._n += new.shape[0]
+            return torch.from_numpy(local_np), new
         pos = torch.arange(n, dtype=torch.int32, device=cand.device)
         table.scatter_reduce_(0, cand, pos, "amin")   # unseen ids: position of first occurrence
         new = cand.masked_select(table.index_select(0, cand) == pos)
@@ -91,8 +114,11 @@ class DenseNodeMap:
 
     def finish(self) -> None:
         """Reset the entries this call touched (the table is all ``_UNSEEN`` again)."""
+        compiled = self.table.device.type == "cpu" and use_compiled_kernels()
         for chunk in self._chunks:
-            if chunk.numel():
+            if compiled:
+                fanout_kernels.reset(self.table.numpy(), chunk.numpy())
+            elif chunk.numel():
                 self.table.index_fill_(0, chunk, _UNSEEN)
         self._chunks, self._n = [], 0
         self.busy = False

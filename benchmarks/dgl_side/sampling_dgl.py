@@ -34,7 +34,10 @@ Two commands:
           expectation (pins on the same boards are symmetric), so the judged Jaccard is taken,
           per seed, at the largest cut k <= T that the walks resolve (exact expected visit
           counts of ranks k and k + 1 more than 4 standard deviations apart; seeds with no
-          such cut are left out): top-k of ours vs top-k of DGL, and each vs the exact top-k.
+          such cut are left out): top-k of ours vs top-k of DGL, and each vs the exact top-k;
+        * fanout [4, 3] from 40 seed pins, uniform and weighted, without replacement: per-edge
+          inclusion frequencies over ``--fanout-calls`` calls, L1 ours vs DGL against DGL vs
+          DGL, and (uniform) each seed edge against the exact min(k, d) / d.
 """
 from __future__ import annotations
 
