@@ -76,7 +76,8 @@ def build_sampler(cfg: SamplerConfig, g: GraphLike, negative_pool: Any = None, *
                             c.degree_scaling, weighted=c.weighted, seed=cfg.seed)
     if cfg.kind == "fanout":
         c = cfg.fanout
-        return FanoutSampler(sg, c.fanouts, c.seed_type, weighted=c.weighted, replace=c.replace, seed=cfg.seed)
+        return FanoutSampler(sg, c.fanouts, c.seed_type, weighted=c.weighted, replace=c.replace, seed=cfg.seed,
+                             edge_id_table=c.edge_id_table)
     c, w = cfg.pairs, cfg.pinsage
     if negative_pool is None and sg.num_edges < getattr(g, "num_edges", sg.num_edges):
         negative_pool = torch.nonzero(sg.pins.degrees() > 0).squeeze(1)

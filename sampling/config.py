@@ -74,11 +74,14 @@ class PixieConfig:
 
 @dataclass
 class FanoutConfig:
-    """``FanoutSampler``: k-hop neighbor sampling, hops alternating pin -> board -> pin."""
+    """``FanoutSampler``: k-hop neighbor sampling, hops alternating pin -> board -> pin.
+    ``edge_id_table``: keep a board -> edge-id table (4 bytes per edge, built with the sampler)
+    so that board -> pin hops find edge ids with one gather; false: a binary search instead."""
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
     seed_type: str = "pin"
     weighted: bool = False
     replace: bool = False
+    edge_id_table: bool = True
 
 
 @dataclass

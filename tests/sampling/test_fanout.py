@@ -320,3 +320,12 @@ def test_compiled_kernels_equal_torch_path(medium_graph, fanouts, seed_type):
             assert torch.equal(a.edge[e], b.edge[e]) and torch.equal(a.row[e], b.row[e]) and torch.equal(a.col[e], b.col[e])
         assert a.num_sampled_nodes == b.num_sampled_nodes and a.num_sampled_edges == b.num_sampled_edges
         check_output(medium_graph, a, fanouts)
+
+
+def test_config_edge_id_table_reaches_the_sampler(medium_graph):
+    from sampling import SamplingGraph
+
+    for on in (True, False):
+        sg = SamplingGraph.from_graph(medium_graph)
+        build_sampler(load_sampler_config("fanout_2hop", [f"fanout.edge_id_table={str(on).lower()}"]), sg)
+        assert (sg._board_edge_ids is not None) == on
