@@ -294,6 +294,7 @@ def _validate(cfg: PinCLIPConfig) -> None:
     if f.early_fusion and not (f.use_global or f.region_grid > 0 or f.patch_layers or f.use_text_tokens):
         raise ConfigError(f"model config '{name}': key 'fusion.early_fusion' is on but every granularity "
                           "(use_global, region_grid, patch_layers, use_text_tokens) is off")
+    _positive(name, "fusion", f, ("width", "heads") + (("layers",) if f.early_fusion else ()))
     if f.width % f.heads:
         raise ConfigError(f"model config '{name}': key 'fusion.width' ({f.width}) must divide by fusion.heads")
     for layer in f.patch_layers:   # the depth check: below for vit, when the checkpoint loads for the others
@@ -305,6 +306,7 @@ def _validate(cfg: PinCLIPConfig) -> None:
     if v.type == "vit":
         if v.image_size is None:
             v.image_size = 224
+        _positive(name, "vision", v, ("width", "heads", "patch_size", "image_size"))
         if v.image_size % v.patch_size:
             raise ConfigError(f"model config '{name}': key 'vision.image_size' ({v.image_size}) must be a "
                               f"multiple of vision.patch_size ({v.patch_size})")
@@ -324,12 +326,25 @@ def _validate(cfg: PinCLIPConfig) -> None:
     t = cfg.text
     if t.type == "hf" and t.pretrained is None:
         raise ConfigError(f"model config '{name}': key 'text.pretrained' is required for text.type 'hf'")
+    if t.type == "scratch":
+        _positive(name, "text", t, ("width", "heads", "layers"))
     if t.type == "scratch" and t.width % t.heads:
         raise ConfigError(f"model config '{name}': key 'text.width' ({t.width}) must divide by text.heads")
     for tower, tc in (("vision", v), ("text", t)):
         if tc.freeze == "train_last_n" and tc.unfreeze_last_n <= 0:
             raise ConfigError(f"model config '{name}': key '{tower}.unfreeze_last_n' must be > 0 when "
                               f"{tower}.freeze is 'train_last_n'")
+
+
+def _positive(name: str, section: str, obj: Any, keys: tuple[str, ...]) -> None:
+    """ConfigError naming ``section.key`` for the first of ``keys`` that is not an integer >= 1
+    (a 0 would otherwise surface as a ZeroDivisionError or an empty tensor deep in the model)."""
+    for key in keys:
+        value = getattr(obj, key, None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"model config '{name}': key '{section}.{key}' must be an integer >= 1, got {value!r}")
 
 
 def patch_layers_message(name: str, patch_layers: list, problem: Exception, depth_source: str,

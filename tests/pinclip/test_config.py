@@ -81,6 +81,12 @@ def test_unknown_keys_name_the_key_and_the_config(patch, key):
     ({"loss": {"image_text": "triplet"}}, "loss.image_text"),
     ({"vision": {"type": "hf_clip"}}, "vision.pretrained"),
     ({"text": {"freeze": "train_last_n"}}, "text.unfreeze_last_n"),
+    ({"vision": {"heads": 0}}, "vision.heads"),
+    ({"vision": {"width": 0}}, "vision.width"),
+    ({"vision": {"patch_size": 0}}, "vision.patch_size"),
+    ({"fusion": {"heads": 0}}, "fusion.heads"),
+    ({"fusion": {"layers": 0}}, "fusion.layers"),
+    ({"text": {"type": "scratch", "heads": 0}}, "text.heads"),
 ])
 def test_bad_values_name_the_key(patch, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
