@@ -156,12 +156,18 @@ def iter_pin_embeddings(model: Any, fetcher: Any, pins: torch.Tensor, batch_size
 
 
 def encode_pins(model: Any, fetcher: Any, pins: torch.Tensor, **kwargs) -> dict[str, torch.Tensor]:
-    """{"image", "text", "fused"}: float32 [N, D] for ``pins`` (in that order), in memory."""
+    """{"image", "text", "fused"}: float32 [N, D] for ``pins`` (in that order), in memory, and
+    "image_missing": bool [N], the pins encoded with the zero image (no image, or one skipped as
+    unreadable under ``data.on_bad_image=skip``)."""
     parts: dict[str, list[torch.Tensor]] = {"image": [], "text": [], "fused": []}
-    for _, emb, _ in iter_pin_embeddings(model, fetcher, pins, **kwargs):
+    missing: list[torch.Tensor] = []
+    for _, emb, image_missing in iter_pin_embeddings(model, fetcher, pins, **kwargs):
         for k in parts:
             parts[k].append(emb[k])
-    return {k: torch.cat(v) if v else torch.zeros(0, model.embed_dim) for k, v in parts.items()}
+        missing.append(torch.as_tensor(image_missing).bool())
+    out = {k: torch.cat(v) if v else torch.zeros(0, model.embed_dim) for k, v in parts.items()}
+    out["image_missing"] = torch.cat(missing) if missing else torch.zeros(0, dtype=torch.bool)
+    return out
 
 
 GRAPH_CHANGED_REMEDY = ("Scores on it would count edges the model may have trained on as held out: restore the "

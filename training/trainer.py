@@ -344,7 +344,9 @@ class Trainer(RunFilesMixin):
             pins = torch.arange(self.graph.num_pins)
             emb = encode_pins(self.model, self.eval_fetcher, pins, batch_size=e.batch_size, device=self.device,
                               precision=self.cfg.model.precision, num_workers=self.cfg.data.num_workers)
-            result = quick_eval(self.graph, emb, k=e.k, max_queries=e.max_queries, seed=self.cfg.train.seed)
+            # Pins whose image was skipped as unreadable are encoded with the zero image: out of t2i.
+            result = quick_eval(self.graph, emb, k=e.k, max_queries=e.max_queries, seed=self.cfg.train.seed,
+                                image_missing=emb["image_missing"])
             result = {"step": self.step, **result, "eval_s": round(time.perf_counter() - t0, 3)}
             self.eval_log.write(result)
             self.tb.scalars(self.step, result, "eval/")

@@ -271,3 +271,24 @@ def test_an_image_path_that_escapes_at_read_time_is_refused(bad_image_graph, tmp
         _fetcher(bad_image_graph).images(torch.tensor([0, 4]))
     images, missing = _fetcher(bad_image_graph, on_bad_image="skip").images(torch.tensor([0, 4]))
     assert missing.tolist() == [False, True] and torch.count_nonzero(images[1]) == 0
+
+
+def test_encode_pins_reports_the_pins_encoded_without_an_image(bad_image_graph):
+    """What the trainer's quick check gets: pins with no image and pins whose image was skipped
+    as unreadable are flagged, so text -> image retrieval leaves them out."""
+    import types
+
+    from training.embed import encode_pins
+
+    class Echo(torch.nn.Module):                      # embeds the first 4 pixel values
+        embed_dim = 4
+        text = types.SimpleNamespace(frozen=False)
+
+        def forward(self, images, **text):
+            z = images.flatten(1)[:, :4].float()
+            return {"image_emb": z, "text_emb": z, "fused_emb": z}
+
+    with _no_hang():
+        out = encode_pins(Echo(), _fetcher(bad_image_graph, on_bad_image="skip"), torch.arange(5), batch_size=2)
+    assert out["image_missing"].tolist() == [False, True, True, True, False]
+    assert out["image"].shape == (5, 4) and out["fused"].shape == (5, 4)
