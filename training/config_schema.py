@@ -245,6 +245,18 @@ def _betas(v):
 _betas.text = "[beta1, beta2], each in [0, 1)"
 
 
+def _lr_scales(v):
+    if not isinstance(v, dict):
+        return "must be a mapping {parameter name prefix: multiplier}"
+    for prefix, scale in v.items():
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            return f"the multiplier of {prefix!r} must be a finite number > 0, got {scale!r}"
+    return None
+
+
+_lr_scales.text = "{name prefix: multiplier > 0}"
+
+
 RULES = {
     "data.cold_start_fraction": _range(0.0, 1.0, hi_open=True),
     "data.val_fraction": _range(0.0, 1.0, hi_open=True),
@@ -265,6 +277,7 @@ RULES = {
     "optim.min_lr": _range(0.0),
     "optim.weight_decay": _range(0.0),
     "optim.betas": _betas,
+    "optim.lr_scale": _lr_scales,
     "optim.eps": _range(0.0, lo_open=True),
     "optim.warmup_steps": _range(0),
     "optim.schedule": _choice("cosine", "constant"),

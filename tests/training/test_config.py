@@ -138,3 +138,14 @@ def test_device_keys_are_checked_against_this_machine():
 def test_config_errors_are_toolkit_errors():
     from graph.errors import ToolkitError
     assert issubclass(TrainConfigError, ToolkitError) and issubclass(TrainConfigError, ValueError)
+
+
+@pytest.mark.parametrize("value", ["0", "-0.5", "fast"])
+def test_lr_scale_multipliers_are_checked_when_the_config_loads(value):
+    """Not only when the optimizer is built, minutes into a run: the override is named."""
+    with pytest.raises(TrainConfigError) as err:
+        load_train_config("demo", [f"optim.lr_scale.text_proj={value}"])
+    msg = str(err.value)
+    assert msg.startswith(f"override 'optim.lr_scale.text_proj={value}': key 'optim.lr_scale")
+    assert "text_proj" in msg and ("> 0" in msg if value != "fast" else "Float" in msg)
+    assert load_train_config("demo", ["optim.lr_scale.text_proj=0.1"]).optim.lr_scale == {"text_proj": 0.1}
