@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from graph import unihan
+from graph import unihan, unihan_source
 from graph.dataset import build_graph_from_dataset
 from graph.output_dir import OutputDirError
 from graph.unihan import (MissingDataPackageError, UnihanData, build_unihan_dataset, definition_words,
@@ -149,11 +149,11 @@ def test_refuses_to_replace_a_users_directory(tmp_path):
 
 
 def test_missing_packages_name_the_package_and_the_install_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(unihan, "UNIHAN_DIRS", (str(tmp_path / "no-unicode"),))
+    monkeypatch.setattr(unihan_source, "UNIHAN_DIRS", (str(tmp_path / "no-unicode"),))
     with pytest.raises(MissingDataPackageError, match=r"unicode-data.*apt-get install unicode-data "
                                                       r"fonts-wqy-microhei.*make real-data-deps"):
         build_unihan_dataset(tmp_path / "out", max_pins=10, progress=False)
-    monkeypatch.setattr(unihan, "FONT_PATHS", ((str(tmp_path / "no-font.ttc"), 0),))
+    monkeypatch.setattr(unihan_source, "FONT_PATHS", ((str(tmp_path / "no-font.ttc"), 0),))
     with pytest.raises(MissingDataPackageError, match=r"fonts-wqy-microhei.*apt-get install"):
         unihan.find_font()
     assert not (tmp_path / "out").exists()
