@@ -11,19 +11,35 @@ Both kernels give exactly what the torch code gives: the hop kernel consumes the
 more than k edges, in node order) with the same Floyd steps and returns ranks sorted per node; the
 relabel kernel numbers unseen ids in order of first appearance in the same int32 table
 (``sampling.relabel.DenseNodeMap``). ``tests/sampling/test_fanout.py`` checks the two paths
-against each other. Without numba (``AVAILABLE`` False) the sampler runs the torch code.
+against each other. Without numba (``available()`` False) the sampler runs the torch code. numba is imported on the
+first call, not with ``sampling``.
 """
 from __future__ import annotations
 
+import functools
+from types import SimpleNamespace
+
 import numpy as np
 
-__all__ = ["AVAILABLE", "count_over", "uniform_hop", "relabel", "reset"]
+__all__ = ["available", "count_over", "uniform_hop", "relabel", "reset"]
 
-try:  # optional at run time: the torch path is the fallback
-    import numba
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - numba is a dependency; a broken install falls back
-    AVAILABLE = False
+
+@functools.lru_cache(maxsize=None)
+def _compiled() -> SimpleNamespace | None:
+    """The jitted kernels, made on first use (importing numba costs 0.2-0.3 s, so ``import
+    sampling`` does not pay it); None when numba does not import (the torch path then runs)."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - numba is a dependency; a broken install falls back
+        return None
+    jit = numba.njit(cache=True, nogil=True)
+    return SimpleNamespace(count_over=jit(_count_over), uniform_hop=jit(_uniform_hop), relabel=jit(_relabel),
+                           reset=jit(_reset))
+
+
+def available() -> bool:
+    """Whether the compiled kernels can run here (imports numba on the first call)."""
+    return _compiled() is not None
 
 _UNSEEN = np.iinfo(np.int32).max
 _SEEN_BASE = np.iinfo(np.int32).min
@@ -108,11 +124,21 @@ def _reset(table, ids):  # pragma: no cover - compiled
         table[ids[i]] = _UNSEEN
 
 
-if AVAILABLE:
-    _jit = numba.njit(cache=True, nogil=True)
-    count_over = _jit(_count_over)
-    uniform_hop = _jit(_uniform_hop)
-    relabel = _jit(_relabel)
-    reset = _jit(_reset)
-else:  # pragma: no cover
-    count_over = uniform_hop = relabel = reset = None
+def count_over(indptr, nodes, k):
+    """Compiled ``_count_over`` (see there)."""
+    return _compiled().count_over(indptr, nodes, k)
+
+
+def uniform_hop(indptr, nodes, k, u):
+    """Compiled ``_uniform_hop`` (see there)."""
+    return _compiled().uniform_hop(indptr, nodes, k, u)
+
+
+def relabel(table, cand, n_old):
+    """Compiled ``_relabel`` (see there)."""
+    return _compiled().relabel(table, cand, n_old)
+
+
+def reset(table, ids):
+    """Compiled ``_reset`` (see there)."""
+    return _compiled().reset(table, ids)

@@ -41,7 +41,7 @@ def set_compiled_kernels(on: bool) -> None:
 
 
 def use_compiled_kernels() -> bool:
-    return _COMPILED and fanout_kernels.AVAILABLE
+    return _COMPILED and fanout_kernels.available()
 
 
 _UNSEEN = torch.iinfo(torch.int32).max
