@@ -36,7 +36,7 @@ import torch
 from sampling.adjacency import (Adjacency, DirectionExclusion, GeneratorStateMixin, GraphLike,
                                 as_sampling_graph, expand_segments)
 from sampling import fanout_kernels
-from sampling.relabel import DenseNodeMap, NodeIds, new_node_ids, use_compiled_kernels
+from sampling.relabel import DenseNodeMap, NodeIds, new_node_ids
 from sampling.steps import draw_positions
 from sampling.threads import with_sampler_threads
 from sampling.walks import as_exclusion, prepare_seeds
@@ -122,6 +122,25 @@ class FanoutOutput:
                                    edge=dict(self.edge), batch=None,
                                    num_sampled_nodes=dict(self.num_sampled_nodes),
                                    num_sampled_edges=dict(self.num_sampled_edges))
+
+
+def _kept_rows(adj: Adjacency, nodes: torch.Tensor, excl: DirectionExclusion | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per node (int64 [m]): CSR row start ``s``, excluded positions before it ``js`` (zeros
+    without exclusion) and kept degree ``d``, each int64 [m]."""
+    s = adj.indptr.index_select(0, nodes)
+    e = adj.indptr.index_select(0, nodes + 1)
+    if excl is None:
+        return s, torch.zeros_like(s), e - s
+    js = torch.searchsorted(excl.pos, s)
+    return s, js, (e - s) - (torch.searchsorted(excl.pos, e) - js)
+
+
+def _all_kept_positions(s: torch.Tensor, js: torch.Tensor, d: torch.Tensor, excl: DirectionExclusion | None
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions int64 [sum d], owner int64 [sum d]): every kept edge of the rows of ``_kept_rows``."""
+    rank, owner = expand_segments(torch.zeros_like(s), d)
+    return _kept_rank_to_position(s.index_select(0, owner), js.index_select(0, owner), rank, excl), owner
 
 
 def _kept_rank_to_position(s: torch.Tensor, js: torch.Tensor, rank: torch.Tensor,
@@ -213,24 +232,15 @@ def _sample_hop(adj: Adjacency, nodes: torch.Tensor, k: int, *, weighted: bool, 
     m = nodes.shape[0]
     if excl is not None and excl.size == 0:
         excl = None
-    if (k != -1 and not weighted and not replace and excl is None and device.type == "cpu"
-            and use_compiled_kernels()):
+    if k != -1 and not weighted and not replace and excl is None and fanout_kernels.runs_on(device):
         indptr, nodes_np = adj.indptr.numpy(), nodes.numpy()
         nb = fanout_kernels.count_over(indptr, nodes_np, k)
         u = torch.rand((k, nb), generator=generator, dtype=torch.float64, device=device)
         pos, owner = fanout_kernels.uniform_hop(indptr, nodes_np, k, u.numpy())
         return torch.from_numpy(pos), torch.from_numpy(owner)
-    s = adj.indptr.index_select(0, nodes)
-    e = adj.indptr.index_select(0, nodes + 1)
-    if excl is not None:
-        js = torch.searchsorted(excl.pos, s)
-        d = (e - s) - (torch.searchsorted(excl.pos, e) - js)
-    else:
-        js = torch.zeros_like(s)
-        d = e - s
+    s, js, d = _kept_rows(adj, nodes, excl)
     if k == -1:
-        rank, owner = expand_segments(torch.zeros_like(s), d)
-        pos = _kept_rank_to_position(s[owner], js[owner], rank, excl)
+        pos, owner = _all_kept_positions(s, js, d, excl)
         if weighted:
             keep = adj.weights[pos] > 0
             pos, owner = pos[keep], owner[keep]
@@ -315,16 +325,8 @@ def _finish_by_gumbel_keys(adj: Adjacency, nodes: torch.Tensor, chosen: torch.Te
     """
     device = nodes.device
     k = chosen.shape[1]
-    s = adj.indptr.index_select(0, nodes)
-    e = adj.indptr.index_select(0, nodes + 1)
-    if excl is not None:
-        js = torch.searchsorted(excl.pos, s)
-        d = (e - s) - (torch.searchsorted(excl.pos, e) - js)
-    else:
-        js = torch.zeros_like(s)
-        d = e - s
-    rank, owner = expand_segments(torch.zeros_like(s), d)
-    pos = _kept_rank_to_position(s.index_select(0, owner), js.index_select(0, owner), rank, excl)
+    s, js, d = _kept_rows(adj, nodes, excl)
+    pos, owner = _all_kept_positions(s, js, d, excl)
     u = torch.rand(pos.shape[0], generator=generator, dtype=torch.float64, device=device)
     key = adj.weights.index_select(0, pos).double().log() - (-u.clamp_min(2.0**-60).log()).log()
     key = torch.where((chosen.index_select(0, owner) == pos[:, None]).any(dim=1),

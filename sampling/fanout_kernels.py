@@ -2,7 +2,7 @@
 
 The uniform, without-replacement fanout hop and the relabeling, written as loops and compiled
 by numba (``cache=True``: compiled once per machine, then loaded from ``__pycache__``). Why: the
-vectorized torch path is about 100 small kernels per [10, 5] call, a few microseconds of fixed
+vectorized torch path is over 100 small torch operations per [10, 5] call (cProfile), each with a few microseconds of fixed
 cost each, which left it on par with DGL's sampler on two threads (benchmarks/RESULTS.md,
 "Fanout"); one loop per hop has no such cost.
 
@@ -20,8 +20,11 @@ import functools
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
-__all__ = ["available", "count_over", "uniform_hop", "relabel", "reset"]
+__all__ = ["available", "set_enabled", "runs_on", "count_over", "uniform_hop", "relabel", "reset"]
+
+_ENABLED = True
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,6 +43,19 @@ def _compiled() -> SimpleNamespace | None:
 def available() -> bool:
     """Whether the compiled kernels can run here (imports numba on the first call)."""
     return _compiled() is not None
+
+
+def set_enabled(on: bool) -> None:
+    """Use the compiled kernels where they apply (default), or the torch code everywhere
+    (``False``; both give the same samples)."""
+    global _ENABLED
+    _ENABLED = bool(on)
+
+
+def runs_on(device: torch.device) -> bool:
+    """Whether the samplers use the compiled kernels for work on ``device``: CPU, enabled, numba
+    importable."""
+    return device.type == "cpu" and _ENABLED and available()
 
 _UNSEEN = np.iinfo(np.int32).max
 _SEEN_BASE = np.iinfo(np.int32).min

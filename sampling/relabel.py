@@ -23,26 +23,11 @@ import torch
 
 from sampling import fanout_kernels
 
-__all__ = ["DenseNodeMap", "SortedNodeSet", "DENSE_MAP_MAX_NODES", "NodeIds", "new_node_ids",
-           "use_compiled_kernels", "set_compiled_kernels"]
+__all__ = ["DenseNodeMap", "SortedNodeSet", "DENSE_MAP_MAX_NODES", "NodeIds", "new_node_ids"]
 
 # Above this many nodes of one type a sampler keeps a sorted set instead of a table (2^26 ids:
 # a 256 MB int32 table per sampler and worker process).
 DENSE_MAP_MAX_NODES = 1 << 26
-
-_COMPILED = True
-
-
-def set_compiled_kernels(on: bool) -> None:
-    """Use the compiled CPU kernels (``sampling.fanout_kernels``, numba) where they apply (default),
-    or the torch code everywhere (``False``; both give the same samples)."""
-    global _COMPILED
-    _COMPILED = bool(on)
-
-
-def use_compiled_kernels() -> bool:
-    return _COMPILED and fanout_kernels.available()
-
 
 _UNSEEN = torch.iinfo(torch.int32).max
 _SEEN_BASE = torch.iinfo(torch.int32).min
@@ -95,7 +80,7 @@ class DenseNodeMap:
         if n == 0:
             return cand.clone(), cand.clone()
         table = self.table
-        if table.device.type == "cpu" and use_compiled_kernels():
+        if fanout_kernels.runs_on(table.device):
             local_np, new_np = fanout_kernels.relabel(table.numpy(), cand.numpy(), self._n)
             new = torch.from_numpy(new_np)
             self._chunks.append(new)
@@ -114,7 +99,7 @@ class DenseNodeMap:
 
     def finish(self) -> None:
         """Reset the entries this call touched (the table is all ``_UNSEEN`` again)."""
-        compiled = self.table.device.type == "cpu" and use_compiled_kernels()
+        compiled = fanout_kernels.runs_on(self.table.device)
         for chunk in self._chunks:
             if compiled:
                 fanout_kernels.reset(self.table.numpy(), chunk.numpy())

@@ -137,12 +137,15 @@ def _tvd(a: dict, b: dict) -> float:
     return 0.5 * sum(abs(a.get(k, 0) / na - b.get(k, 0) / nb) for k in keys)
 
 
-def _csr(rows: np.ndarray, cols: np.ndarray, n: int):
+def _csr(rows: np.ndarray, cols: np.ndarray, n: int, weights: np.ndarray | None = None):
+    """Our ``Adjacency`` of the edges (rows, cols), rows sorted, cols ascending within each row;
+    ``weights`` (float32 [E], aligned with the input edges) follow their edges."""
     from sampling import Adjacency
     order = np.lexsort((cols, rows))
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return Adjacency(torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(np.int64)))
+    w = None if weights is None else torch.from_numpy(np.ascontiguousarray(weights[order], dtype=np.float32))
+    return Adjacency(torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(np.int64)), w)
 
 
 def _fanout_parity(pins: np.ndarray, boards: np.ndarray, P: int, B: int, args: argparse.Namespace) -> dict:
@@ -155,14 +158,14 @@ def _fanout_parity(pins: np.ndarray, boards: np.ndarray, P: int, B: int, args: a
     against DGL's own run-to-run L1 (another seed); for uniform hop 1 also the largest deviation
     from the exact inclusion probability min(k, d) / d, in standard deviations.
     """
-    from sampling import BOARD_TO_PIN, PIN_TO_BOARD, FanoutSampler
+    from sampling import BOARD_TO_PIN, PIN_TO_BOARD, FanoutSampler, SamplingGraph
 
     E = pins.shape[0]
     k1, k2 = 4, 3
     rng = np.random.default_rng(3)
     w = (0.2 + rng.random(E) * 2).astype(np.float32) ** 2            # spread-out positive weights
     g = build_heterograph(pins, boards, P, B, w)
-    sg = weighted_sampling_graph(pins, boards, P, B, w)
+    sg = SamplingGraph(_csr(pins, boards, P, w), _csr(boards, pins, B, w), P, B)
     deg = np.bincount(pins, minlength=P)
     seeds = torch.from_numpy(np.flatnonzero(deg > k1)[:: max(1, int((deg > k1).sum()) // 40)][:40])
     R = args.fanout_calls
@@ -205,20 +208,6 @@ def _fanout_parity(pins: np.ndarray, boards: np.ndarray, P: int, B: int, args: a
         rep["matches"] = bool(ok)
         out["weighted" if weighted else "uniform"] = rep
     return out
-
-
-def weighted_sampling_graph(pins: np.ndarray, boards: np.ndarray, P: int, B: int, w: np.ndarray):
-    """Our ``SamplingGraph`` of the deduplicated (pin-major sorted) edges with weights ``w``."""
-    from sampling import Adjacency, SamplingGraph
-
-    def csr(rows: np.ndarray, cols: np.ndarray, n: int, order: np.ndarray) -> Adjacency:
-        indptr = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        return Adjacency(torch.from_numpy(indptr), torch.from_numpy(cols[order].astype(np.int64)),
-                         torch.from_numpy(np.ascontiguousarray(w[order])))
-
-    return SamplingGraph(csr(pins, boards, P, np.lexsort((boards, pins))),
-                         csr(boards, pins, B, np.lexsort((pins, boards))), P, B)
 
 
 def parity(args: argparse.Namespace) -> None:

@@ -300,19 +300,19 @@ def test_edge_id_table_and_search_agree(medium_graph):
 def test_compiled_kernels_equal_torch_path(medium_graph, fanouts, seed_type):
     """The numba kernels (uniform hops, relabeling, table reset) give exactly the torch path's
     sample from the same generator state, duplicate seeds included, and leave the table clean."""
-    from sampling.relabel import set_compiled_kernels
+    from sampling.fanout_kernels import set_enabled
 
     n = medium_graph.num_pins if seed_type == "pin" else medium_graph.num_boards
     seeds = torch.cat([torch.arange(0, n, 13), torch.tensor([0, 13, 0])])
     outs = []
     try:
         for on in (True, False):
-            set_compiled_kernels(on)
+            set_enabled(on)
             s = FanoutSampler(medium_graph, fanouts, seed_type=seed_type, seed=11)
             outs.append([s.sample(seeds), s.sample(seeds[:7])])
             assert all((m.table == torch.iinfo(torch.int32).max).all() for m in s._maps.values())
     finally:
-        set_compiled_kernels(True)
+        set_enabled(True)
     for a, b in zip(*outs):
         for t in a.node:
             assert torch.equal(a.node[t], b.node[t])
