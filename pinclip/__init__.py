@@ -8,13 +8,13 @@
     save_pretrained(model, "model_dir"); enc = load("model_dir")   # PinEncoder: encode_image/text/pins
 
 Modules: ``config`` (dataclasses), ``factory`` (registry), ``vit``, ``hf_towers``, ``text``,
-``fusion``, ``model``, ``losses`` / ``neighbor_loss`` / ``distributed``, ``transforms``,
+``fusion``, ``vlm`` (the joint VLM encoder), ``model``, ``losses`` / ``neighbor_loss`` / ``distributed``, ``transforms``,
 ``tokenizer``, ``pretrained`` (model directories, :class:`PinEncoder`). Nothing here imports
 ``graph``, ``sampling`` or ``training``.
 """
 from .config import ConfigError, PinCLIPConfig
 from .factory import (add_model_config, create_model, create_model_and_transforms, get_image_transform,
-                      get_model_config, get_tokenizer, list_models)
+                      get_model_config, get_tokenizer, get_vlm_tokenizer, list_models)
 from .losses import (ClipLoss, NeighborAlignmentLoss, PinCLIPLoss, SigLipLoss, clip_loss,
                      neighbor_alignment_loss, siglip_loss)
 from .model import PinCLIP, autocast, truncate_embedding
@@ -22,7 +22,7 @@ from .pretrained import MODEL_FORMAT, ModelDirError, PinEncoder, is_model_dir, l
 
 __all__ = [
     "ConfigError", "PinCLIPConfig", "add_model_config", "create_model", "create_model_and_transforms",
-    "get_image_transform", "get_model_config", "get_tokenizer", "list_models", "ClipLoss",
+    "get_image_transform", "get_model_config", "get_tokenizer", "get_vlm_tokenizer", "list_models", "ClipLoss",
     "NeighborAlignmentLoss", "PinCLIPLoss", "SigLipLoss", "clip_loss", "neighbor_alignment_loss",
     "siglip_loss", "PinCLIP", "autocast", "truncate_embedding", "MODEL_FORMAT", "ModelDirError", "PinEncoder",
     "is_model_dir", "load", "save_pretrained",

@@ -20,7 +20,7 @@ from typing import Any
 from configkit.strict import NonFiniteError, StrictConfigError, coerce, unknown_key_error
 
 __all__ = [
-    "ConfigError", "VisionConfig", "TextConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
+    "ConfigError", "VisionConfig", "TextConfig", "VLMConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
     "config_from_dict", "config_to_dict", "merge_overrides", "resolve_patch_layers", "layer_range",
     "patch_layers_message",
 ]
@@ -98,6 +98,25 @@ class TextConfig:
 
 
 @dataclass
+class VLMConfig:
+    """Joint VLM encoder (:mod:`pinclip.vlm`): the pin's image and caption through one Qwen2-VL or
+    Qwen3-VL model, pooled from the last token's hidden state after ``instruction`` (the
+    Qwen3-VL-Embedding recipe). ``pretrained``: a local full Qwen-VL checkpoint folder (None: no
+    VLM). ``image_size``: the side the VLM sees (None: 14 merge windows of the checkpoint, 392 px
+    for Qwen2-VL; a multiple of ``patch_size * spatial_merge_size``); the model's images are
+    re-normalized and resized for it. ``max_text_tokens``: the caption is cut to this many
+    tokens. ``freeze`` / ``unfreeze_last_n``: as for the towers, over the language model's
+    blocks (``frozen`` keeps the whole VLM fixed). The fusion reads it when ``fusion.use_vlm``.
+    """
+    pretrained: str | None = None
+    image_size: int | None = None
+    instruction: str = "Represent the user's input."
+    max_text_tokens: int = 64
+    freeze: str = "frozen"
+    unfreeze_last_n: int = 0
+
+
+@dataclass
 class FusionConfig:
     """Hybrid fusion.
 
@@ -110,7 +129,9 @@ class FusionConfig:
     negative index counting from the end (``-1`` is the last block) or a share of the tower's depth
     (``"50%"``: block ceil(depth * 50 / 100), always in 1..depth), so ``["50%", "100%"]`` stays
     valid when ``vision.layers`` changes (4 blocks: 2 and 4; 2 blocks: 1 and 2). See
-    :func:`resolve_patch_layers`.
+    :func:`resolve_patch_layers`. ``use_vlm``: one more context token, the joint VLM embedding of
+    image and caption (needs ``vlm.pretrained``); with every other granularity off and
+    ``late_fusion`` off, the fused embedding is the VLM's alone (through the fusion's projection).
     Late fusion (``late_fusion``): a per-dimension sigmoid gate mixes the projected image and text
     embeddings. Both paths are summed when both are on.
 
@@ -134,6 +155,7 @@ class FusionConfig:
     patch_layers: list[int | str] = field(default_factory=lambda: [-1])
     patch_pool: int = 1
     use_text_tokens: bool = True
+    use_vlm: bool = False
     image_share_init: float = 0.5
     zero_init_early: bool = False
 
@@ -177,6 +199,7 @@ class PinCLIPConfig:
     matryoshka_dims: list[int] = field(default_factory=list)
     vision: VisionConfig = field(default_factory=VisionConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    vlm: VLMConfig = field(default_factory=VLMConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     init_logit_scale: float = 2.6592  # log(1 / 0.07), as CLIP
@@ -234,6 +257,7 @@ _ENUMS = {
     ("TextConfig", "type"): ("hf", "scratch"),
     ("TextConfig", "pooling"): ("mean", "cls"),
     ("TextConfig", "freeze"): FREEZE_POLICIES,
+    ("VLMConfig", "freeze"): FREEZE_POLICIES,
     ("LossConfig", "image_text"): ("clip", "siglip", "none"),
     ("PinCLIPConfig", "projection_init"): ("random", "preserve"),
 }
@@ -291,9 +315,17 @@ def _validate(cfg: PinCLIPConfig) -> None:
     if not (f.early_fusion or f.late_fusion):
         raise ConfigError(f"model config '{name}': keys 'fusion.early_fusion' and 'fusion.late_fusion' "
                           "are both false; enable at least one")
-    if f.early_fusion and not (f.use_global or f.region_grid > 0 or f.patch_layers or f.use_text_tokens):
+    if f.early_fusion and not (f.use_global or f.region_grid > 0 or f.patch_layers or f.use_text_tokens
+                               or f.use_vlm):
         raise ConfigError(f"model config '{name}': key 'fusion.early_fusion' is on but every granularity "
-                          "(use_global, region_grid, patch_layers, use_text_tokens) is off")
+                          "(use_global, region_grid, patch_layers, use_text_tokens, use_vlm) is off")
+    if f.use_vlm and not f.early_fusion:
+        raise ConfigError(f"model config '{name}': key 'fusion.use_vlm' is a granularity of early fusion; "
+                          "set fusion.early_fusion=true")
+    if f.use_vlm and cfg.vlm.pretrained is None:
+        raise ConfigError(f"model config '{name}': key 'fusion.use_vlm' is on but 'vlm.pretrained' is not set "
+                          "(a local Qwen2-VL or Qwen3-VL checkpoint folder)")
+    _positive(name, "vlm", cfg.vlm, ("image_size", "max_text_tokens"))
     _positive(name, "fusion", f, ("width", "heads") + (("layers",) if f.early_fusion else ()))
     if f.width % f.heads:
         raise ConfigError(f"model config '{name}': key 'fusion.width' ({f.width}) must divide by fusion.heads")
@@ -330,7 +362,7 @@ def _validate(cfg: PinCLIPConfig) -> None:
         _positive(name, "text", t, ("width", "heads", "layers"))
     if t.type == "scratch" and t.width % t.heads:
         raise ConfigError(f"model config '{name}': key 'text.width' ({t.width}) must divide by text.heads")
-    for tower, tc in (("vision", v), ("text", t)):
+    for tower, tc in (("vision", v), ("text", t), ("vlm", cfg.vlm)):
         if tc.freeze == "train_last_n" and tc.unfreeze_last_n <= 0:
             raise ConfigError(f"model config '{name}': key '{tower}.unfreeze_last_n' must be > 0 when "
                               f"{tower}.freeze is 'train_last_n'")

@@ -21,7 +21,7 @@ from .model import PinCLIP
 from .tokenizer import HFTokenizer
 
 __all__ = ["list_models", "add_model_config", "get_model_config", "create_model",
-           "create_model_and_transforms", "get_tokenizer", "get_image_transform"]
+           "create_model_and_transforms", "get_tokenizer", "get_image_transform", "get_vlm_tokenizer"]
 
 log = logging.getLogger(__name__)
 
@@ -153,19 +153,25 @@ def get_image_transform(model: PinCLIP, train: bool = False, **kwargs):
     checkpoint's image processor for CLIP/SigLIP towers (``vision.use_hf_processor``), else the
     Pillow + torch :class:`~pinclip.transforms.ImageTransform` (for Qwen2-VL with the mean/std of
     its processor config when the checkpoint has one)."""
-    from .transforms import HFImageTransform, ImageTransform
+    from .transforms import HFImageTransform, ImageTransform, image_normalization
     v = model.config.vision
     size = model.visual.image_size
     path = getattr(model.visual, "pretrained_path", None)
-    mean, std = v.image_mean, v.image_std
     if path is not None and (Path(path) / "preprocessor_config.json").is_file():
         if v.use_hf_processor and v.type in ("hf_clip", "hf_siglip"):
             return HFImageTransform.from_pretrained(path, size, train, **kwargs)
-        pre = json.loads((Path(path) / "preprocessor_config.json").read_text())
-        mean, std = pre.get("image_mean", mean), pre.get("image_std", std)
     elif path is not None:
         log.info("no preprocessor_config.json in %s: using vision.image_mean/std", path)
+    mean, std = image_normalization(v, path)
     return ImageTransform(size, mean, std, train, **kwargs)
+
+
+def get_vlm_tokenizer(model: PinCLIP):
+    """The joint VLM encoder's prompt tokenizer (:class:`pinclip.vlm.VLMPromptTokenizer`: captions
+    -> ``vlm_input_ids`` / ``vlm_attention_mask``), or None when the fusion does not read a VLM."""
+    if getattr(model, "vlm", None) is None or not model.fusion.use_vlm:
+        return None
+    return model.vlm.tokenizer
 
 
 def create_model_and_transforms(name_or_config, device=None, **overrides):

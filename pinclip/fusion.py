@@ -5,6 +5,7 @@ Early fusion: ``num_queries`` learnable query tokens cross-attend to a context m
   * pooled regions of the last patch grid         (region_grid^2 tokens, ``region_grid`` > 0)
   * patch tokens of several ViT layers            (N / patch_pool^2 per layer, ``patch_layers``)
   * the text tokens                               (L tokens, padding masked, ``use_text_tokens``)
+  * the joint VLM embedding of image and caption  (1 token,              ``use_vlm``, pinclip.vlm)
 Each granularity has its own LayerNorm + projection to the fusion width and a learned type
 embedding (one per ViT layer for patch tokens), so the queries can tell them apart.
 
@@ -36,11 +37,12 @@ class HybridFusion(nn.Module):
     """Fuses image tower output and text tokens into one [B, embed_dim] (unnormalized) vector.
 
     ``patch_layers``: resolved 1-based layer indices of the image tower. ``last_layer``: the tower's
-    final block index, whose patch grid feeds the regions.
+    final block index, whose patch grid feeds the regions. ``vlm_width``: the joint VLM encoder's
+    hidden size (needed with ``use_vlm``).
     """
 
     def __init__(self, cfg: FusionConfig, image_width: int, image_global_width: int, text_width: int,
-                 embed_dim: int, patch_layers: list[int], last_layer: int):
+                 embed_dim: int, patch_layers: list[int], last_layer: int, vlm_width: int | None = None):
         super().__init__()
         w = cfg.width
         self.early_fusion = cfg.early_fusion
@@ -50,9 +52,12 @@ class HybridFusion(nn.Module):
         self.patch_layers = list(patch_layers) if cfg.early_fusion else []
         self.patch_pool = cfg.patch_pool
         self.use_text_tokens = cfg.use_text_tokens and cfg.early_fusion
+        self.use_vlm = cfg.use_vlm and cfg.early_fusion
+        if self.use_vlm and vlm_width is None:
+            raise ValueError("fusion.use_vlm needs the joint VLM encoder's width (vlm.pretrained)")
         self.last_layer = last_layer
         self._built = {"early": cfg.early_fusion, "late": cfg.late_fusion, "global": self.use_global, "regions": self.region_grid,
-                       "patch_layers": tuple(self.patch_layers), "text": self.use_text_tokens}
+                       "patch_layers": tuple(self.patch_layers), "text": self.use_text_tokens, "vlm": self.use_vlm}
         if cfg.early_fusion:
             self.queries = nn.Parameter(torch.randn(cfg.num_queries, w) * w ** -0.5)
             self.blocks = nn.ModuleList(
@@ -75,6 +80,9 @@ class HybridFusion(nn.Module):
         if self.use_text_tokens:
             self.text_proj = _proj(text_width, w)
             self.text_type = nn.Parameter(torch.randn(1, 1, w) * 0.02)
+        if self.use_vlm:
+            self.vlm_proj = _proj(vlm_width, w)
+            self.vlm_type = nn.Parameter(torch.randn(1, 1, w) * 0.02)
         if cfg.late_fusion:
             self.gate = nn.Linear(2 * embed_dim, embed_dim)
             # Start as a fixed mix: image weight image_share_init (0.5: the plain average).
@@ -91,7 +99,8 @@ class HybridFusion(nn.Module):
     def _check_switches(self) -> None:
         if self.early_fusion and not self._built["early"] or self.late_fusion and not self._built["late"]:
             raise ValueError("fusion.early_fusion / late_fusion can only be switched on if the config built it")
-        if self.use_global and not self._built["global"] or self.use_text_tokens and not self._built["text"]:
+        if (self.use_global and not self._built["global"] or self.use_text_tokens and not self._built["text"]
+                or self.use_vlm and not self._built["vlm"]):
             raise ValueError("a fusion granularity can only be switched on if the config built it")
         if self.region_grid and self.region_grid != self._built["regions"]:
             raise ValueError(f"fusion.region_grid was built as {self._built['regions']}, not {self.region_grid}")
@@ -99,9 +108,10 @@ class HybridFusion(nn.Module):
             raise ValueError(f"fusion.patch_layers {self.patch_layers} not among the built layers "
                              f"{list(self._built['patch_layers'])}")
 
-    def context(self, image: dict, text_tokens: torch.Tensor | None, text_mask: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The early-fusion context: ([B, T, width] float, [B, T] bool mask)."""
+    def context(self, image: dict, text_tokens: torch.Tensor | None, text_mask: torch.Tensor | None,
+                vlm_vec: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The early-fusion context: ([B, T, width] float, [B, T] bool mask). vlm_vec: [B, Wv]
+        float, the joint VLM embedding (``use_vlm``)."""
         parts, masks = [], []
         b = image["global"].shape[0]
         device = image["global"].device
@@ -128,6 +138,10 @@ class HybridFusion(nn.Module):
             if text_tokens is None:
                 raise ValueError("fusion uses text tokens but none were given")
             add(self.text_proj(text_tokens.to(self.text_type.dtype)) + self.text_type, text_mask.to(torch.bool))
+        if self.use_vlm:
+            if vlm_vec is None:
+                raise ValueError("fusion uses the joint VLM embedding but none was given (vlm_input_ids missing?)")
+            add(self.vlm_proj(vlm_vec).unsqueeze(1) + self.vlm_type)
         if not parts:
             raise ValueError("early fusion is on but every granularity is switched off")
         ctx, mask = torch.cat(parts, dim=1), torch.cat(masks, dim=1)
@@ -140,15 +154,17 @@ class HybridFusion(nn.Module):
         return ctx, mask
 
     def forward(self, image: dict, image_vec: torch.Tensor, text_vec: torch.Tensor,
-                text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> torch.Tensor:
+                text_tokens: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                vlm_vec: torch.Tensor | None = None) -> torch.Tensor:
         """image: ImageTowerOutput; image_vec, text_vec: [B, D] projected (unnormalized) image and
-        text embeddings; text_tokens: [B, L, Wt]; text_mask: [B, L] bool. Returns [B, D]."""
+        text embeddings; text_tokens: [B, L, Wt]; text_mask: [B, L] bool; vlm_vec: [B, Wv] the
+        joint VLM embedding (``use_vlm``). Returns [B, D]."""
         if not (self.early_fusion or self.late_fusion):
             raise ValueError("both early and late fusion are switched off")
         self._check_switches()
         fused = 0
         if self.early_fusion:
-            ctx, mask = self.context(image, text_tokens, text_mask)
+            ctx, mask = self.context(image, text_tokens, text_mask, vlm_vec)
             q = self.queries.to(ctx.dtype).expand(ctx.shape[0], -1, -1)
             for block in self.blocks:
                 q = block(q, ctx, mask)

@@ -24,7 +24,7 @@ from .freeze import FreezableTower, find_block_list
 from .vit import ImageTowerOutput, resolve_layers
 
 __all__ = ["resolve_pretrained", "HFVisionTower", "Qwen2VLVisionTower", "HFTextTower",
-           "create_hf_vision_tower", "pool_text", "PretrainedNotFoundError", "load_local"]
+           "create_hf_vision_tower", "pool_text", "qwen_patchify", "PretrainedNotFoundError", "load_local"]
 
 
 class PretrainedNotFoundError(ConfigFileMissingError):
@@ -72,6 +72,22 @@ def pool_text(tokens: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.T
         return tokens[:, 0]
     m = mask.to(tokens.dtype).unsqueeze(-1)
     return (tokens * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def qwen_patchify(images: torch.Tensor, patch_size: int, merge_size: int, temporal_patch_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as the Qwen-VL image processor flattens them: [B, C, H, W] -> (flat patches
+    [B * gh * gw, C * T * P * P], grid_thw [B, 3] long), gh = H / P, merge windows contiguous,
+    the frame repeated T = ``temporal_patch_size`` times."""
+    b, c, h, w = images.shape
+    p, m, t = patch_size, merge_size, temporal_patch_size
+    gh, gw = h // p, w // p
+    x = images.reshape(b, c, gh // m, m, p, gw // m, m, p)
+    x = x.permute(0, 2, 5, 3, 6, 1, 4, 7)            # [B, gh/m, gw/m, m, m, C, P, P]
+    x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
+    flat = x.reshape(b * gh * gw, c * t * p * p)
+    grid = torch.tensor([[1, gh, gw]], dtype=torch.long, device=images.device).repeat(b, 1)
+    return flat, grid
 
 
 class HFVisionTower(FreezableTower):
@@ -200,15 +216,7 @@ class Qwen2VLVisionTower(FreezableTower):
 
     def patchify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, C, H, W] -> (flat patches [B * gh * gw, C * T * P * P], grid_thw [B, 3] long)."""
-        b, c, h, w = images.shape
-        p, m, t = self.patch_size, self.merge_size, self.temporal_patch_size
-        gh, gw = h // p, w // p
-        x = images.reshape(b, c, gh // m, m, p, gw // m, m, p)
-        x = x.permute(0, 2, 5, 3, 6, 1, 4, 7)            # [B, gh/m, gw/m, m, m, C, P, P]
-        x = x.unsqueeze(6).expand(-1, -1, -1, -1, -1, -1, t, -1, -1)
-        flat = x.reshape(b * gh * gw, c * t * p * p)
-        grid = torch.tensor([[1, gh, gw]], dtype=torch.long, device=images.device).repeat(b, 1)
-        return flat, grid
+        return qwen_patchify(images, self.patch_size, self.merge_size, self.temporal_patch_size)
 
     def _to_raster(self, tokens: torch.Tensor, b: int) -> torch.Tensor:
         """Merge-window order [B * N, W] -> raster order [B, N, W]."""

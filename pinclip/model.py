@@ -25,7 +25,9 @@ from .config import ConfigError, PinCLIPConfig, patch_layers_message
 from .fusion import HybridFusion
 from .hf_towers import create_hf_vision_tower, pool_text
 from .text import create_text_tower
+from .transforms import image_normalization
 from .vit import VisionTransformer, resolve_layers
+from .vlm import JointVLMEncoder
 
 __all__ = ["PinCLIP", "truncate_embedding", "autocast", "preserve_geometry_"]
 
@@ -46,6 +48,15 @@ def autocast(device_type: str, precision: str = "auto"):
     if precision == "bf16":
         return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
     raise ValueError(f"unknown precision {precision!r} (expected auto, fp32, bf16)")
+
+
+def _create_vlm(cfg: PinCLIPConfig, weights: bool = True) -> JointVLMEncoder | None:
+    m = cfg.vlm
+    if m.pretrained is None:
+        return None
+    vlm = JointVLMEncoder(m.pretrained, m.image_size, m.instruction, m.max_text_tokens, weights)
+    vlm.set_freeze(m.freeze, m.unfreeze_last_n)
+    return vlm
 
 
 def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
@@ -94,6 +105,11 @@ class PinCLIP(nn.Module):
         self.visual = _create_vision_tower(cfg, pretrained_weights)
         self.text = create_text_tower(cfg.text, pretrained_weights)
         self.image_size = self.visual.image_size
+        # The joint VLM encoder (None without vlm.pretrained); it sees the model's images
+        # re-normalized from the image transform's statistics (image_mean / image_std) to its own.
+        self.vlm = _create_vlm(cfg, pretrained_weights)
+        self.image_mean, self.image_std = image_normalization(
+            cfg.vision, getattr(self.visual, "pretrained_path", None))
         gw = self.visual.global_width
         self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
         self.text_proj = nn.Sequential(nn.LayerNorm(self.text.width), nn.Linear(self.text.width, d))
@@ -109,7 +125,8 @@ class PinCLIP(nn.Module):
                 f"the {cfg.vision.type} checkpoint {cfg.vision.pretrained!r} has {self.visual.num_layers} blocks",
                 self.visual.num_layers)) from None
         self.fusion = HybridFusion(cfg.fusion, self.visual.width, gw, self.text.width, d,
-                                   patch_layers, self.visual.num_layers)
+                                   patch_layers, self.visual.num_layers,
+                                   self.vlm.width if self.vlm is not None else None)
         # Scales exist only when a loss term uses them: a trainable parameter that never gets a
         # gradient makes DDP fail ("unused parameters").
         siglip = cfg.loss.image_text == "siglip"
@@ -169,6 +186,16 @@ class PinCLIP(nn.Module):
         emb = F.normalize(vec.float(), dim=-1) if normalize else vec
         return {"text_emb": emb, "text_vec": vec, "text_tokens": tokens, "text_mask": mask}
 
+    def encode_vlm(self, images: torch.Tensor, vlm_input_ids: torch.Tensor,
+                   vlm_attention_mask: torch.Tensor) -> torch.Tensor:
+        """The joint VLM embedding: images [B, 3, S, S] float (the model's image transform),
+        vlm_input_ids / vlm_attention_mask [B, L] long (:func:`pinclip.factory.get_vlm_tokenizer`).
+        Returns [B, Wv] float (the VLM's last-token hidden state, unprojected)."""
+        if self.vlm is None:
+            raise ValueError("this model has no joint VLM encoder (vlm.pretrained is not set)")
+        images = self.vlm.prepare_images(images, self.image_mean, self.image_std)
+        return self.vlm(images, vlm_input_ids, vlm_attention_mask)
+
     # -- scales -------------------------------------------------------------------------------
     def scales(self) -> dict:
         """The exp'd, clamped multipliers the losses take (open_clip clamps log scale to log 100):
@@ -181,9 +208,12 @@ class PinCLIP(nn.Module):
     # -- full model ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, text_features: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> dict:
+                text_mask: torch.Tensor | None = None, vlm_input_ids: torch.Tensor | None = None,
+                vlm_attention_mask: torch.Tensor | None = None) -> dict:
         """images: [B, 3, S, S] float; text as ids ([B, L] long input_ids / attention_mask) or
-        cached features ([B, L, Wt] text_features, [B, L] bool text_mask).
+        cached features ([B, L, Wt] text_features, [B, L] bool text_mask); with a joint VLM
+        granularity (``fusion.use_vlm``) also the VLM prompt ids ([B, L'] long vlm_input_ids /
+        vlm_attention_mask, from :func:`pinclip.factory.get_vlm_tokenizer`).
 
         Returns a dict with ``image_emb``, ``text_emb``, ``fused_emb`` ([B, D] float32, also under
         autocast; unit L2 norm; a key is absent when its input is missing: fused needs both) and the
@@ -199,8 +229,14 @@ class PinCLIP(nn.Module):
             text = self.encode_text(input_ids, attention_mask, text_features, text_mask)
             out["text_emb"] = text["text_emb"]
         if image is not None and text is not None:
+            vlm_vec = None
+            if self.fusion.use_vlm:
+                if vlm_input_ids is None:
+                    raise ValueError("the fusion reads the joint VLM embedding (fusion.use_vlm): give "
+                                     "vlm_input_ids / vlm_attention_mask (pinclip.factory.get_vlm_tokenizer)")
+                vlm_vec = self.encode_vlm(images, vlm_input_ids, vlm_attention_mask)
             fused = self.fusion(image["image_tower"], image["image_vec"], text["text_vec"],
-                                text["text_tokens"], text["text_mask"])
+                                text["text_tokens"], text["text_mask"], vlm_vec)
             out["fused_emb"] = F.normalize(fused.float(), dim=-1)
         return out
 

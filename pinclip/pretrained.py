@@ -18,6 +18,7 @@ DIR`` writes one from a training run)::
     tokenizer/           the tokenizer files (absent when it is the built-in MiniLM)
     vision_tower/        config.json (+ preprocessor_config.json) of a Hugging Face image tower
     text_tower/          config.json of a Hugging Face text tower
+    vlm/                 config.json, tokenizer and preprocessor_config.json of a joint VLM encoder
 
 :func:`load` checks every file against the manifest's sha256 before reading any weight, builds
 the architecture from the configs alone (nothing is read from ``pretrained`` paths or the hub)
@@ -36,7 +37,7 @@ from typing import Any, Sequence
 import torch
 
 from .config import BUILTIN_MINILM, ConfigError, PinCLIPConfig, config_from_dict, config_to_dict
-from .factory import create_model, get_image_transform
+from .factory import create_model, get_image_transform, get_vlm_tokenizer
 from .model import PinCLIP, autocast, truncate_embedding
 from .tokenizer import HFTokenizer
 from .transforms import HFImageTransform, ImageTransform, load_rgb
@@ -48,7 +49,7 @@ MODEL_FORMAT = "pinclip-model"
 MODEL_VERSION = 1
 WEIGHTS = "model.safetensors"
 REQUIRED = ("config.json", WEIGHTS, "preprocess.json")
-VISION_DIR, TEXT_DIR, TOKENIZER_DIR = "vision_tower", "text_tower", "tokenizer"
+VISION_DIR, TEXT_DIR, TOKENIZER_DIR, VLM_DIR = "vision_tower", "text_tower", "tokenizer", "vlm"
 _CHUNK = 1 << 20
 
 
@@ -102,6 +103,13 @@ def _save_preprocess(model: PinCLIP, directory: Path, text_features_dtype: str |
             (directory / VISION_DIR / "preprocessor_config.json").write_bytes(pre.read_bytes())
     if t.type == "hf":
         model.text.model.config.save_pretrained(str(directory / TEXT_DIR))
+    if model.vlm is not None:
+        # The architecture, the prompt tokenizer and the image statistics; the weights are in WEIGHTS.
+        model.vlm.model.config.save_pretrained(str(directory / VLM_DIR))
+        model.vlm.tokenizer.save_pretrained(str(directory / VLM_DIR))
+        pre = Path(model.vlm.pretrained_path) / "preprocessor_config.json"
+        if pre.is_file():
+            (directory / VLM_DIR / "preprocessor_config.json").write_bytes(pre.read_bytes())
     data = {"image": image,
             "tokenizer": {"source": tok_ref, "context_length": int(t.context_length), "padding": "max_length"},
             "text_features_dtype": text_features_dtype, "precision": precision}
@@ -217,6 +225,8 @@ def _architecture_config(config: dict, directory: Path) -> dict:
         cfg["vision"]["pretrained"] = str(directory / VISION_DIR)
     if cfg.get("text", {}).get("type", "hf") == "hf":
         cfg["text"]["pretrained"] = str(directory / TEXT_DIR)
+    if cfg.get("vlm", {}).get("pretrained") is not None:
+        cfg["vlm"]["pretrained"] = str(directory / VLM_DIR)
     return cfg
 
 
@@ -277,6 +287,7 @@ class PinEncoder:
         tok = preprocess["tokenizer"]
         source = tok["source"] if tok["source"] == BUILTIN_MINILM else str(directory / tok["source"])
         self.tokenizer = HFTokenizer(source, int(tok["context_length"]), tok.get("padding", "max_length"))
+        self.vlm_tokenizer = get_vlm_tokenizer(model)
         dtype = preprocess.get("text_features_dtype")
         self.text_features_dtype = getattr(torch, dtype) if dtype else None
         self.precision = preprocess.get("precision", "auto")
@@ -320,10 +331,13 @@ class PinEncoder:
         cache pads them."""
         enc = self.tokenizer(list(texts))
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        vlm = {}
+        if self.vlm_tokenizer is not None:   # the fusion reads the joint VLM embedding
+            vlm = {k: v.to(self.device) for k, v in self.vlm_tokenizer(list(texts)).items()}
         if self.text_features_dtype is not None and self.model.text.frozen:
             feats = self.model.text_features(ids, mask, dtype=self.text_features_dtype)
-            return {"text_features": feats["tokens"], "text_mask": feats["mask"]}
-        return {"input_ids": ids, "attention_mask": mask}
+            return {"text_features": feats["tokens"], "text_mask": feats["mask"], **vlm}
+        return {"input_ids": ids, "attention_mask": mask, **vlm}
 
     def _autocast(self):
         return autocast(self.device.type, self.precision)

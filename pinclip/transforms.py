@@ -17,6 +17,7 @@ Hugging Face towers, with the same training augmentations applied before it.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -24,6 +25,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +34,7 @@ from PIL import Image, ImageEnhance
 
 from .hf_towers import load_local
 
-__all__ = ["AugmentConfig", "ImageTransform", "HFImageTransform", "ImageReadError", "open_image",
+__all__ = ["AugmentConfig", "ImageTransform", "HFImageTransform", "ImageReadError", "open_image", "image_normalization",
            "read_image_size", "DEFAULT_MAX_IMAGE_PIXELS", "load_rgb", "resize_shorter", "center_crop",
            "to_tensor", "normalize"]
 
@@ -272,3 +274,17 @@ class HFImageTransform:
             raise ValueError(f"image processor produced {tuple(pixels.shape[-2:])} px but the tower "
                              f"expects {self.image_size}; set vision.use_hf_processor=false")
         return pixels.float()
+
+
+def image_normalization(vision_config, pretrained_path: str | None = None
+                        ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel that a model's image transform normalizes with: the checkpoint's
+    ``preprocessor_config.json`` when ``pretrained_path`` holds one (Hugging Face towers), else
+    ``vision_config.image_mean`` / ``image_std`` (a :class:`pinclip.config.VisionConfig`)."""
+    mean, std = vision_config.image_mean, vision_config.image_std
+    if pretrained_path is not None:
+        pre = Path(str(pretrained_path)) / "preprocessor_config.json"
+        if pre.is_file():
+            data = json.loads(pre.read_text())
+            mean, std = data.get("image_mean", mean), data.get("image_std", std)
+    return tuple(float(x) for x in mean), tuple(float(x) for x in std)

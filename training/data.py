@@ -166,11 +166,13 @@ class PinFeatureFetcher:
       workers fetch, and logs each pin once itself, from the batches).
     max_image_pixels: the pixel cap, ``width x height`` from the image header, checked before
       decoding (``pinclip.transforms.open_image``).
+    vlm_tokenizer: the joint VLM encoder's prompt tokenizer (``pinclip.factory.get_vlm_tokenizer``),
+      when the model's fusion reads a VLM.
     """
 
     def __init__(self, features: Any, transform: Any, image_size: int, text_cache: Any = None,
                  tokenizer: Any = None, on_bad_image: str = "error",
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, vlm_tokenizer: Any = None):
         if (text_cache is None) == (tokenizer is None):
             raise ValueError("PinFeatureFetcher needs exactly one of text_cache and tokenizer")
         if on_bad_image not in ON_BAD_IMAGE:
@@ -182,6 +184,7 @@ class PinFeatureFetcher:
         self.image_size = int(image_size)
         self.text_cache = text_cache
         self.tokenizer = tokenizer
+        self.vlm_tokenizer = vlm_tokenizer
         self.on_bad_image = on_bad_image
         self.max_image_pixels = int(max_image_pixels)
         self.skipped_images: dict[int, str] = {}
@@ -257,11 +260,19 @@ class PinFeatureFetcher:
         return out, missing
 
     def text(self, pins: torch.Tensor, texts: list | None = None) -> dict:
+        """The text inputs of pins int64 [N]: ``text_features`` / ``text_mask`` (cache) or
+        ``input_ids`` / ``attention_mask`` (tokenizer), plus ``vlm_input_ids`` /
+        ``vlm_attention_mask`` with a ``vlm_tokenizer``."""
         if self.text_cache is not None:
             tokens, mask = self.text_cache.fetch(pins)
-            return {"text_features": tokens, "text_mask": mask}
-        texts = self.features.pin_text(pins) if texts is None else texts
-        return dict(self.tokenizer(texts))
+            out = {"text_features": tokens, "text_mask": mask}
+        else:
+            texts = self.features.pin_text(pins) if texts is None else texts
+            out = dict(self.tokenizer(texts))
+        if self.vlm_tokenizer is not None:
+            texts = self.features.pin_text(pins) if texts is None else texts
+            out.update(self.vlm_tokenizer(texts))
+        return out
 
 
 class TrainBatchDataset(Dataset):

@@ -71,7 +71,7 @@ from graph.errors import InputError, MissingInputError, ToolkitError
 from graph.locks import exclusive_lock
 from graph.output_dir import OutputKind, check_output_dir
 from pinclip import create_model
-from pinclip.factory import get_image_transform, get_tokenizer
+from pinclip.factory import get_image_transform, get_tokenizer, get_vlm_tokenizer
 from pinclip.model import autocast
 from training.checkpoint import (CheckpointError, check_graph_identity, graph_identity, latest_checkpoint,
                                  load_checkpoint, load_model_state, read_graph_identity)
@@ -142,8 +142,9 @@ def iter_pin_embeddings(model: Any, fetcher: Any, pins: torch.Tensor, batch_size
         for item in loader:
             text = {k: v.to(device, non_blocking=True) for k, v in item["text"].items()}
             if text_features_dtype is not None and model.text.frozen and "input_ids" in text:
-                feats = model.text_features(text["input_ids"], text["attention_mask"], dtype=text_features_dtype)
-                text = {"text_features": feats["tokens"], "text_mask": feats["mask"]}
+                feats = model.text_features(text.pop("input_ids"), text.pop("attention_mask"),
+                                            dtype=text_features_dtype)
+                text.update(text_features=feats["tokens"], text_mask=feats["mask"])
             with autocast(device.type, precision):
                 out = model(item["images"].to(device, non_blocking=True), **text)
             emb = {"image": out["image_emb"].float().cpu(), "text": out["text_emb"].float().cpu(),
@@ -216,7 +217,8 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
                                    allow_changed_graph, log=log if is_main else None)
     transform = get_image_transform(model, train=False)
     # The run's own image checks: a bad image is handled in embedding as it was in training.
-    images = {"on_bad_image": str(cfg.data.on_bad_image), "max_image_pixels": int(cfg.data.max_image_pixels)}
+    images = {"on_bad_image": str(cfg.data.on_bad_image), "max_image_pixels": int(cfg.data.max_image_pixels),
+              "vlm_tokenizer": get_vlm_tokenizer(model)}
     if cfg.data.text_cache == "auto" and model.text.frozen:
         cache = get_text_cache(model, get_tokenizer(model), g.features, g.num_pins, cfg.data.cache_dir, dev,
                                progress=progress, is_main=is_main, barrier=barrier, log=log)

@@ -25,7 +25,7 @@ from graph.errors import InputError
 from graph.features import BOARD_COLUMNS, FeatureStore
 from graph.locks import exclusive_lock
 from graph.output_dir import check_output_dir
-from pinclip.factory import get_image_transform, get_tokenizer
+from pinclip.factory import get_image_transform, get_tokenizer, get_vlm_tokenizer
 from pinclip.pretrained import is_model_dir
 from pinclip.pretrained import load as load_model_dir
 from training.data import PinFeatureFetcher
@@ -142,6 +142,7 @@ def _embed_dataset(source, run_dir: Path | None, dataset: Path, out: Path, check
                 "model_dir": model_dir}
     meta.update({"matryoshka_dims": list(model.config.matryoshka_dims), "source": "dataset",
                  "dataset": str(dataset.absolute())})
+    images["vlm_tokenizer"] = get_vlm_tokenizer(model)
     if text_cache is not None:
         fetcher = PinFeatureFetcher(pins.features, transform, model.image_size, text_cache=text_cache, **images)
     else:

@@ -44,7 +44,7 @@ from omegaconf import DictConfig
 
 from graph.atomic import atomic_write_bytes
 from pinclip import PinCLIPLoss, create_model
-from pinclip.factory import get_image_transform, get_tokenizer
+from pinclip.factory import get_image_transform, get_tokenizer, get_vlm_tokenizer
 from sampling import SeedBatches, build_sampler
 from training import step as step_mod
 from training.checkpoint import (check_graph_identity, frozen_digest, graph_identity, latest_checkpoint,
@@ -200,6 +200,7 @@ class Trainer(RunFilesMixin):
         eval_transform = get_image_transform(self.model, train=False)
         tokenizer = get_tokenizer(self.model)
         images = self._image_policy()
+        images["vlm_tokenizer"] = get_vlm_tokenizer(self.model)
         if cfg.data.text_cache == "auto" and self.model.text.frozen:
             cache = get_text_cache(self.model, tokenizer, self.graph.features, self.graph.num_pins,
                                    cfg.data.cache_dir, self.device, progress=main and t.progress, is_main=main,

@@ -11,7 +11,7 @@ from pinclip.factory import add_model_config, create_model, get_model_config, li
 from .conftest import tiny_config
 
 SHIPPED = {"pinclip-tiny-demo", "pinclip-vit-b16-minilm", "pinclip-clip-vit", "pinclip-siglip",
-           "pinclip-qwen2vl", "pinclip-tiny-scratch-text"}
+           "pinclip-qwen2vl", "pinclip-qwen2vl-joint", "pinclip-tiny-scratch-text"}
 
 
 def test_shipped_configs_are_listed_and_parse():

@@ -4,7 +4,8 @@
     pinclip train --resume RUN_DIR [key=value ...]
 
 FILE is a YAML training config (shipped: training/configs/demo.yaml, clip_only.yaml,
-gpu_hf_clip.yaml; a shipped name such as ``demo`` works too); ``key=value`` overrides any key
+gpu_hf_clip.yaml, gpu_hf_siglip.yaml, gpu_qwen2vl.yaml, vlm_joint.yaml; a shipped name such as
+``demo`` works too); ``key=value`` overrides any key
 (``data.dataset=DIR train.max_steps=40 model.overrides.vision.layers=2``). The resolved config is
 saved as RUN_DIR/config.yaml. RUN_DIR/metrics.jsonl gets one line per logging step
 ({"step", "loss", loss terms, "lr", "samples_per_s", "data_wait_share", ...});
