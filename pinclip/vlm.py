@@ -49,7 +49,7 @@ def renormalize(images: torch.Tensor, mean_in: Sequence[float], std_in: Sequence
 class VLMPromptTokenizer:
     """Captions -> the VLM's prompt ids (``vlm_input_ids``, ``vlm_attention_mask``: [B, L] long,
     left-padded to the longest row of the batch). The caption is cut to ``max_text_tokens``
-    tokens; None is the empty caption. The prompt pieces are tokenized separately (the special
+    tokens; None is the empty caption; a row may leave the image out (``has_image``). The prompt pieces are tokenized separately (the special
     tokens between them split the text anyway, so the ids equal those of the whole string)."""
 
     def __init__(self, path: str, instruction: str, image_tokens: int, max_text_tokens: int):
@@ -64,15 +64,24 @@ class VLMPromptTokenizer:
             raise ConfigError(f"'{_KEY}' = {path!r}: the tokenizer has no <|image_pad|> token (not a Qwen-VL tokenizer)")
         self.image_pad_id = int(image_pad)
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        head = f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n<|vision_start|>"
-        self._prefix = self._ids(head) + [self.image_pad_id] * self.image_tokens + self._ids("<|vision_end|>")
+        self._head = self._ids(f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n")
+        self._image = (self._ids("<|vision_start|>") + [self.image_pad_id] * self.image_tokens
+                       + self._ids("<|vision_end|>"))
         self._suffix = self._ids("<|im_end|>\n<|im_start|>assistant\n")
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def __call__(self, texts: Sequence[str | None]) -> dict[str, torch.Tensor]:
-        rows = [self._prefix + self._ids(t or "")[:self.max_text_tokens] + self._suffix for t in texts]
+    def __call__(self, texts: Sequence[str | None], has_image: Sequence[bool] | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """has_image: per caption, whether its prompt holds the image (default: all do); a row
+        without it is a text-only prompt, and the encoder ignores that row's image."""
+        if has_image is None:
+            has_image = [True] * len(texts)
+        if len(has_image) != len(texts):
+            raise ValueError(f"{len(texts)} captions but {len(has_image)} has_image flags")
+        rows = [self._head + (self._image if image else []) + self._ids(t or "")[:self.max_text_tokens]
+                + self._suffix for t, image in zip(texts, has_image)]
         length = max((len(r) for r in rows), default=0)
         ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -120,6 +129,8 @@ class JointVLMEncoder(FreezableTower):
     ``image_std``; :func:`renormalize` converts), S = ``image_size``, a multiple of
     ``patch_size * merge_size``; vlm_input_ids / vlm_attention_mask: [B, L] long from
     :attr:`tokenizer`. Returns [B, width] float: the last layer's hidden state at the last token.
+    A prompt without image tokens (``tokenizer(texts, has_image=...)``) is text only: its row of
+    ``images`` is not read.
 
     ``weights=False`` builds the architecture from ``config.json`` in ``pretrained`` (a saved
     model directory holds every weight).
@@ -182,14 +193,18 @@ class JointVLMEncoder(FreezableTower):
                              f"{tuple(images.shape[-2:])} (prepare_images resizes)")
         if images.shape[0] != vlm_input_ids.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {vlm_input_ids.shape[0]} prompts")
-        image_slots = (vlm_input_ids == self.tokenizer.image_pad_id).sum(dim=1)
-        if bool((image_slots != self.image_tokens).any()):
-            raise ValueError(f"every prompt needs {self.image_tokens} image tokens (vlm_input_ids from this "
+        is_image = vlm_input_ids == self.tokenizer.image_pad_id
+        image_slots = is_image.sum(dim=1)
+        if bool(((image_slots != self.image_tokens) & (image_slots != 0)).any()):
+            raise ValueError(f"a prompt holds {self.image_tokens} image tokens or none (vlm_input_ids from this "
                              f"encoder's tokenizer), got {sorted(set(image_slots.tolist()))}")
-        flat, grid = qwen_patchify(images, self.patch_size, self.merge_size, self.temporal_patch_size)
+        with_image = image_slots > 0
+        pixels = {}
+        if bool(with_image.any()):
+            flat, grid = qwen_patchify(images[with_image], self.patch_size, self.merge_size,
+                                       self.temporal_patch_size)
+            pixels = {"pixel_values": flat, "image_grid_thw": grid}
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             out = self.model(input_ids=vlm_input_ids, attention_mask=vlm_attention_mask,
-                             pixel_values=flat.to(images.dtype), image_grid_thw=grid,
-                             mm_token_type_ids=(vlm_input_ids == self.tokenizer.image_pad_id).int(),
-                             use_cache=False)
+                             mm_token_type_ids=is_image.int(), use_cache=False, **pixels)
         return out.last_hidden_state[:, -1]

@@ -14,6 +14,8 @@ synthetic world). Into ``out``:
    * ``clip_only``: ``clip_only.yaml`` (the same model, neighbor-alignment weight 0);
    * ``frozen_text``: the frozen all-MiniLM-L6-v2 on pin text (deterministic: one directory);
    * ``graph_only``: the PyG SAGEConv GNN on the train graph (``graph_steps`` steps);
+   * ``frozen_vlm`` (only with ``vlm``, a local Qwen2-VL / Qwen3-VL checkpoint): the frozen VLM's
+     joint embedding of image and text (``training.baseline_registry``), the paper's comparison;
 
 3. every directory evaluated on the same splits (``evaluation.json``, per-query scores), then
    ``out/report.md`` with the plots, ``out/metrics.json`` (``{method: {metric: value}}``; with
@@ -32,9 +34,9 @@ is never replaced (``graph.output_dir``).
 exactly the single-seed run. Splits are the same for every seed (``seed`` seeds the split).
 
 **Methods are a registry.** A method is a training config (trained with
-``training.trainer.train_or_resume``) or a baseline builder of :data:`BASELINES` (which
-``pinclip baseline KIND`` runs too): another baseline is one :func:`register_baseline` and one
-:func:`register_method` call.
+``training.trainer.train_or_resume``) or a baseline builder of :data:`BASELINES`
+(``training.baseline_registry``, which ``pinclip baseline KIND`` runs too): another baseline is
+one :func:`register_baseline` and one :func:`register_method` call.
 """
 from __future__ import annotations
 
@@ -44,8 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from graph.errors import ToolkitError
 from graph.output_dir import OutputKind
+from training.baseline_registry import (BASELINES, GRAPH_STEPS, Baseline, BaselineError, BaselineOptions,
+                                        build_baseline, register_baseline)
 
 __all__ = ["COMPARE_FORMAT", "COMPARE_OUTPUT", "CompareError", "CompareSettings", "Baseline", "BaselineOptions",
            "BASELINES", "Method", "METHODS", "DEFAULT_METHODS", "register_baseline", "register_method",
@@ -56,115 +59,8 @@ COMPARE_OUTPUT = OutputKind("a comparison directory", "pinclip compare", "compar
 REFERENCE = "pinclip"           # the method significance.json compares every other method against
 
 
-class CompareError(ToolkitError, ValueError):
+class CompareError(BaselineError):
     """Bad comparison parameters, or an output directory made with other parameters."""
-
-
-# ------------------------------------------------------------------------------ baselines
-@dataclass(frozen=True)
-class BaselineOptions:
-    """What a baseline builder may read. ``seed``: its randomness (trained baselines);
-    ``steps``: training steps (None: the baseline's default); ``model``: a local model path (None:
-    the baseline's default model); ``device``: where to compute; ``progress``: show bars."""
-    seed: int = 0
-    steps: int | None = None
-    model: str | None = None
-    device: str = "cpu"
-    progress: bool = True
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """A baseline that writes a method directory (``training.evaluation.run_eval.save_baseline``).
-
-    kind: the ``pinclip baseline KIND`` name (``frozen-text``); method: the default method name
-    (``frozen_text``); build(graph, graph_dir, out, options, method) writes ``out``;
-    describe(options): the progress line; reused: the line when its directory is already there;
-    seeded: its output depends on ``options.seed`` (else one directory serves every seed);
-    options: the ``BaselineOptions`` fields it reads among ``seed``, ``steps``, ``model``."""
-    kind: str
-    method: str
-    build: Callable[[Any, Path, Path, BaselineOptions, str], Path]
-    describe: Callable[[BaselineOptions], str]
-    reused: str
-    seeded: bool
-    options: frozenset[str] = frozenset()
-    help: str = ""
-
-
-BASELINES: dict[str, Baseline] = {}
-
-
-def register_baseline(baseline: Baseline) -> Baseline:
-    """Add (or replace) a baseline kind; returns it."""
-    BASELINES[baseline.kind] = baseline
-    return baseline
-
-
-def _build_frozen_text(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
-    import numpy as np
-
-    from training.evaluation.baselines import MINILM, frozen_text_embeddings
-    from training.evaluation.run_eval import save_baseline
-    if g.features is None:
-        raise CompareError(f"{graph_dir}: the graph store has no pin features (no text): the frozen text "
-                           "baseline needs pin captions (build it with `pinclip build-graph` from a dataset)")
-    text = g.features.pin_text(np.arange(g.num_pins))
-    kw = {} if opt.model is None else {"model_path": opt.model}
-    emb = frozen_text_embeddings(text, progress=opt.progress, **kw)
-    model = "all-MiniLM-L6-v2" if opt.model in (None, MINILM) else str(opt.model)
-    return save_baseline(out, method, graph_dir, {"text": emb},
-                         info={"model": model, "pins_without_text": sum(t is None or t == "" for t in text)})
-
-
-GRAPH_STEPS = 150   # the graph-only baseline's default training steps
-
-
-def _build_graph_only(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
-    from training.evaluation.baselines import train_graph_baseline
-    from training.evaluation.run_eval import save_baseline
-    steps = GRAPH_STEPS if opt.steps is None else opt.steps
-    gb = train_graph_baseline(g.train_graph(), steps=steps, seed=opt.seed, progress=opt.progress)
-    return save_baseline(out, method, graph_dir, {"graph": gb.embeddings}, supported=gb.supported,
-                         info={"steps": steps, "seed": opt.seed,
-                               "final_loss": gb.losses[-1] if gb.losses else None, "seconds": gb.seconds})
-
-
-register_baseline(Baseline(
-    "frozen-text", "frozen_text", _build_frozen_text,
-    describe=lambda o: "frozen pretrained text encoder "
-                       f"({'all-MiniLM-L6-v2' if o.model is None else o.model}) on pin text",
-    reused="frozen text baseline: reused", seeded=False, options=frozenset({"model"}),
-    help="a frozen pretrained text encoder on pin text (default all-MiniLM-L6-v2; --model: a local "
-         "Hugging Face text encoder)"))
-register_baseline(Baseline(
-    "graph-only", "graph_only", _build_graph_only,
-    describe=lambda o: f"graph-only GNN (PyG SAGEConv on the train graph, "
-                       f"{GRAPH_STEPS if o.steps is None else o.steps} steps)",
-    reused="graph-only baseline: reused", seeded=True, options=frozenset({"seed", "steps"}),
-    help=f"a graph-only GNN (PyG SAGEConv, PinSage-style walks on the train graph; --steps, default "
-         f"{GRAPH_STEPS}; cold-start pins unsupported)"))
-
-
-def build_baseline(kind: str, graph_dir: str | Path, out: str | Path, options: BaselineOptions = BaselineOptions(),
-                   method: str | None = None) -> Path:
-    """Write the baseline ``kind`` (a :data:`BASELINES` key) of the graph store ``graph_dir`` into
-    ``out``, a directory ``pinclip evaluate`` reads. ``out`` follows the output policy
-    (``graph.output_dir``: missing, empty, or a baseline directory, which is replaced atomically),
-    checked before any work. Returns ``out``."""
-    from graph import PinBoardGraph
-    from graph.output_dir import check_output_dir
-
-    from training.evaluation.run_eval import BASELINE_OUTPUT
-    if kind not in BASELINES:
-        raise CompareError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
-    out = check_output_dir(out, BASELINE_OUTPUT)
-    graph_dir = Path(graph_dir).absolute()
-    if not (graph_dir / "manifest.json").is_file():
-        raise CompareError(f"{graph_dir}: not a graph store (no manifest.json; build one with `pinclip build-graph`)")
-    b = BASELINES[kind]
-    g = PinBoardGraph.open(graph_dir)
-    return b.build(g, graph_dir, out, options, method or b.method)
 
 
 # ------------------------------------------------------------------------------ methods
@@ -208,6 +104,8 @@ register_method(Method("pinclip", config="demo", title="training PinCLIP (image-
 register_method(Method("clip_only", config="clip_only", title="training CLIP-only (neighbor-alignment weight 0)"))
 register_method(Method("frozen_text", baseline="frozen-text"))
 register_method(Method("graph_only", baseline="graph-only"))
+# In the comparison when it is given a VLM checkpoint (``vlm``): the paper's "+20% over Qwen".
+register_method(Method("frozen_vlm", baseline="frozen-vlm"))
 DEFAULT_METHODS = ("pinclip", "clip_only", "frozen_text", "graph_only")
 
 
@@ -230,7 +128,8 @@ class CompareSettings:
     overrides for every trained method; max_steps: their ``train.max_steps`` (None: the configs');
     graph_steps: the graph-only baseline's steps; seed: the split seed (and the graph baseline's);
     cold_start_fraction: pins made cold start (None: the dataset's ``fresh`` column); methods:
-    :data:`METHODS` names, in report order."""
+    :data:`METHODS` names, in report order; vlm: the local Qwen-VL checkpoint of the
+    ``frozen_vlm`` method (required by it)."""
     seeds: int = 1
     overrides: tuple[str, ...] = ()
     max_steps: int | None = None
@@ -239,6 +138,7 @@ class CompareSettings:
     seed: int = 0
     cold_start_fraction: float | None = None
     methods: tuple[str, ...] = DEFAULT_METHODS
+    vlm: str | None = None
 
     def check(self) -> None:
         """CompareError (or the config's / device's own error) before any work."""
@@ -258,6 +158,10 @@ class CompareSettings:
         for item in self.overrides:
             if "=" not in item:
                 raise CompareError(f"--set {item!r}: expected KEY=VALUE (e.g. train.batch_size=32)")
+        if "frozen_vlm" in self.methods and self.vlm is None:
+            raise CompareError("method frozen_vlm needs a local Qwen2-VL / Qwen3-VL checkpoint: --vlm PATH")
+        if self.vlm is not None and not Path(self.vlm).is_dir():
+            raise CompareError(f"--vlm {self.vlm}: no such checkpoint folder (models are loaded from a local path)")
         check_fractions(self.cold_start_fraction, 0.05, 0.05)
         check_device(self.device, "--device", allow_auto=True)
         # A bad key or value is named now, not after the graph store is built.
@@ -269,7 +173,7 @@ class CompareSettings:
     def params(self) -> dict[str, Any]:
         return {"seeds": int(self.seeds), "seed": int(self.seed), "cold_start_fraction": self.cold_start_fraction,
                 "max_steps": self.max_steps, "graph_steps": int(self.graph_steps), "overrides": list(self.overrides),
-                "methods": list(self.methods)}
+                "methods": list(self.methods), **({"vlm": self.vlm} if self.vlm is not None else {})}
 
     def _train_overrides(self, graph_dir: Path, cache_dir: Path) -> list[str]:
         out = [f"data.graph={graph_dir}", f"data.cache_dir={cache_dir}", f"train.device={self.device}"]
@@ -377,7 +281,9 @@ def compare_into(dataset_dir: str | Path, out: Path, settings: CompareSettings, 
                 stages.done(m.timing_key(i), s)
                 continue
             b = BASELINES[m.baseline]
-            opt = BaselineOptions(seed=settings.seed + i, steps=settings.graph_steps, progress=True)
+            opt = BaselineOptions(seed=settings.seed + i, steps=settings.graph_steps, progress=True,
+                                  **({"model": settings.vlm, "device": settings.device} if m.baseline == "frozen-vlm"
+                                     else {}))
             if (d / "method.json").is_file():
                 stages.start(f"{b.reused}{suffix}")
                 continue
@@ -453,15 +359,21 @@ def check_params(out: Path, manifest: str, fmt: str, params: dict[str, Any], kin
 def run_compare(dataset_dir: str | Path, out: str | Path, *, seeds: int = 1, overrides: Sequence[str] = (),
                 max_steps: int | None = None, graph_steps: int = GRAPH_STEPS, device: str = "auto", seed: int = 0,
                 cold_start_fraction: float | None = None, methods: Sequence[str] = DEFAULT_METHODS,
-                title: str | None = None, extra_md: str = "", log: Callable[[str], Any] = say) -> dict[str, Any]:
+                vlm: str | None = None, title: str | None = None, extra_md: str = "",
+                log: Callable[[str], Any] = say) -> dict[str, Any]:
     """Compare the ``methods`` on the dataset directory ``dataset_dir`` into ``out`` (module
     docstring). Returns :func:`compare_into`'s dict plus ``timings`` ({step: seconds, "total"},
     also written to ``out/timings.json``). Raises CompareError for bad parameters or an ``out``
-    made with other ones, ``graph.output_dir.OutputDirError`` for an ``out`` of something else."""
+    made with other ones, ``graph.output_dir.OutputDirError`` for an ``out`` of something else.
+    ``vlm``: a local Qwen-VL checkpoint; the frozen-VLM baseline (``frozen_vlm``) joins the methods."""
     from graph.locks import exclusive_lock
+    methods = tuple(methods)
+    if vlm is not None:
+        vlm = str(Path(vlm).expanduser().absolute())
+        methods += ("frozen_vlm",) if "frozen_vlm" not in methods else ()
     settings = CompareSettings(seeds=int(seeds), overrides=tuple(overrides), max_steps=max_steps,
                                graph_steps=int(graph_steps), device=device, seed=int(seed),
-                               cold_start_fraction=cold_start_fraction, methods=tuple(methods))
+                               cold_start_fraction=cold_start_fraction, methods=methods, vlm=vlm)
     settings.check()
     dataset_dir = Path(dataset_dir).absolute()
     if not dataset_dir.is_dir():

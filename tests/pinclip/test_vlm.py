@@ -136,3 +136,25 @@ def test_saved_model_dir_reproduces_the_fused_embedding(qwen_vl, tmp_path):
         ref = model(images, **dict(get_tokenizer(model)(captions)), **get_vlm_tokenizer(model)(captions))["fused_emb"]
     assert torch.allclose(got, ref, atol=1e-5)
     assert (tmp_path / "m" / "vlm" / "config.json").is_file()
+
+
+def test_text_only_rows_ignore_their_image(qwen_vl):
+    """A prompt without the image (has_image False) is the text-only chat turn: its row matches
+    the text-only prompt run alone and does not depend on that row's pixels."""
+    enc = JointVLMEncoder(qwen_vl["qwen2_vl"], image_size=32).eval()
+    images = torch.randn(3, 3, 32, 32)
+    batch = enc.tokenizer(["a cat", "a dog", None], has_image=[True, False, True])
+    assert (batch["vlm_input_ids"] == enc.tokenizer.image_pad_id).sum(dim=1).tolist() == [4, 0, 4]
+    with torch.no_grad():
+        mixed = enc(images, batch["vlm_input_ids"], batch["vlm_attention_mask"])
+        other = images.clone()
+        other[1] = 5.0
+        again = enc(other, batch["vlm_input_ids"], batch["vlm_attention_mask"])
+        tok = enc.tokenizer.tokenizer
+        ids = tok("<|im_start|>system\nRepresent the user's input.<|im_end|>\n<|im_start|>user\na dog<|im_end|>\n"
+                  "<|im_start|>assistant\n", return_tensors="pt")["input_ids"]
+        ref = enc.model(input_ids=ids, mm_token_type_ids=torch.zeros_like(ids)).last_hidden_state[0, -1]
+    assert torch.equal(mixed, again)
+    assert torch.allclose(mixed[1], ref, atol=1e-5)
+    with pytest.raises(ValueError, match="has_image"):
+        enc.tokenizer(["a"], has_image=[True, False])

@@ -96,7 +96,7 @@ def test_compare_refuses_bad_parameters_before_work(tiny_world, tmp_path, capsys
 
 def test_methods_registry_is_extensible():
     from training.compare import BASELINES, DEFAULT_METHODS, METHODS as REGISTRY, Method, method_dirs
-    assert list(DEFAULT_METHODS) == METHODS and set(BASELINES) == {"frozen-text", "graph-only"}
+    assert list(DEFAULT_METHODS) == METHODS and set(BASELINES) == {"frozen-text", "frozen-vlm", "graph-only"}
     assert REGISTRY["pinclip"].config == "demo" and REGISTRY["clip_only"].config == "clip_only"
     assert not REGISTRY["frozen_text"].seeded and REGISTRY["graph_only"].seeded
     dirs = method_dirs(__import__("pathlib").Path("runs"), METHODS, 3)

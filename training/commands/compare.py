@@ -10,6 +10,8 @@ boards, edges; see README "The dataset format"):
 3. train CLIP-only (``clip_only.yaml``) -> ``DIR/runs/clip_only``;
 4. the frozen pretrained text encoder (all-MiniLM-L6-v2) -> ``DIR/runs/frozen_text``;
 5. the graph-only GNN (PyG SAGEConv on the train graph) -> ``DIR/runs/graph_only``;
+   with ``--vlm PATH`` (a local Qwen2-VL / Qwen3-VL checkpoint) also the frozen VLM's joint
+   image-text embedding -> ``DIR/runs/frozen_vlm`` (the paper's "+20% over Qwen" comparison);
 6. evaluate every method on the same splits; write ``DIR/report.md``, ``DIR/metrics.json``
    (method -> metric -> value), ``DIR/significance.json`` (bootstrap intervals over query pins
    and paired differences against PinCLIP), the plots and ``DIR/timings.json``.
@@ -47,6 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cold-start-fraction", type=float, default=None, metavar="F",
                    help="share of pins held out as cold start (default: the dataset's fresh column)")
     p.add_argument("--seed", type=int, default=0, help="the split seed (and the graph baseline's)")
+    p.add_argument("--vlm", default=None, metavar="PATH",
+                   help="a local Qwen2-VL / Qwen3-VL checkpoint: adds the frozen-VLM baseline (frozen_vlm)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.set_defaults(func=run)
 
@@ -59,6 +63,6 @@ def run(args: argparse.Namespace) -> int:
     out = args.out.absolute()
     rep = run_compare(args.dataset, out, seeds=args.seeds, overrides=args.overrides, max_steps=args.max_steps,
                       graph_steps=args.graph_steps, device=args.device, seed=args.seed,
-                      cold_start_fraction=args.cold_start_fraction)
+                      cold_start_fraction=args.cold_start_fraction, vlm=args.vlm)
     print_summary(rep, out, "compare")
     return 0

