@@ -20,7 +20,7 @@ from typing import Any
 from configkit.strict import NonFiniteError, StrictConfigError, coerce, unknown_key_error
 
 __all__ = [
-    "ConfigError", "VisionConfig", "TextConfig", "VLMConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
+    "ConfigError", "LoRAConfig", "VisionConfig", "TextConfig", "VLMConfig", "FusionConfig", "LossConfig", "PinCLIPConfig",
     "config_from_dict", "config_to_dict", "merge_overrides", "resolve_patch_layers", "layer_range",
     "patch_layers_message",
 ]
@@ -44,6 +44,20 @@ class ConfigFileMissingError(ConfigError, FileNotFoundError):
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters on a pretrained tower (:mod:`pinclip.lora`, through peft). ``rank``: the
+    adapters' rank (0: no adapters). ``alpha``: their scale is alpha / rank. ``dropout``: on the
+    adapters' input. ``target_modules``: the linear layers of the tower's blocks that get one,
+    by the last part of their name (``["q_proj", "v_proj"]``; empty: every linear layer of the
+    blocks). The tower's ``freeze`` policy still decides its own weights (``frozen``: only the
+    adapters train)."""
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=list)
+
+
+@dataclass
 class VisionConfig:
     """Image tower.
 
@@ -54,7 +68,9 @@ class VisionConfig:
     embeddings) and 14 merge windows for ``hf_qwen2vl``, where it must be a multiple of
     ``patch_size * spatial_merge_size`` of the checkpoint.
     ``freeze``: ``train_all`` | ``frozen`` | ``train_last_n`` (the last ``unfreeze_last_n`` blocks
-    and the layers after them train).
+    and the layers after them train). ``lora``: adapters on a Hugging Face tower
+    (:class:`LoRAConfig`). ``gradient_checkpointing``: recompute the blocks' activations in the
+    backward pass (less memory, about one more forward).
     """
     type: str = "vit"
     image_size: int | None = None
@@ -70,6 +86,8 @@ class VisionConfig:
     image_std: list[float] = field(default_factory=lambda: list(OPENAI_CLIP_STD))
     # Use the checkpoint's transformers image processor (HF towers only) instead of ours.
     use_hf_processor: bool = True
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -81,7 +99,8 @@ class TextConfig:
     ``scratch`` (a small transformer built from ``width``/``layers``/``heads``/``vocab_size``).
     ``tokenizer``: where the tokenizer comes from; None means ``pretrained`` for ``hf`` and the
     built-in MiniLM vocabulary for ``scratch``. ``pooling``: ``mean`` (masked mean over tokens, as
-    sentence-transformers does for MiniLM) or ``cls`` (first token).
+    sentence-transformers does for MiniLM) or ``cls`` (first token). ``lora``,
+    ``gradient_checkpointing``: as for the vision tower (``lora`` on ``hf`` towers only).
     """
     type: str = "hf"
     pretrained: str | None = BUILTIN_MINILM
@@ -95,6 +114,8 @@ class TextConfig:
     vocab_size: int = 30522
     freeze: str = "frozen"
     unfreeze_last_n: int = 0
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -106,7 +127,8 @@ class VLMConfig:
     for Qwen2-VL; a multiple of ``patch_size * spatial_merge_size``); the model's images are
     re-normalized and resized for it. ``max_text_tokens``: the caption is cut to this many
     tokens. ``freeze`` / ``unfreeze_last_n``: as for the towers, over the language model's
-    blocks (``frozen`` keeps the whole VLM fixed). The fusion reads it when ``fusion.use_vlm``.
+    blocks (``frozen`` keeps the whole VLM fixed). ``lora`` / ``gradient_checkpointing``: as for
+    the towers, over the language model's blocks. The fusion reads it when ``fusion.use_vlm``.
     """
     pretrained: str | None = None
     image_size: int | None = None
@@ -114,6 +136,8 @@ class VLMConfig:
     max_text_tokens: int = 64
     freeze: str = "frozen"
     unfreeze_last_n: int = 0
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -363,9 +387,23 @@ def _validate(cfg: PinCLIPConfig) -> None:
     if t.type == "scratch" and t.width % t.heads:
         raise ConfigError(f"model config '{name}': key 'text.width' ({t.width}) must divide by text.heads")
     for tower, tc in (("vision", v), ("text", t), ("vlm", cfg.vlm)):
+        _check_lora(name, tower, tc.lora, pretrained=tower == "vlm" or tc.type not in ("vit", "scratch"))
         if tc.freeze == "train_last_n" and tc.unfreeze_last_n <= 0:
             raise ConfigError(f"model config '{name}': key '{tower}.unfreeze_last_n' must be > 0 when "
                               f"{tower}.freeze is 'train_last_n'")
+
+
+def _check_lora(name: str, tower: str, lora: LoRAConfig, pretrained: bool) -> None:
+    where = f"model config '{name}': key '{tower}.lora"
+    if lora.rank < 0:
+        raise ConfigError(f"{where}.rank' must be >= 0 (0: no adapters), got {lora.rank}")
+    if not lora.alpha > 0:
+        raise ConfigError(f"{where}.alpha' must be > 0, got {lora.alpha}")
+    if not 0.0 <= lora.dropout < 1.0:
+        raise ConfigError(f"{where}.dropout' must be in [0, 1), got {lora.dropout}")
+    if lora.rank and not pretrained:
+        raise ConfigError(f"{where}.rank' = {lora.rank}: adapters are for pretrained Hugging Face towers; a tower "
+                          "trained from scratch trains all its weights (set its freeze policy instead)")
 
 
 def _positive(name: str, section: str, obj: Any, keys: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from torch import nn
 
 from .config import ConfigError, PinCLIPConfig, patch_layers_message
 from .fusion import HybridFusion
+from .lora import add_lora, enable_gradient_checkpointing
 from .hf_towers import create_hf_vision_tower, pool_text
 from .text import create_text_tower
 from .transforms import image_normalization
@@ -56,7 +57,15 @@ def _create_vlm(cfg: PinCLIPConfig, weights: bool = True) -> JointVLMEncoder | N
         return None
     vlm = JointVLMEncoder(m.pretrained, m.image_size, m.instruction, m.max_text_tokens, weights)
     vlm.set_freeze(m.freeze, m.unfreeze_last_n)
-    return vlm
+    return _finish_tower(vlm, m, "vlm")
+
+
+def _finish_tower(tower: nn.Module, section, key: str) -> nn.Module:
+    """LoRA adapters and gradient checkpointing of a built tower (after its freezing policy)."""
+    add_lora(tower, section.lora, f"{key}.lora")
+    if section.gradient_checkpointing:
+        enable_gradient_checkpointing(tower)
+    return tower
 
 
 def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
@@ -66,7 +75,7 @@ def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
     else:
         tower = create_hf_vision_tower(v.type, v.pretrained, v.image_size, weights)
     tower.set_freeze(v.freeze, v.unfreeze_last_n)
-    return tower
+    return _finish_tower(tower, v, "vision")
 
 
 @torch.no_grad()
@@ -103,7 +112,7 @@ class PinCLIP(nn.Module):
         # pretrained_weights=False: Hugging Face towers are built from the config.json in their
         # ``pretrained`` folder without reading weights (a saved model dir holds every weight).
         self.visual = _create_vision_tower(cfg, pretrained_weights)
-        self.text = create_text_tower(cfg.text, pretrained_weights)
+        self.text = _finish_tower(create_text_tower(cfg.text, pretrained_weights), cfg.text, "text")
         self.image_size = self.visual.image_size
         # The joint VLM encoder (None without vlm.pretrained); it sees the model's images
         # re-normalized from the image transform's statistics (image_mean / image_std) to its own.

@@ -123,6 +123,9 @@ def save_pretrained(model: PinCLIP, directory: str | os.PathLike, *, card: str |
     """Write ``model`` into the existing, empty ``directory`` (the caller makes it atomic) and
     return the manifest.
 
+    LoRA adapters are merged into the weights they adapt (:func:`pinclip.lora.merge_lora`), so
+    loading the directory needs no peft and the config says ``lora.rank`` 0.
+
     text_features_dtype: the dtype a frozen text tower's token features are rounded to before the
       projection and fusion (``"float16"``: what the trainer's text cache stores, so the encoder
       reproduces ``pinclip embed`` of the run); ``"auto"``: float16 when the text tower is frozen,
@@ -135,6 +138,10 @@ def save_pretrained(model: PinCLIP, directory: str | os.PathLike, *, card: str |
     if any(directory.iterdir()):
         raise ModelDirError(f"{directory}: not empty; save_pretrained writes into an empty directory")
     from safetensors.torch import save_model
+
+    from .lora import merge_lora
+    # LoRA adapters are merged into their base weights: the directory holds a plain model.
+    model = merge_lora(model)
     if text_features_dtype == "auto":
         text_features_dtype = "float16" if model.text.frozen else None
     if text_features_dtype not in (None, "float16", "bfloat16", "float32"):

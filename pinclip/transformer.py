@@ -10,6 +10,7 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 __all__ = ["Attention", "Mlp", "ResidualAttentionBlock", "CrossAttentionBlock", "Transformer",
@@ -99,11 +100,14 @@ class CrossAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of :class:`ResidualAttentionBlock`; ``resblocks`` is what freezing policies act on."""
+    """A stack of :class:`ResidualAttentionBlock`; ``resblocks`` is what freezing policies act on.
+    ``grad_checkpointing``: in training, each block's activations are recomputed in the backward
+    pass instead of stored (``torch.utils.checkpoint``, non-reentrant)."""
 
     def __init__(self, width: int, layers: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         self.width = width
+        self.grad_checkpointing = False
         self.resblocks = nn.ModuleList(
             [ResidualAttentionBlock(width, heads, mlp_ratio) for _ in range(layers)])
 
@@ -114,8 +118,12 @@ class Transformer(nn.Module):
         Returns (output of the last block [B, L, width], {layer: [B, L, width]})."""
         wanted = set(return_layers)
         taken: dict[int, torch.Tensor] = {}
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.resblocks, start=1):
-            x = block(x, key_padding_mask)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block, x, key_padding_mask, use_reentrant=False)
+            else:
+                x = block(x, key_padding_mask)
             if i in wanted:
                 taken[i] = x
         return x, taken

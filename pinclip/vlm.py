@@ -176,9 +176,6 @@ class JointVLMEncoder(FreezableTower):
     def after_blocks(self) -> Sequence[nn.Module]:
         return self._after
 
-    def enable_gradient_checkpointing(self) -> None:
-        self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
     def prepare_images(self, images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
         """Images normalized with (mean, std) at any size -> this VLM's normalization and size."""
         x = renormalize(images, mean, std, self.image_mean, self.image_std)

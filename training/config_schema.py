@@ -135,7 +135,12 @@ class OptimConfig:
     rates, a multiplier of ``lr`` (and of the schedule) for the parameters whose name starts with
     a key, e.g. ``{text_proj: 0.1}`` (the longest matching key wins; every key must match a
     trainable parameter); why: a projection initialized to keep a pretrained tower's geometry
-    should move slower than modules trained from scratch."""
+    should move slower than modules trained from scratch. ``layer_decay``: layer-wise learning-rate
+    decay of the pretrained towers (BEiT / ELECTRA style; 1: off): block i of a tower with depth
+    blocks trains at ``lr * layer_decay ** (depth - i)``, its embeddings (and anything else
+    before the blocks, e.g. a VLM's vision encoder) at ``layer_decay ** depth``, the layers after
+    the blocks and every module outside the towers at ``lr``; it multiplies ``lr_scale``. Why:
+    the lowest layers of a pretrained tower hold its most general features."""
     lr: float = 1e-3
     min_lr: float = 0.0
     weight_decay: float = 0.05
@@ -145,6 +150,7 @@ class OptimConfig:
     schedule: str = "cosine"
     grad_clip: float = 1.0
     lr_scale: dict[str, float] = field(default_factory=dict)
+    layer_decay: float = 1.0
 
 
 @dataclass
@@ -278,6 +284,7 @@ RULES = {
     "optim.weight_decay": _range(0.0),
     "optim.betas": _betas,
     "optim.lr_scale": _lr_scales,
+    "optim.layer_decay": _range(0.0, 1.0, lo_open=True),
     "optim.eps": _range(0.0, lo_open=True),
     "optim.warmup_steps": _range(0),
     "optim.schedule": _choice("cosine", "constant"),

@@ -9,7 +9,32 @@ import torch
 
 from training.config_schema import TrainConfigError
 
-__all__ = ["build_optimizer", "cosine_lr_lambda"]
+__all__ = ["build_optimizer", "cosine_lr_lambda", "layer_decay_scales"]
+
+
+def layer_decay_scales(model: torch.nn.Module, decay: float) -> dict[int, float]:
+    """{id(parameter): lr multiplier} of layer-wise decay over the model's towers (``visual``,
+    ``text`` and ``vlm``, each with ``blocks()`` and ``after_blocks()``): block i (1-based) of
+    depth blocks gets ``decay ** (depth - i)``, the modules after the blocks 1, the rest of the
+    tower (embeddings, a VLM's vision encoder) ``decay ** depth``. Empty when decay is 1."""
+    if decay == 1.0:
+        return {}
+    scales: dict[int, float] = {}
+    for name in ("visual", "text", "vlm"):
+        tower = getattr(model, name, None)
+        if tower is None or not hasattr(tower, "blocks"):
+            continue
+        blocks = list(tower.blocks())
+        depth = len(blocks)
+        for i, block in enumerate(blocks, start=1):
+            for p in block.parameters():
+                scales[id(p)] = decay ** (depth - i)
+        for module in tower.after_blocks():
+            for p in (module.parameters() if module is not None else ()):
+                scales[id(p)] = 1.0
+        for p in tower.parameters():
+            scales.setdefault(id(p), decay ** depth)
+    return scales
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
@@ -17,11 +42,14 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
 
     ``cfg.lr_scale`` ({name prefix: multiplier}) gives parameter groups their own learning rate
     (``lr * multiplier``; the scheduler's multiplier applies to every group alike). Group 0 is
-    always the unscaled decay group, so ``param_groups[0]["lr"]`` is the run's base lr."""
+    always the unscaled decay group, so ``param_groups[0]["lr"]`` is the run's base lr.
+    ``cfg.layer_decay`` (< 1) multiplies the towers' parameters' rates by
+    :func:`layer_decay_scales`."""
     scales = {str(k): float(v) for k, v in dict(getattr(cfg, "lr_scale", None) or {}).items()}
     for prefix, value in scales.items():
         if not value > 0:
             raise TrainConfigError(f"optim.lr_scale.{prefix} must be > 0, got {value}")
+    layer = layer_decay_scales(model, float(getattr(cfg, "layer_decay", 1.0) or 1.0))
     matched: set[str] = set()
     groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():
@@ -32,7 +60,8 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
         if key is not None:
             matched.add(key)
         decay = not (p.ndim < 2 or "logit_scale" in name or "logit_bias" in name)
-        groups.setdefault((decay, scales[key] if key else 1.0), []).append(p)
+        scale = (scales[key] if key else 1.0) * layer.get(id(p), 1.0)
+        groups.setdefault((decay, scale), []).append(p)
     unmatched = sorted(set(scales) - matched)
     if unmatched:
         tops = sorted({n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad})
