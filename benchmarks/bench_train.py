@@ -15,7 +15,8 @@ GPU too (``train.device=cuda``; the config's ``model.precision: auto`` then mean
 with the same worker counts, and reports both in ``results`` (each entry has ``device``) and
 ``side_by_side`` (samples/s per worker count, GPU / CPU speed-up). Without CUDA the report says
 ``"cuda": "not available"``. ``cpu`` / ``cuda``: that device only. Sampling stays in the CPU
-workers either way (``sampler.device`` is the config's).
+workers either way (``sampler.device`` is the config's). On CUDA each result also has
+``peak_gpu_memory_gb`` (``torch.cuda.max_memory_allocated`` over the run).
 
     python benchmarks/bench_train.py --json
     python benchmarks/bench_train.py --workers 0 2 --steps 40 --dataset /data/world
@@ -60,9 +61,12 @@ def run_once(config: str, dataset: Path, cache_dir: Path, workdir: Path, workers
     t0 = time.perf_counter()
     trainer = Trainer(cfg, run_dir)
     setup_s = time.perf_counter() - t0
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.device)
     t0 = time.perf_counter()
     trainer.train()
     train_s = time.perf_counter() - t0
+    peak_gb = (torch.cuda.max_memory_allocated(trainer.device) / 2**30 if trainer.device.type == "cuda" else None)
     rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] > warmup]
     wait = sum(r["data_wait_s"] for r in rows)
     compute = sum(r["compute_s"] for r in rows)
@@ -86,6 +90,7 @@ def run_once(config: str, dataset: Path, cache_dir: Path, workdir: Path, workers
         "rows_per_step": statistics.mean(r["rows_per_step"] for r in rows),
         "setup_s": setup_s,
         "train_s_all_steps": train_s,
+        "peak_gpu_memory_gb": peak_gb,
     }
 
 
