@@ -327,7 +327,7 @@ class PinEncoder:
                 out[i] = self.image_transform(load_rgb(image))
         return out.to(self.device)
 
-    def _text(self, texts: Sequence[str | None]) -> dict:
+    def _text(self, texts: Sequence[str | None], with_vlm: bool = True) -> dict:
         """The text inputs of the model; None is the empty caption.
 
         A frozen text tower's token features are computed on the fly and rounded to
@@ -339,7 +339,7 @@ class PinEncoder:
         enc = self.tokenizer(list(texts))
         ids, mask = enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
         vlm = {}
-        if self.vlm_tokenizer is not None:   # the fusion reads the joint VLM embedding
+        if with_vlm and self.vlm_tokenizer is not None:   # the fusion reads the joint VLM embedding
             vlm = {k: v.to(self.device) for k, v in self.vlm_tokenizer(list(texts)).items()}
         if self.text_features_dtype is not None and self.model.text.frozen:
             feats = self.model.text_features(ids, mask, dtype=self.text_features_dtype)
@@ -370,7 +370,7 @@ class PinEncoder:
             raise TypeError("encode_text takes a list of strings, not one string")
         parts = []
         for i in range(0, len(texts), batch_size):
-            text = self._text(texts[i:i + batch_size])
+            text = self._text(texts[i:i + batch_size], with_vlm=False)   # the text head reads no VLM
             with self._autocast():
                 out = self.model.encode_text(text.get("input_ids"), text.get("attention_mask"),
                                              text.get("text_features"), text.get("text_mask"))
