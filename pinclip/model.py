@@ -117,8 +117,9 @@ class PinCLIP(nn.Module):
         # The joint VLM encoder (None without vlm.pretrained); it sees the model's images
         # re-normalized from the image transform's statistics (image_mean / image_std) to its own.
         self.vlm = _create_vlm(cfg, pretrained_weights)
-        self.image_mean, self.image_std = image_normalization(
-            cfg.vision, getattr(self.visual, "pretrained_path", None))
+        if self.vlm is not None:
+            self.image_mean, self.image_std = image_normalization(
+                cfg.vision, getattr(self.visual, "pretrained_path", None))
         gw = self.visual.global_width
         self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
         self.text_proj = nn.Sequential(nn.LayerNorm(self.text.width), nn.Linear(self.text.width, d))

@@ -79,6 +79,15 @@ def _minimal_card(model: PinCLIP) -> str:
             "enc.encode_pins(images=[\"pin.jpg\"], texts=[\"a caption\"])\n```\n")
 
 
+def _copy_preprocessor(checkpoint: str | None, target: Path) -> None:
+    """The checkpoint folder's ``preprocessor_config.json`` (image statistics), when it has one."""
+    if not checkpoint:
+        return
+    pre = Path(checkpoint) / "preprocessor_config.json"
+    if pre.is_file():
+        (target / "preprocessor_config.json").write_bytes(pre.read_bytes())
+
+
 def _save_preprocess(model: PinCLIP, directory: Path, text_features_dtype: str | None, precision: str) -> dict:
     """preprocess.json (and the folders it names): the eval transform and the tokenizer."""
     v, t = model.config.vision, model.config.text
@@ -98,18 +107,14 @@ def _save_preprocess(model: PinCLIP, directory: Path, text_features_dtype: str |
         tok_ref = TOKENIZER_DIR
     if v.type != "vit":
         model.visual.model.config.save_pretrained(str(directory / VISION_DIR))
-        pre = Path(str(getattr(model.visual, "pretrained_path", ""))) / "preprocessor_config.json"
-        if pre.is_file():
-            (directory / VISION_DIR / "preprocessor_config.json").write_bytes(pre.read_bytes())
+        _copy_preprocessor(getattr(model.visual, "pretrained_path", None), directory / VISION_DIR)
     if t.type == "hf":
         model.text.model.config.save_pretrained(str(directory / TEXT_DIR))
     if model.vlm is not None:
         # The architecture, the prompt tokenizer and the image statistics; the weights are in WEIGHTS.
         model.vlm.model.config.save_pretrained(str(directory / VLM_DIR))
         model.vlm.tokenizer.save_pretrained(str(directory / VLM_DIR))
-        pre = Path(model.vlm.pretrained_path) / "preprocessor_config.json"
-        if pre.is_file():
-            (directory / VLM_DIR / "preprocessor_config.json").write_bytes(pre.read_bytes())
+        _copy_preprocessor(model.vlm.pretrained_path, directory / VLM_DIR)
     data = {"image": image,
             "tokenizer": {"source": tok_ref, "context_length": int(t.context_length), "padding": "max_length"},
             "text_features_dtype": text_features_dtype, "precision": precision}

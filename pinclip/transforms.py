@@ -35,6 +35,7 @@ from PIL import Image, ImageEnhance
 from .hf_towers import load_local
 
 __all__ = ["AugmentConfig", "ImageTransform", "HFImageTransform", "ImageReadError", "open_image", "image_normalization",
+           "processor_normalization",
            "read_image_size", "DEFAULT_MAX_IMAGE_PIXELS", "load_rgb", "resize_shorter", "center_crop",
            "to_tensor", "normalize"]
 
@@ -276,15 +277,21 @@ class HFImageTransform:
         return pixels.float()
 
 
+def processor_normalization(path: str | PathLike | None, mean: Sequence[float], std: Sequence[float]
+                            ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel from the ``preprocessor_config.json`` in the checkpoint folder
+    ``path`` (``image_mean`` / ``image_std``), else the given ``mean`` / ``std``."""
+    if path is not None:
+        pre = Path(str(path)) / "preprocessor_config.json"
+        if pre.is_file():
+            data = json.loads(pre.read_text())
+            mean, std = data.get("image_mean", mean), data.get("image_std", std)
+    return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+
+
 def image_normalization(vision_config, pretrained_path: str | None = None
                         ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) per channel that a model's image transform normalizes with: the checkpoint's
     ``preprocessor_config.json`` when ``pretrained_path`` holds one (Hugging Face towers), else
     ``vision_config.image_mean`` / ``image_std`` (a :class:`pinclip.config.VisionConfig`)."""
-    mean, std = vision_config.image_mean, vision_config.image_std
-    if pretrained_path is not None:
-        pre = Path(str(pretrained_path)) / "preprocessor_config.json"
-        if pre.is_file():
-            data = json.loads(pre.read_text())
-            mean, std = data.get("image_mean", mean), data.get("image_std", std)
-    return tuple(float(x) for x in mean), tuple(float(x) for x in std)
+    return processor_normalization(pretrained_path, vision_config.image_mean, vision_config.image_std)

@@ -18,17 +18,16 @@ no LM head). Used as a granularity of the hybrid fusion (``fusion.use_vlm``, see
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ConfigError
+from .config import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ConfigError
 from .freeze import FreezableTower
 from .hf_towers import load_local, qwen_patchify, resolve_pretrained
+from .transforms import processor_normalization
 
 __all__ = ["VLM_MODEL_TYPES", "DEFAULT_INSTRUCTION", "VLMPromptTokenizer", "JointVLMEncoder", "renormalize"]
 
@@ -49,8 +48,9 @@ def renormalize(images: torch.Tensor, mean_in: Sequence[float], std_in: Sequence
 class VLMPromptTokenizer:
     """Captions -> the VLM's prompt ids (``vlm_input_ids``, ``vlm_attention_mask``: [B, L] long,
     left-padded to the longest row of the batch). The caption is cut to ``max_text_tokens``
-    tokens; None is the empty caption; a row may leave the image out (``has_image``). The prompt pieces are tokenized separately (the special
-    tokens between them split the text anyway, so the ids equal those of the whole string)."""
+    tokens; None is the empty caption; a row may leave the image out (``has_image``). The prompt
+    pieces are tokenized separately (the special tokens between them split the text anyway, so
+    the ids equal those of the whole string)."""
 
     def __init__(self, path: str, instruction: str, image_tokens: int, max_text_tokens: int):
         from transformers import AutoTokenizer
@@ -118,10 +118,6 @@ def _load_base_model(auto_model, path: str) -> nn.Module:
     return model
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 class JointVLMEncoder(FreezableTower):
     """A Qwen2-VL / Qwen3-VL model that embeds an image and its caption jointly.
 
@@ -158,12 +154,9 @@ class JointVLMEncoder(FreezableTower):
         if self.image_size % factor:
             raise ConfigError(f"key 'vlm.image_size' = {self.image_size} must be a multiple of patch_size * "
                               f"spatial_merge_size = {factor} of the checkpoint {path!r}")
-        self.grid = self.image_size // self.patch_size
-        self.image_tokens = self.grid ** 2 // self.merge_size ** 2
+        self.image_tokens = (self.image_size // self.patch_size) ** 2 // self.merge_size ** 2
         self.width = int(config.text_config.hidden_size)
-        pre = _read_json(Path(path) / "preprocessor_config.json")
-        self.image_mean = tuple(pre.get("image_mean", (0.48145466, 0.4578275, 0.40821073)))
-        self.image_std = tuple(pre.get("image_std", (0.26862954, 0.26130258, 0.27577711)))
+        self.image_mean, self.image_std = processor_normalization(path, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
         self.pretrained_path = path
         self.tokenizer = VLMPromptTokenizer(path, instruction, self.image_tokens, max_text_tokens)
         lm = self.model.language_model

@@ -281,9 +281,11 @@ def compare_into(dataset_dir: str | Path, out: Path, settings: CompareSettings, 
                 stages.done(m.timing_key(i), s)
                 continue
             b = BASELINES[m.baseline]
+            # The comparison's one model setting is the VLM checkpoint; every baseline that computes
+            # on a device gets the comparison's.
             opt = BaselineOptions(seed=settings.seed + i, steps=settings.graph_steps, progress=True,
-                                  **({"model": settings.vlm, "device": settings.device} if m.baseline == "frozen-vlm"
-                                     else {}))
+                                  model=settings.vlm if m.baseline == "frozen-vlm" else None,
+                                  device=settings.device if "device" in b.options else "cpu")
             if (d / "method.json").is_file():
                 stages.start(f"{b.reused}{suffix}")
                 continue

@@ -263,14 +263,14 @@ class PinFeatureFetcher:
         """The text inputs of pins int64 [N]: ``text_features`` / ``text_mask`` (cache) or
         ``input_ids`` / ``attention_mask`` (tokenizer), plus ``vlm_input_ids`` /
         ``vlm_attention_mask`` with a ``vlm_tokenizer``."""
+        if texts is None and (self.text_cache is None or self.vlm_tokenizer is not None):
+            texts = self.features.pin_text(pins)
         if self.text_cache is not None:
             tokens, mask = self.text_cache.fetch(pins)
             out = {"text_features": tokens, "text_mask": mask}
         else:
-            texts = self.features.pin_text(pins) if texts is None else texts
             out = dict(self.tokenizer(texts))
         if self.vlm_tokenizer is not None:
-            texts = self.features.pin_text(pins) if texts is None else texts
             out.update(self.vlm_tokenizer(texts))
         return out
 

@@ -217,14 +217,15 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
                                    allow_changed_graph, log=log if is_main else None)
     transform = get_image_transform(model, train=False)
     # The run's own image checks: a bad image is handled in embedding as it was in training.
-    images = {"on_bad_image": str(cfg.data.on_bad_image), "max_image_pixels": int(cfg.data.max_image_pixels),
-              "vlm_tokenizer": get_vlm_tokenizer(model)}
+    images = {"on_bad_image": str(cfg.data.on_bad_image), "max_image_pixels": int(cfg.data.max_image_pixels)}
     if cfg.data.text_cache == "auto" and model.text.frozen:
         cache = get_text_cache(model, get_tokenizer(model), g.features, g.num_pins, cfg.data.cache_dir, dev,
                                progress=progress, is_main=is_main, barrier=barrier, log=log)
-        fetcher = PinFeatureFetcher(g.features, transform, model.image_size, text_cache=cache, **images)
+        text = {"text_cache": cache}
     else:
-        fetcher = PinFeatureFetcher(g.features, transform, model.image_size, tokenizer=get_tokenizer(model), **images)
+        text = {"tokenizer": get_tokenizer(model)}
+    fetcher = PinFeatureFetcher(g.features, transform, model.image_size, vlm_tokenizer=get_vlm_tokenizer(model),
+                                **text, **images)
     return {"cfg": cfg, "model": model, "graph": g, "fetcher": fetcher, "step": int(state["step"]),
             "device": dev, "checkpoint": state["_path"], "graph_identity": graph_identity(g.path),
             "graph_changed": changed}

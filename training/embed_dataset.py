@@ -142,11 +142,9 @@ def _embed_dataset(source, run_dir: Path | None, dataset: Path, out: Path, check
                 "model_dir": model_dir}
     meta.update({"matryoshka_dims": list(model.config.matryoshka_dims), "source": "dataset",
                  "dataset": str(dataset.absolute())})
-    images["vlm_tokenizer"] = get_vlm_tokenizer(model)
-    if text_cache is not None:
-        fetcher = PinFeatureFetcher(pins.features, transform, model.image_size, text_cache=text_cache, **images)
-    else:
-        fetcher = PinFeatureFetcher(pins.features, transform, model.image_size, tokenizer=tokenizer, **images)
+    text = {"text_cache": text_cache} if text_cache is not None else {"tokenizer": tokenizer}
+    fetcher = PinFeatureFetcher(pins.features, transform, model.image_size, vlm_tokenizer=get_vlm_tokenizer(model),
+                                **text, **images)
     p, d = pins.num_pins, model.embed_dim
     with atomic_directory(out, EMBED_OUTPUT) as tmp:
         arrays = {k: np.lib.format.open_memmap(tmp / f"{k}.npy", mode="w+", dtype=dtype, shape=(p, d))

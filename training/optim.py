@@ -49,7 +49,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
     for prefix, value in scales.items():
         if not value > 0:
             raise TrainConfigError(f"optim.lr_scale.{prefix} must be > 0, got {value}")
-    layer = layer_decay_scales(model, float(getattr(cfg, "layer_decay", 1.0) or 1.0))
+    layer = layer_decay_scales(model, float(getattr(cfg, "layer_decay", 1.0)))
     matched: set[str] = set()
     groups: dict[tuple[bool, float], list] = {(True, 1.0): [], (False, 1.0): []}
     for name, p in model.named_parameters():

@@ -200,7 +200,6 @@ class Trainer(RunFilesMixin):
         eval_transform = get_image_transform(self.model, train=False)
         tokenizer = get_tokenizer(self.model)
         images = self._image_policy()
-        images["vlm_tokenizer"] = get_vlm_tokenizer(self.model)
         if cfg.data.text_cache == "auto" and self.model.text.frozen:
             cache = get_text_cache(self.model, tokenizer, self.graph.features, self.graph.num_pins,
                                    cfg.data.cache_dir, self.device, progress=main and t.progress, is_main=main,
@@ -210,6 +209,7 @@ class Trainer(RunFilesMixin):
         else:
             text = {"tokenizer": tokenizer}
             self.text_mode = "tokenized in the workers"
+        text["vlm_tokenizer"] = get_vlm_tokenizer(self.model)
         self.fetcher = PinFeatureFetcher(self.graph.features, transform, self.model.image_size, **text, **images)
         self.eval_fetcher = PinFeatureFetcher(self.graph.features, eval_transform, self.model.image_size, **text,
                                               **images)

@@ -1,9 +1,5 @@
-"""Fixtures for the model library tests: tiny configs and tiny random Hugging Face checkpoints.
-
-Nothing here touches the network: checkpoints are random ``transformers`` models written by
-:mod:`pinclip.testing.tiny_checkpoints` (the one definition of the tiny Hugging Face models) into a
-temporary folder, once per session.
-"""
+"""Fixtures for the model library tests: tiny configs. The tiny random Hugging Face checkpoints
+(``hf_checkpoints``) are a suite-wide fixture of ``tests/conftest.py``."""
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -43,17 +39,3 @@ def random_text(batch: int, length: int = 12, vocab: int = 30522, generator=None
     lengths = 3 + torch.arange(batch) % (length - 2)
     mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
     return ids * mask, mask
-
-
-# The families the tower tests use (qwen3_vl is covered by test_tiny_checkpoints.py).
-HF_FAMILIES = ("clip", "clip_vision", "siglip", "qwen2_vl_vision", "qwen2_vl", "bert")
-
-
-@pytest.fixture(scope="session")
-def hf_checkpoints(tmp_path_factory):
-    """{family: folder} of the tiny random checkpoints of :mod:`pinclip.testing.tiny_checkpoints`:
-    ``clip`` (a full CLIPModel + CLIPProcessor), ``clip_vision``, ``siglip`` (vision towers + image
-    processors), ``qwen2_vl_vision``, ``qwen2_vl`` (the full VLM), ``bert`` (with the MiniLM tokenizer)."""
-    from pinclip.testing.tiny_checkpoints import write_tiny_checkpoints
-    paths = write_tiny_checkpoints(tmp_path_factory.mktemp("hf"), HF_FAMILIES, seed=0)
-    return {k: str(v) for k, v in paths.items()}

@@ -12,16 +12,10 @@ from pinclip.transforms import normalize, to_tensor
 from pinclip.vlm import JointVLMEncoder, renormalize
 
 
-@pytest.fixture(scope="module")
-def qwen_vl(tmp_path_factory):
-    from pinclip.testing.tiny_checkpoints import available_families, write_tiny_checkpoints
-    families = [f for f in ("qwen2_vl", "qwen3_vl") if f in available_families()]
-    paths = write_tiny_checkpoints(tmp_path_factory.mktemp("vlm"), families)
-    return {k: str(v) for k, v in paths.items()}
-
-
-def _families(qwen_vl):
-    return sorted(qwen_vl)
+@pytest.fixture
+def qwen_vl(hf_checkpoints):
+    """The full Qwen-VL checkpoints: qwen2_vl, and qwen3_vl where transformers has it."""
+    return {k: v for k, v in hf_checkpoints.items() if k in ("qwen2_vl", "qwen3_vl")}
 
 
 def test_prompt_tokenizer_left_pads_and_cuts(qwen_vl):

@@ -59,10 +59,10 @@ def test_frozen_text_baseline_and_refusals(tiny_graph, tmp_path, capsys, monkeyp
     assert "no such directory" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def tiny_qwen2_vl(tmp_path_factory):
-    from pinclip.testing.tiny_checkpoints import write_tiny_checkpoints
-    return write_tiny_checkpoints(tmp_path_factory.mktemp("vlm"), ["qwen2_vl"])["qwen2_vl"]
+@pytest.fixture
+def tiny_qwen2_vl(hf_checkpoints):
+    from pathlib import Path
+    return Path(hf_checkpoints["qwen2_vl"])
 
 
 def test_frozen_vlm_baseline_embeds_image_and_text_jointly(tiny_graph, tiny_qwen2_vl, tmp_path, capsys):

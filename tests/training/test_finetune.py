@@ -12,23 +12,16 @@ from training.logging_utils import read_jsonl
 from training.trainer import Trainer
 
 
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory):
-    from pinclip.testing.tiny_checkpoints import write_tiny_checkpoints
-    paths = write_tiny_checkpoints(tmp_path_factory.mktemp("hf"), ["clip_vision"])
-    return {k: str(v) for k, v in paths.items()}
+def _vision(hf_checkpoints, **extra):
+    return {"type": "hf_clip", "pretrained": hf_checkpoints["clip_vision"], "image_size": 32, "freeze": "frozen", **extra}
 
 
-def _vision(tiny_hf, **extra):
-    return {"type": "hf_clip", "pretrained": tiny_hf["clip_vision"], "image_size": 32, "freeze": "frozen", **extra}
-
-
-def test_lora_run_resumes_exactly_and_exports_a_merged_model(make_config, tiny_hf, tmp_path):
+def test_lora_run_resumes_exactly_and_exports_a_merged_model(make_config, hf_checkpoints, tmp_path):
     import pinclip
     from training.embed import embed_run, load_embeddings
     from training.export import export_run
     cfg = make_config(train={"max_steps": 4, "checkpoint_every": 2})
-    cfg["model"]["overrides"]["vision"] = _vision(tiny_hf, lora={"rank": 2})
+    cfg["model"]["overrides"]["vision"] = _vision(hf_checkpoints, lora={"rank": 2})
     cfg["model"]["overrides"]["fusion"]["patch_layers"] = [-1]
     straight, part = tmp_path / "straight", tmp_path / "part"
     Trainer(load_train_config(cfg), straight).train()
@@ -54,13 +47,13 @@ def test_lora_run_resumes_exactly_and_exports_a_merged_model(make_config, tiny_h
     assert (got - torch.from_numpy(np.array(emb["fused"][:16]))).abs().max().item() < 1e-4
 
 
-def test_layer_decay_scales_each_block(tiny_hf):
+def test_layer_decay_scales_each_block(hf_checkpoints):
     from omegaconf import OmegaConf
 
     from pinclip.factory import create_model
     from training.optim import build_optimizer
     model = create_model("pinclip-tiny-demo", embed_dim=16, matryoshka_dims=[],
-                         vision=_vision(tiny_hf, freeze="train_all"),
+                         vision=_vision(hf_checkpoints, freeze="train_all"),
                          text={"type": "scratch", "context_length": 12, "width": 32, "layers": 2, "heads": 2,
                                "freeze": "train_all"},
                          fusion={"width": 32, "heads": 2, "num_queries": 2, "layers": 1, "patch_layers": [-1]})

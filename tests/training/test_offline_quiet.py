@@ -58,10 +58,9 @@ def _hf_text_model_script(bert: Path, quiet: bool) -> str:
             "print('built')\n")
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    from pinclip.testing.tiny_checkpoints import write_tiny_checkpoints
-    return write_tiny_checkpoints(tmp_path_factory.mktemp("hf"), ["bert"])["bert"]
+@pytest.fixture
+def tiny_bert(hf_checkpoints):
+    return Path(hf_checkpoints["bert"])
 
 
 def test_quiet_third_party_silences_the_loading_weights_bar(tiny_bert):

@@ -39,19 +39,12 @@ def test_every_shipped_hf_config_is_covered():
     assert hf == set(SHIPPED_HF)
 
 
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory):
-    from pinclip.testing.tiny_checkpoints import write_tiny_checkpoints
-    paths = write_tiny_checkpoints(tmp_path_factory.mktemp("hf"), ["clip_vision", "siglip", "qwen2_vl", "bert"])
-    return {k: str(v) for k, v in paths.items()}
-
-
 @pytest.mark.parametrize("name", sorted(SHIPPED_HF))
-def test_shipped_hf_config_end_to_end(name, tiny_hf, tiny_world, tmp_path):
+def test_shipped_hf_config_end_to_end(name, hf_checkpoints, tiny_world, tmp_path):
     run, model_dir = tmp_path / "run", tmp_path / "model"
-    overrides = [o.format(**tiny_hf) for o in SHIPPED_HF[name]] + SIZES + [
+    overrides = [o.format(**hf_checkpoints) for o in SHIPPED_HF[name]] + SIZES + [
         f"data.dataset={tiny_world}", f"data.cache_dir={tmp_path / 'cache'}",
-        f"model.overrides.text.pretrained={tiny_hf['bert']}"]
+        f"model.overrides.text.pretrained={hf_checkpoints['bert']}"]
     if name == "vlm_joint":
         overrides.append("model.overrides.vlm.image_size=32")
     assert main(["train", "--config", name, "--out", str(run), "--quiet", *overrides]) == 0

@@ -60,9 +60,6 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--model {args.model}: no such file or directory (models are loaded from a local path)")
     if not args.graph.is_dir():
         raise CLIError(f"--graph {args.graph}: no such directory")
-    missing = sorted(o for o in b.requires if getattr(args, o) is None)
-    if missing:
-        raise CLIError(f"baseline {args.kind} needs {', '.join('--' + o for o in missing)}")
     if args.device is not None:
         from graph.devices import check_device
         check_device(args.device, "--device", allow_auto=True)

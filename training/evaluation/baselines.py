@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from sampling import as_sampling_graph, random_walk
 
-__all__ = ["frozen_text_embeddings", "FrozenVLMEmbeddings", "frozen_vlm_embeddings", "GraphBaseline", "GraphSAGEModel", "train_graph_baseline"]
+__all__ = ["frozen_text_embeddings", "FrozenVLMEmbeddings", "frozen_vlm_embeddings", "GraphBaseline",
+           "GraphSAGEModel", "train_graph_baseline"]
 
 MINILM = "builtin:all-MiniLM-L6-v2"
 
@@ -203,15 +204,15 @@ def frozen_vlm_embeddings(image_paths: Sequence[Any], texts: Sequence[str | None
                 images[j] = transform(open_image(image_paths[i]))
         images = images.to(device)
         caps = [texts[i] for i in rows]
-        runs = {"fused": (list(range(len(rows))), caps, has),
-                "image": ([j for j in range(len(rows)) if has[j]], None, None),
-                "text": ([j for j in range(len(rows)) if caps[j] is not None], caps, None)}
+        every = range(len(rows))
+        # head -> (rows of the batch it embeds, their captions, whether their prompt holds the image)
+        runs = {"fused": (list(every), caps, has),
+                "image": ([j for j in every if has[j]], [None] * len(rows), [True] * len(rows)),
+                "text": ([j for j in every if caps[j] is not None], caps, [False] * len(rows))}
         for head, (keep, captions, with_image) in runs.items():
             if not keep:
                 continue
-            prompts = enc.tokenizer([captions[j] if captions else None for j in keep],
-                                    has_image=[with_image[j] for j in keep] if with_image else
-                                    [head == "image"] * len(keep))
+            prompts = enc.tokenizer([captions[j] for j in keep], has_image=[with_image[j] for j in keep])
             with autocast(device.type, precision):
                 h = enc(images[keep], prompts["vlm_input_ids"].to(device), prompts["vlm_attention_mask"].to(device))
             out[head][torch.tensor([lo + j for j in keep])] = F.normalize(h.float(), dim=-1).cpu()
