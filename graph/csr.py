@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graph import csr_compiled
 from graph import csr_direction as direction
 from graph.csr_direction import sort_direction
 
@@ -62,6 +63,14 @@ def _indptr_from_sorted(ids: np.ndarray, n: int) -> np.ndarray:
 
 # Below this many edges both directions run on the calling thread.
 _PARALLEL_MIN_EDGES = 1 << 18
+# When the compiled build (``graph.csr_compiled``) runs, numba importing: from
+# ``COMPILED_MIN_EDGES`` edges, or from ``COMPILED_WARM_MIN_EDGES`` once this process has loaded
+# its kernels. Its once-per-process start (numba's import, LLVM, the kernels from numba's
+# cache: about 0.5 s on the development VM) is worth paying for large graphs only: it saves
+# about 10 ns an edge in a fresh process (0.10 s at 10M edges, benchmarks/RESULTS.md, "Graph
+# build") and needs half the memory. Tests lower them.
+COMPILED_MIN_EDGES = 1 << 25
+COMPILED_WARM_MIN_EDGES = 1 << 20
 
 
 def build_bipartite_csr(
@@ -84,7 +93,10 @@ def build_bipartite_csr(
     long as ``bits(P) + bits(B) + bits(E) <= 63`` (1M pins, 100k boards, 10M edges: 20 + 17 + 24
     = 61); a larger graph with attributes takes a stable argsort of the key instead. The two
     directions run on two threads. Id spaces over 63 bits (and empty edge lists) take
-    ``_build_by_argsort``. Every path gives identical arrays.
+    ``_build_by_argsort``. From ``COMPILED_MIN_EDGES`` edges (``COMPILED_WARM_MIN_EDGES`` once
+    its kernels are loaded in this process), when numba imports, the compiled build (``graph.csr_compiled``: one sort split over the threads, the board direction by a
+    counting sort of the pin direction) gives the same arrays faster. Every path gives
+    identical arrays.
     """
     pins = np.asarray(pins, dtype=np.int64)
     boards = np.asarray(boards, dtype=np.int64)
@@ -102,6 +114,15 @@ def build_bipartite_csr(
         need_order = any(v is not None and not direction.is_constant(v) for v in (weights, timestamps))
         if not need_order or pin_bits + board_bits + edge_bits > direction.KEY_BITS:
             edge_bits = 0  # no positions in the key
+        threshold = COMPILED_WARM_MIN_EDGES if csr_compiled.loaded() else COMPILED_MIN_EDGES
+        if n >= threshold and (edge_bits or not need_order) and csr_compiled.enabled():
+            (pin_indptr, pin_indices, pin_w, pin_t, board_indptr, board_indices, board_w, board_t,
+             num_dup) = csr_compiled.build_both_directions(pins, boards, num_pins, num_boards, weights,
+                                                           timestamps, idx_dtype, edge_bits)
+            return BipartiteCSR(num_pins=num_pins, num_boards=num_boards, pin_indptr=pin_indptr,
+                                pin_indices=pin_indices, board_indptr=board_indptr,
+                                board_indices=board_indices, pin_weights=pin_w, board_weights=board_w,
+                                pin_timestamps=pin_t, board_timestamps=board_t, num_duplicates=num_dup)
         args_pin = (pins, boards, num_pins, board_bits, edge_bits, weights, timestamps, idx_dtype)
         args_board = (boards, pins, num_boards, pin_bits, edge_bits, weights, timestamps, idx_dtype)
         if n >= _PARALLEL_MIN_EDGES and (os.cpu_count() or 1) > 1:

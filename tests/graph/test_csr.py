@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import graph.csr as csr
+import graph.csr_compiled as compiled
 import graph.csr_direction as direction
 from graph.csr import build_bipartite_csr, index_dtype_for
 
@@ -81,10 +82,19 @@ def random_edges(rng: np.random.Generator, num_pins: int, num_boards: int, num_e
     return pins, boards, weights, timestamps
 
 
-@pytest.fixture(params=["packed", "packed_threads", "packed_small_chunks", "key_argsort", "argsort"])
+@pytest.fixture(params=["packed", "packed_threads", "packed_small_chunks", "key_argsort", "argsort",
+                        "compiled", "compiled_threads"])
 def path(request, monkeypatch):
     """Run the kernel on one of its code paths (results must not depend on it)."""
-    if request.param == "packed_threads":
+    if request.param.startswith("compiled"):
+        if not compiled.available():
+            pytest.skip("numba does not import: no compiled build")
+        monkeypatch.setattr(csr, "COMPILED_MIN_EDGES", 0)
+        monkeypatch.setattr(csr, "COMPILED_WARM_MIN_EDGES", 0)
+        if request.param == "compiled_threads":  # more threads than the CPUs: parts of every size
+            monkeypatch.setattr(compiled, "threads_for", lambda n, b: 3)
+            monkeypatch.setattr(direction, "POPULATE_MIN_BYTES", 1)
+    elif request.param == "packed_threads":
         monkeypatch.setattr(csr, "_PARALLEL_MIN_EDGES", 0)
     elif request.param == "packed_small_chunks":  # runs of repeats across chunks, mmap'd arrays
         monkeypatch.setattr(direction, "CHUNK", 5)
