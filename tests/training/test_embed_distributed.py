@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from training.embed import EmbedShardError, _write_shard, load_embeddings, load_run, merge_shards, shard_range
+from training.embed import load_embeddings, load_run
+from training.embed_shards import EmbedShardError, _write_shard, merge_shards, shard_range
 
 BATCH = 32   # the tiny world's 160 pins are 5 batches; 2 ranks get pins [0, 64) and [64, 160)
 ARRAYS = ("image", "text", "fused", "pin_ids", "image_missing", "cold_start")

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     from training.checkpoint import CheckpointError
     from training.cli import CLIError
     from training.config import TrainConfigError
-    from training.embed import EmbedShardError, embed_run
+    from training.embed import embed_run
+    from training.embed_shards import EmbedShardError
 
     if args.batch_size < 1:
         raise CLIError(f"--batch-size {args.batch_size}: must be >= 1")
