@@ -18,6 +18,7 @@ no_residual     ``fusion.zero_init_early=false``: early fusion starts as random 
 lr_scale        ``optim.lr_scale.text_proj=0.1``: the text projection at a tenth of the lr
 v1              all three undone: the first version's recipe
 text_lora       ``text.lora.rank=8``: LoRA adapters on the text tower (not shipped; measured)
+conv_stem       ``vision.stem=conv``: the hybrid ViT's convolutional stem (measured)
 frozen_text     the frozen all-MiniLM-L6-v2 on pin text (a baseline, not trained)
 ==============  ===========================================================================
 
@@ -62,6 +63,8 @@ VARIANTS: dict[str, list[str]] = {
     # Not part of the shipped recipe: the text tower adapted by LoRA (rank 8 on every linear layer of
     # its blocks; the adapters start at zero, so the tower starts exactly as the frozen encoder).
     "text_lora": [f"{_M}text.lora.rank=8"],
+    # Not part of the shipped recipe: the hybrid ViT's convolutional stem instead of patchify.
+    "conv_stem": [f"{_M}vision.stem=conv"],
 }
 METRICS = ("board_recall@10", "cold_start_board_recall@10", "board_mrr", "t2i_recall@10")
 

@@ -71,10 +71,15 @@ class VisionConfig:
     and the layers after them train). ``lora``: adapters on a Hugging Face tower
     (:class:`LoRAConfig`). ``gradient_checkpointing``: recompute the blocks' activations in the
     backward pass (less memory, about one more forward).
+    ``stem`` (``vit`` only): ``patch`` (one patch_size x patch_size convolution, the plain ViT) or
+    ``conv`` (the hybrid ViT's convolutional stem: log2(patch_size) 3x3 stride-2 convolutions with
+    GroupNorm and GELU, channels doubling up to ``width``, then a 1x1 convolution; the same token
+    grid; Xiao et al. 2021, "Early convolutions help transformers see better").
     """
     type: str = "vit"
     image_size: int | None = None
     patch_size: int = 16
+    stem: str = "patch"
     width: int = 768
     layers: int = 12
     heads: int = 12
@@ -368,6 +373,13 @@ def _validate(cfg: PinCLIPConfig) -> None:
                               f"multiple of vision.patch_size ({v.patch_size})")
         if v.width % v.heads:
             raise ConfigError(f"model config '{name}': key 'vision.width' ({v.width}) must divide by vision.heads")
+        if v.stem not in ("patch", "conv"):
+            raise ConfigError(f"model config '{name}': key 'vision.stem' is {v.stem!r}: use 'patch' or 'conv'")
+        if v.stem == "conv" and (v.patch_size < 2 or v.patch_size & (v.patch_size - 1)
+                                 or v.width % (v.patch_size // 2)):
+            raise ConfigError(f"model config '{name}': key 'vision.stem' 'conv' needs a patch_size that is a "
+                              f"power of 2 (got {v.patch_size}) and a width divisible by patch_size / 2 "
+                              f"(got {v.width})")
         if v.layers < 1:
             raise ConfigError(f"model config '{name}': key 'vision.layers' must be >= 1 (the number of "
                               f"transformer blocks of the ViT), got {v.layers}")

@@ -71,7 +71,8 @@ def _finish_tower(tower: nn.Module, section, key: str) -> nn.Module:
 def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
     v = cfg.vision
     if v.type == "vit":
-        tower = VisionTransformer(v.image_size or 224, v.patch_size, v.width, v.layers, v.heads, v.mlp_ratio)
+        tower = VisionTransformer(v.image_size or 224, v.patch_size, v.width, v.layers, v.heads, v.mlp_ratio,
+                                  stem=v.stem)
     else:
         tower = create_hf_vision_tower(v.type, v.pretrained, v.image_size, weights)
     tower.set_freeze(v.freeze, v.unfreeze_last_n)

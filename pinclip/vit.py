@@ -14,7 +14,7 @@ from .config import resolve_patch_layers
 from .freeze import FreezableTower
 from .transformer import Transformer
 
-__all__ = ["ImageTowerOutput", "VisionTransformer", "resolve_layers"]
+__all__ = ["ImageTowerOutput", "VisionTransformer", "ConvStem", "resolve_layers"]
 
 
 # ``global``: [B, W] float, the image-level token (CLS after the final norm, or the tower's pooled
@@ -30,14 +30,36 @@ def resolve_layers(layers: Iterable[int | str], num_layers: int) -> list[int]:
     return resolve_patch_layers(layers, num_layers)
 
 
+class ConvStem(nn.Module):
+    """The hybrid ViT's convolutional stem: images [B, 3, H, W] -> tokens [B, width, H / patch,
+    W / patch], by log2(patch_size) 3x3 stride-2 convolutions (GroupNorm, GELU), channels
+    doubling up to ``width``, then a 1x1 convolution (Xiao et al. 2021). Strokes and components
+    smaller than a patch get a convolution's locality, which a single patchify layer lacks."""
+
+    def __init__(self, patch_size: int, width: int):
+        super().__init__()
+        steps = patch_size.bit_length() - 1  # patch_size is a power of 2
+        chans = [3] + [width >> (steps - 1 - i) for i in range(steps)]
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(chans, chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                       nn.GroupNorm(min(8, c_out), c_out), nn.GELU()]
+        layers.append(nn.Conv2d(width, width, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.layers(images)
+
+
 class VisionTransformer(FreezableTower):
-    """ViT: patchify (conv), class token, learned positions, pre-LN transformer, final LayerNorm.
+    """ViT: patchify (conv, or a convolutional stem: ``stem="conv"``), class token, learned
+    positions, pre-LN transformer, final LayerNorm.
 
     images: [B, 3, image_size, image_size] float (normalized). Width ``width`` is the token width.
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, stem: str = "patch"):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
@@ -49,7 +71,12 @@ class VisionTransformer(FreezableTower):
         self.grid_size = (image_size // patch_size, image_size // patch_size)
         n = self.grid_size[0] * self.grid_size[1]
         scale = width ** -0.5
-        self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        if stem == "conv":
+            self.conv1: nn.Module = ConvStem(patch_size, width)
+        elif stem == "patch":
+            self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
+        else:
+            raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(n + 1, width))
         self.ln_pre = nn.LayerNorm(width)

@@ -84,6 +84,8 @@ def test_unknown_keys_name_the_key_and_the_config(patch, key):
     ({"vision": {"heads": 0}}, "vision.heads"),
     ({"vision": {"width": 0}}, "vision.width"),
     ({"vision": {"patch_size": 0}}, "vision.patch_size"),
+    ({"vision": {"stem": "resnet"}}, "vision.stem"),
+    ({"vision": {"stem": "conv", "image_size": 36, "patch_size": 6}}, "vision.stem"),
     ({"fusion": {"heads": 0}}, "fusion.heads"),
     ({"fusion": {"layers": 0}}, "fusion.layers"),
     ({"text": {"type": "scratch", "heads": 0}}, "text.heads"),

@@ -229,3 +229,23 @@ def test_image_share_init_must_be_a_proper_share(value):
     from pinclip.config import ConfigError
     with pytest.raises(ConfigError, match=r"fusion\.image_share_init.*strictly between 0 and 1"):
         make(fusion={"image_share_init": value})
+
+
+def test_conv_stem_keeps_the_token_grid_and_trains(batch):
+    """The hybrid ViT's convolutional stem: the same token grid and outputs as patchify, every
+    stem parameter reached by the loss (DDP needs it), and its save/load round trip."""
+    images, ids, mask = batch
+    model = make(vision={"stem": "conv"}).train()
+    plain = make()
+    out, ref = model(images, ids, mask), plain(images, ids, mask)
+    assert {k: v.shape for k, v in out.items() if torch.is_tensor(v)} == {
+        k: v.shape for k, v in ref.items() if torch.is_tensor(v)}
+    stem = model.visual.conv1
+    assert len([m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]) == 3 + 1  # patch 8: 3 stride-2 + 1x1
+    losses = PinCLIPLoss.from_config(model.config)(out, None, None, None)
+    losses["loss"].backward()
+    assert all(p.grad is not None and p.grad.any() for p in stem.parameters())
+    clone = make(vision={"stem": "conv"})
+    clone.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(clone.eval()(images, ids, mask)["image_emb"], model.eval()(images, ids, mask)["image_emb"])
