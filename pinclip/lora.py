@@ -7,7 +7,7 @@ own weights (``frozen``: none train); the adapters always train, so the tower ru
 and is no longer ``frozen``. The adapters are ordinary parameters of the model: checkpoints hold
 them and resume restores them exactly.
 
-``merge_lora(model)`` returns a copy of a PinCLIP model with every adapter merged into its base
+``merge_lora(model)`` returns a copy (``in_place=True``: the model itself) of a PinCLIP model with every adapter merged into its base
 weight (W + B A * alpha / r) and the LoRA layers replaced by plain ones, with the ``lora`` keys of
 its config reset: what :func:`pinclip.pretrained.save_pretrained` writes, so a model directory
 never needs peft to load.
@@ -85,12 +85,15 @@ def _merge_into_base(root: nn.Module) -> None:
             setattr(parent, child, module.get_base_layer())
 
 
-def merge_lora(model: Any) -> Any:
+def merge_lora(model: Any, in_place: bool = False) -> Any:
     """A copy of the PinCLIP ``model`` with every adapter merged into its base weights and no LoRA
-    layer left; its config's ``lora.rank`` keys are 0. ``model`` itself is unchanged."""
+    layer left; its config's ``lora.rank`` keys are 0. ``model`` itself is unchanged, unless
+    ``in_place``: then ``model`` is merged and returned, without the copy (a model the caller
+    owns, such as the one ``pinclip export`` loads: a second copy of a VLM's weights is
+    gigabytes)."""
     if not has_lora(model):
         return model
-    merged = copy.deepcopy(model)
+    merged = model if in_place else copy.deepcopy(model)
     _merge_into_base(merged)
     for section in (merged.config.vision, merged.config.text, merged.config.vlm):
         section.lora = LoRAConfig()

@@ -17,6 +17,7 @@ from typing import Any
 
 from graph.atomic import atomic_directory
 from graph.output_dir import OutputKind, check_output_dir
+from pinclip.lora import merge_lora
 from pinclip.pretrained import MODEL_FORMAT, save_pretrained
 from training.embed import load_run_model
 
@@ -125,6 +126,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, checkpoint: s
     extra = {"run_dir": str(run_dir.absolute()), "checkpoint": str(state["_path"]), "step": step,
              "train_model": cfg.model.name}
     card = model_card(model, cfg, run_dir.absolute(), step, str(state["_path"]))
+    # This model is ours (loaded above): merge LoRA adapters into it rather than into the copy
+    # save_pretrained would make, which would double a VLM's memory.
+    model = merge_lora(model, in_place=True)
     with atomic_directory(out, MODEL_OUTPUT) as tmp:
         save_pretrained(model, tmp, card=card, extra_manifest=extra, text_features_dtype=text_dtype,
                         precision=str(cfg.model.precision))

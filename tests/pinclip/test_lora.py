@@ -89,6 +89,10 @@ def test_merged_model_and_saved_directory_reproduce_the_adapted_model(hf_checkpo
     with torch.no_grad():
         loaded = enc.model(**inputs)
     assert torch.allclose(loaded["fused_emb"], ref["fused_emb"], atol=1e-5)
+    same = merge_lora(model, in_place=True)  # no copy: the model itself is merged
+    assert same is model and not has_lora(model) and model.config.vision.lora.rank == 0
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs)["fused_emb"], ref["fused_emb"], atol=1e-5)
 
 
 def test_lora_config_errors_name_the_key(hf_checkpoints):
