@@ -19,6 +19,8 @@ lr_scale        ``optim.lr_scale.text_proj=0.1``: the text projection at a tenth
 v1              all three undone: the first version's recipe
 text_lora       ``text.lora.rank=8``: LoRA adapters on the text tower (not shipped; measured)
 conv_stem       ``vision.stem=conv``: the hybrid ViT's convolutional stem (measured)
+vis_lr3         ``optim.lr_scale.visual=3.0``: the image tower at 3x the learning rate (measured)
+vis_lr03        ``optim.lr_scale.visual=0.3``: the image tower at 0.3x the learning rate (measured)
 frozen_text     the frozen all-MiniLM-L6-v2 on pin text (a baseline, not trained)
 ==============  ===========================================================================
 
@@ -65,6 +67,9 @@ VARIANTS: dict[str, list[str]] = {
     "text_lora": [f"{_M}text.lora.rank=8"],
     # Not part of the shipped recipe: the hybrid ViT's convolutional stem instead of patchify.
     "conv_stem": [f"{_M}vision.stem=conv"],
+    # Not part of the shipped recipe: the image tower at 3x and 0.3x the learning rate.
+    "vis_lr3": ["optim.lr_scale.visual=3.0"],
+    "vis_lr03": ["optim.lr_scale.visual=0.3"],
 }
 METRICS = ("board_recall@10", "cold_start_board_recall@10", "board_mrr", "t2i_recall@10")
 
