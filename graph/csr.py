@@ -94,8 +94,9 @@ def build_bipartite_csr(
     = 61); a larger graph with attributes takes a stable argsort of the key instead. The two
     directions run on two threads. Id spaces over 63 bits (and empty edge lists) take
     ``_build_by_argsort``. From ``COMPILED_MIN_EDGES`` edges (``COMPILED_WARM_MIN_EDGES`` once
-    its kernels are loaded in this process), when numba imports, the compiled build (``graph.csr_compiled``: one sort split over the threads, the board direction by a
-    counting sort of the pin direction) gives the same arrays faster. Every path gives
+    its kernels are loaded in this process), when numba imports, the compiled build
+    (``graph.csr_compiled``: one sort split over the threads, the board direction by a counting
+    sort of the pin direction) gives the same arrays faster. Every path gives
     identical arrays.
     """
     pins = np.asarray(pins, dtype=np.int64)
@@ -119,21 +120,18 @@ def build_bipartite_csr(
             (pin_indptr, pin_indices, pin_w, pin_t, board_indptr, board_indices, board_w, board_t,
              num_dup) = csr_compiled.build_both_directions(pins, boards, num_pins, num_boards, weights,
                                                            timestamps, idx_dtype, edge_bits)
-            return BipartiteCSR(num_pins=num_pins, num_boards=num_boards, pin_indptr=pin_indptr,
-                                pin_indices=pin_indices, board_indptr=board_indptr,
-                                board_indices=board_indices, pin_weights=pin_w, board_weights=board_w,
-                                pin_timestamps=pin_t, board_timestamps=board_t, num_duplicates=num_dup)
-        args_pin = (pins, boards, num_pins, board_bits, edge_bits, weights, timestamps, idx_dtype)
-        args_board = (boards, pins, num_boards, pin_bits, edge_bits, weights, timestamps, idx_dtype)
-        if n >= _PARALLEL_MIN_EDGES and (os.cpu_count() or 1) > 1:
-            # numpy releases the GIL in sorts and ufunc loops: the directions run concurrently.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                by_board = pool.submit(direction.sorted_direction, *args_board)
-                pin_indptr, pin_indices, pin_w, pin_t, num_dup = direction.sorted_direction(*args_pin)
-                board_indptr, board_indices, board_w, board_t, _ = by_board.result()
         else:
-            pin_indptr, pin_indices, pin_w, pin_t, num_dup = direction.sorted_direction(*args_pin)
-            board_indptr, board_indices, board_w, board_t, _ = direction.sorted_direction(*args_board)
+            args_pin = (pins, boards, num_pins, board_bits, edge_bits, weights, timestamps, idx_dtype)
+            args_board = (boards, pins, num_boards, pin_bits, edge_bits, weights, timestamps, idx_dtype)
+            if n >= _PARALLEL_MIN_EDGES and (os.cpu_count() or 1) > 1:
+                # numpy releases the GIL in sorts and ufunc loops: the directions run concurrently.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    by_board = pool.submit(direction.sorted_direction, *args_board)
+                    pin_indptr, pin_indices, pin_w, pin_t, num_dup = direction.sorted_direction(*args_pin)
+                    board_indptr, board_indices, board_w, board_t, _ = by_board.result()
+            else:
+                pin_indptr, pin_indices, pin_w, pin_t, num_dup = direction.sorted_direction(*args_pin)
+                board_indptr, board_indices, board_w, board_t, _ = direction.sorted_direction(*args_board)
         return BipartiteCSR(
             num_pins=num_pins,
             num_boards=num_boards,

@@ -354,27 +354,26 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
     edge_cuts = [n * i // t for i in range(t + 1)]
 
     with ThreadPoolExecutor(max_workers=t) as pool:
-        def each(kernel, args_of, threads=t):
-            """kernel(*args_of(i)) for i in range(threads), one per thread. The kernel is
+        def each(kernel, args_of):
+            """kernel(*args_of(i)) for i in range(t), one per thread. The kernel is
             compiled (or loaded from numba's cache) for these argument types on this thread
             first: numba's first dispatch from several threads at once can crash."""
-            args = [args_of(i) for i in range(threads)]
+            args = [args_of(i) for i in range(t)]
             kernel.compile(tuple(numba.typeof(a) for a in args[0]))
             return list(pool.map(lambda a: kernel(*a), args))
 
         # 1. edges per pin bin, per thread; cut the bins into t parts of about n / t edges.
         hists = np.zeros((t, HIST_BINS), dtype=np.int64)
         each(k.histogram, lambda i: (pins, edge_cuts[i], edge_cuts[i + 1], shift, hists[i]))
-        per_bin = hists.sum(axis=0)
-        cum = np.cumsum(per_bin)
+        upto = np.zeros((t, HIST_BINS + 1), dtype=np.int64)  # upto[i, c]: thread i's edges in bins < c
+        np.cumsum(hists, axis=1, out=upto[:, 1:])
+        cum = upto[:, 1:].sum(axis=0)
         bin_cuts = np.concatenate([[0], np.searchsorted(cum, [n * i / t for i in range(1, t)], side="left") + 1,
                                    [HIST_BINS]])
         bin_cuts = np.maximum.accumulate(np.minimum(bin_cuts, HIST_BINS))
         part_of_bin = np.repeat(np.arange(t, dtype=np.int64), np.diff(bin_cuts))
         pin_cuts = [min(int(c) << shift, num_pins) for c in bin_cuts]
         # edges of thread i in part r: sums of its histogram over the part's bins
-        upto = np.zeros((t, HIST_BINS + 1), dtype=np.int64)
-        np.cumsum(hists, axis=1, out=upto[:, 1:])
         per_part = upto[:, bin_cuts[1:]] - upto[:, bin_cuts[:-1]]
         part_start = np.concatenate([[0], np.cumsum(per_part.sum(axis=0))])
         cursors = part_start[:-1][None, :] + np.cumsum(per_part, axis=0) - per_part  # [thread, part]
