@@ -95,9 +95,10 @@ def build_bipartite_csr(
     directions run on two threads. Id spaces over 63 bits (and empty edge lists) take
     ``_build_by_argsort``. From ``COMPILED_MIN_EDGES`` edges (``COMPILED_WARM_MIN_EDGES`` once
     its kernels are loaded in this process), when numba imports, the compiled build
-    (``graph.csr_compiled``: one sort split over the threads, the board direction by a counting
-    sort of the pin direction) gives the same arrays faster. Every path gives
-    identical arrays.
+    (``graph.csr_compiled``: a radix sort of cache-sized bins of pins split over the threads, the
+    float32 weights carried with the keys, the board direction by a counting sort of the pin
+    direction) gives the same arrays faster where its records fit (``csr_compiled.fits``). Every
+    path gives identical arrays.
     """
     pins = np.asarray(pins, dtype=np.int64)
     boards = np.asarray(boards, dtype=np.int64)
@@ -116,10 +117,10 @@ def build_bipartite_csr(
         if not need_order or pin_bits + board_bits + edge_bits > direction.KEY_BITS:
             edge_bits = 0  # no positions in the key
         threshold = COMPILED_WARM_MIN_EDGES if csr_compiled.loaded() else COMPILED_MIN_EDGES
-        if n >= threshold and (edge_bits or not need_order) and csr_compiled.enabled():
+        if n >= threshold and csr_compiled.fits(num_pins, num_boards, n) and csr_compiled.enabled():
             (pin_indptr, pin_indices, pin_w, pin_t, board_indptr, board_indices, board_w, board_t,
              num_dup) = csr_compiled.build_both_directions(pins, boards, num_pins, num_boards, weights,
-                                                           timestamps, idx_dtype, edge_bits)
+                                                           timestamps, idx_dtype)
         else:
             args_pin = (pins, boards, num_pins, board_bits, edge_bits, weights, timestamps, idx_dtype)
             args_board = (boards, pins, num_boards, pin_bits, edge_bits, weights, timestamps, idx_dtype)

@@ -59,11 +59,15 @@ def edges_with_runs(rng, num_pins, num_boards, num_edges, run_lengths):
     return pins, boards, w, t
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3, 5])
-def test_compiled_equals_numpy_kernel_bit_for_bit(threads):
+@pytest.mark.parametrize("threads, edges_per_bin", [(1, 2048), (2, 2048), (3, 4), (5, 64), (2, 1)])
+def test_compiled_equals_numpy_kernel_bit_for_bit(threads, edges_per_bin, monkeypatch):
+    """Few large bins (the default on these small graphs) and many small ones (down to one
+    pin a bin); sort keys of 1 to 4 bytes (one to four radix passes)."""
+    monkeypatch.setattr(compiled, "EDGES_PER_BIN", edges_per_bin)
     rng = np.random.default_rng(threads)
     cases = [(1, 1, 1, []), (5, 3, 400, [129, 7]), (60, 40, 3000, [2] * 200), (2, 2, 500, []),
-             (3000, 2, 2000, [300, 1000]), (40, 30, 7, []), (1 << 12, 1 << 9, 5000, [256, 255, 8, 9])]
+             (3000, 2, 2000, [300, 1000]), (40, 30, 7, []), (1 << 12, 1 << 9, 5000, [256, 255, 8, 9]),
+             (1 << 9, 1 << 14, 3000, [40, 3]), (1 << 12, 1 << 20, 3000, [130, 2])]
     for num_pins, num_boards, num_edges, runs in cases:
         pins, boards, w, t = edges_with_runs(rng, num_pins, num_boards, num_edges, runs)
         for weights in (None, w, w.astype(np.float64) * 1.1, np.full_like(w, 0.7), np.full(num_edges, 0.1)):
@@ -72,7 +76,7 @@ def test_compiled_equals_numpy_kernel_bit_for_bit(threads):
                     want, cw, ct, edge_bits = numpy_build(pins, boards, num_pins, num_boards, weights,
                                                           timestamps, idx_dtype)
                     got = compiled.build_both_directions(pins, boards, num_pins, num_boards, cw, ct,
-                                                         idx_dtype, edge_bits, threads=threads)
+                                                         idx_dtype, threads=threads)
                     assert_same(got, want, (num_pins, num_boards, num_edges, threads, idx_dtype,
                                             None if weights is None else weights.dtype,
                                             timestamps is None))
@@ -86,8 +90,7 @@ def test_skewed_pins_and_empty_parts():
         boards = rng.integers(0, 50, 3000)
         w = rng.random(3000, dtype=np.float32)
         want, cw, ct, edge_bits = numpy_build(pins, boards, 5000, 50, w, None, np.dtype(np.int32))
-        got = compiled.build_both_directions(pins, boards, 5000, 50, cw, ct, np.dtype(np.int32), edge_bits,
-                                             threads=4)
+        got = compiled.build_both_directions(pins, boards, 5000, 50, cw, ct, np.dtype(np.int32), threads=4)
         assert_same(got, want, pin)
 
 
@@ -116,10 +119,32 @@ def test_build_bipartite_csr_takes_the_compiled_path_from_the_threshold(monkeypa
         assert calls == [1, 1]
     finally:
         compiled.set_enabled(True)
-    monkeypatch.setattr(direction, "KEY_BITS", 20)  # positions do not fit beside (pin, board)
+    monkeypatch.setattr(compiled, "MAX_BIN_BITS", 0)  # no bin layout fits: the numpy kernel
+    assert not compiled.fits(300, 40, 4000)
     narrow = build_bipartite_csr(pins, boards, 300, 40, w, t)
     assert calls == [1, 1]
     assert narrow.pin_weights.tobytes() == below.pin_weights.tobytes()
+
+
+def test_layout_fits_pin_low_bits_and_board_in_31_bits(monkeypatch):
+    monkeypatch.setattr(compiled, "EDGES_PER_BIN", 2048)
+    assert compiled._layout(1 << 20, 100_000, 10_000_000) == (13, 7)  # about 2048 edges a bin
+    assert compiled._layout(1000, 10, 100) == (1, 9)  # at least two bins
+    assert compiled._layout(1 << 28, 1 << 22, 1000) == (19, 9)  # more bins, so 9 + 22 bits fit
+    assert compiled._layout(10, 1 << 32, 1000) is None  # boards alone need 33 bits
+    assert compiled._layout(1 << 40, 1 << 24, 1000) is None  # over MAX_BIN_BITS bins
+    assert not compiled.fits(10, 10, (1 << 32) + 1)  # positions over 32 bits
+
+
+def test_payload_carries_float32_weights_when_nothing_else_varies():
+    w32, t = np.arange(4, dtype=np.float32), np.arange(4)
+    assert compiled._payload(w32, None) == compiled.PAYLOAD_WEIGHT
+    assert compiled._payload(w32, np.broadcast_to(np.int64(5), (4,))) == compiled.PAYLOAD_WEIGHT
+    assert compiled._payload(w32, t) == compiled.PAYLOAD_POSITION
+    assert compiled._payload(w32.astype(np.float64), None) == compiled.PAYLOAD_POSITION
+    assert compiled._payload(None, t) == compiled.PAYLOAD_POSITION
+    assert compiled._payload(np.broadcast_to(np.float32(1), (4,)), None) == compiled.PAYLOAD_NONE
+    assert compiled._payload(None, None) == compiled.PAYLOAD_NONE
 
 
 def test_threads_for_bounds():
