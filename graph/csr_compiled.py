@@ -75,7 +75,7 @@ def _compiled() -> SimpleNamespace | None:
     _value, _block_sum, _run_sum = jit(_value), jit(_block_sum), jit(_run_sum)
     _radix_pass = jit(_radix_pass)
     return SimpleNamespace(histogram=jit(_histogram), fill_records=jit(_fill_records),
-                           sort_bins=jit(_sort_bins), extract=jit(_extract), scatter=jit(_scatter))
+                           sort_bins=jit(_sort_bins), split=jit(_split), extract=jit(_extract), scatter=jit(_scatter))
 
 
 def available() -> bool:
@@ -158,23 +158,46 @@ def _radix_pass(src, src_lo, dst, n, count, digit_shift):  # pragma: no cover - 
         count[d] += 1
 
 
-def _sort_bins(rec, bin_start, b_lo, b_hi, key_bits, board_bits, scratch, spare, count, repeats,
-               board_counts):  # pragma: no cover - compiled
-    """Sort the records of each bin in [b_lo, b_hi) in place by their high ``key_bits`` bits
-    (pin's low bits, board), stably (repeats keep edge order): a least-significant-digit radix
-    sort, a byte a pass, in the core's cache. repeats[b]: the bin's records whose (pin, board)
-    equals the previous one's; board_counts[board] += 1 for every other record. scratch, spare
-    int64 [>= largest bin]; count int64 [ceil(key_bits / 8), 257]."""
+def _sort_bins(rec, bin_start, b_lo, b_hi, shift, key_bits, board_bits, scratch, spare, scratch_f32,
+               spare_f32, count, repeats, board_counts, compact, payload, w_col, w_mode, indptr, pin_lo,
+               pin_hi, f32, u32):  # pragma: no cover - compiled
+    """Sort the records of each bin in [b_lo, b_hi) (the pins [pin_lo, pin_hi)) by their high
+    ``key_bits`` bits (pin's low bits, board), stably (repeats keep edge order): a
+    least-significant-digit radix sort, a byte a pass, in the core's cache. repeats[b]: the
+    bin's records whose (pin, board) equals the previous one's; board_counts[board] += 1 for
+    every other record.
+
+    ``compact`` False: each bin's sorted records go back in place (``_extract`` unpacks them).
+    True (no positions in the payload): one record per (pin, board) run, ``board << 32 |
+    weight bits`` (the float32 of the run's weights summed as numpy sums, ``_run_sum``: from
+    the payloads, or the constant ``w_col[0]`` with ``w_mode`` 1), is written from the part's
+    first record on, and indptr[p + 1] for p in [pin_lo, pin_hi) is the part's records
+    before pin p + 1 (``_split`` adds the part's offset). scratch, spare int64 [>= largest
+    bin] and their float32 views; count int64 [ceil(key_bits / 8), 257]; f32 float32 [1] and
+    u32 its uint32 view (a float's bits)."""
     board_mask = (1 << board_bits) - 1
     passes = (key_bits + 7) // 8
+    final = scratch if passes % 2 else spare  # where the last pass leaves a bin
+    final_f32 = scratch_f32 if passes % 2 else spare_f32
+    if w_mode == 1:
+        f32[0] = np.float32(w_col[0])
+    const_bits = np.int64(u32[0]) if w_mode == 1 else 0
+    part_lo = bin_start[b_lo]
+    o = part_lo
+    p = pin_lo
     for b in range(b_lo, b_hi):
         lo, hi = bin_start[b], bin_start[b + 1]
         n = hi - lo
         count[:, :] = 0
-        for i in range(lo, hi):  # every pass's byte counts in one read
+        for i in range(lo, hi):  # every pass's byte counts in one read, unrolled
             h = rec[i] >> 32
-            for d in range(passes):
-                count[d, ((h >> (8 * d)) & 255) + 1] += 1
+            count[0, (h & 255) + 1] += 1
+            if passes > 1:
+                count[1, ((h >> 8) & 255) + 1] += 1
+            if passes > 2:
+                count[2, ((h >> 16) & 255) + 1] += 1
+            if passes > 3:
+                count[3, ((h >> 24) & 255) + 1] += 1
         for d in range(passes):
             for c in range(1, 257):
                 count[d, c] += count[d, c - 1]
@@ -184,18 +207,71 @@ def _sort_bins(rec, bin_start, b_lo, b_hi, key_bits, board_bits, scratch, spare,
                 _radix_pass(scratch, 0, spare, n, count[d], 32 + 8 * d)
             else:
                 _radix_pass(spare, 0, scratch, n, count[d], 32 + 8 * d)
-        rep = 0
-        prev = -1
-        for i in range(n):
-            r = scratch[i] if passes % 2 else spare[i]
-            rec[lo + i] = r
+        if not compact:
+            rep = 0
+            prev = -1
+            for i in range(n):
+                r = final[i]
+                rec[lo + i] = r
+                h = r >> 32
+                if h == prev:
+                    rep += 1
+                else:
+                    board_counts[h & board_mask] += 1
+                prev = h
+            repeats[b] = rep
+            continue
+        # one record per run, written at o <= lo + i: this bin is in scratch or spare by now
+        o_bin = o
+        i = 0
+        while i < n:
+            r = final[i]
             h = r >> 32
-            if h == prev:
-                rep += 1
+            pin = (b << shift) | (h >> board_bits)
+            while p < pin:
+                indptr[p + 1] = o - part_lo
+                p += 1
+            j = i + 1
+            while j < n and (final[j] >> 32) == h:
+                j += 1
+            board = h & board_mask
+            board_counts[board] += 1
+            if j - i == 1:
+                rec[o] = (board << 32) | (r & 0xFFFFFFFF if w_mode == 2 else const_bits)
+            elif w_mode:
+                if w_mode == 2:
+                    f32[0] = np.float32(_run_sum(final_f32, final, i, j, payload, 1))
+                else:
+                    f32[0] = np.float32(_run_sum(w_col, final, i, j, payload, 0))
+                rec[o] = (board << 32) | np.int64(u32[0])
             else:
-                board_counts[h & board_mask] += 1
-            prev = h
-        repeats[b] = rep
+                rec[o] = board << 32
+            o += 1
+            i = j
+        repeats[b] = n - (o - o_bin)
+    if compact:
+        while p < pin_hi:
+            indptr[p + 1] = o - part_lo
+            p += 1
+
+
+def _split(rec, rec_f32, part_lo, kept, out_at, indices, w_mode, w_out, t_mode, t_const, t_out,
+           indptr, pin_lo, pin_hi):  # pragma: no cover - compiled
+    """The pin-major outputs of a part ``_sort_bins`` compacted: its ``kept`` records from
+    rec[part_lo] into indices / w_out / t_out from ``out_at`` (weights, ``w_mode`` not 0, from
+    the records' low halves, ``rec_f32`` the records' float32 view; timestamps constant or
+    none), and the part's offset added to indptr[pin_lo + 1:pin_hi + 1]."""
+    for q in range(kept):
+        r = rec[part_lo + q]
+        indices[out_at + q] = r >> 32
+    if w_mode:
+        for q in range(kept):
+            w_out[out_at + q] = rec_f32[2 * (part_lo + q)]
+    if t_mode == 1:
+        for q in range(kept):
+            t_out[out_at + q] = t_const
+    for p in range(pin_lo, pin_hi):
+        indptr[p + 1] += out_at
 
 
 def _value(values, rec, at, payload, step):  # pragma: no cover - compiled
@@ -478,21 +554,29 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
         pin_cuts = [min(c << shift, num_pins) for c in bin_cuts]
 
         # 2. records into their bins
-        rec = empty_prefaulted(n, np.int64)
+        rec = empty_prefaulted(n, np.int64, pool, t)
         each(k.fill_records, lambda i: (pins, boards, weight_bits, payload, edge_cuts[i], edge_cuts[i + 1],
                                         shift, board_bits, cursors[i], rec))
         del cursors
 
-        # 3. each bin sorted in place; its repeats give the output offsets, and the kept
-        # edges per board (per thread) the board direction's cursors
+        # 3. each bin sorted (the records compacted to one a (pin, board) when no positions are
+        # needed); its repeats give the output offsets, and the kept edges per board (per
+        # thread) the board direction's cursors
+        compact = payload != PAYLOAD_POSITION
         largest = int(per_bin.max())
         repeats = np.empty(num_bins, dtype=np.int64)
         board_counts = np.zeros((t, num_boards), dtype=np.int64)
+        pin_indptr = np.empty(num_pins + 1, dtype=np.int64)
+        pin_indptr[0] = 0
         key_bits = shift + board_bits
-        each(k.sort_bins, lambda r: (rec, bin_start, bin_cuts[r], bin_cuts[r + 1], key_bits, board_bits,
-                                     np.empty(largest, np.int64), np.empty(largest, np.int64),
-                                     np.zeros(((key_bits + 7) // 8, 257), np.int64),
-                                     repeats, board_counts[r]))
+
+        def sort_args(r):
+            scratch, spare, f32 = np.empty(largest, np.int64), np.empty(largest, np.int64), np.empty(1, np.float32)
+            return (rec, bin_start, bin_cuts[r], bin_cuts[r + 1], shift, key_bits, board_bits, scratch, spare,
+                    scratch.view(np.float32), spare.view(np.float32), np.zeros(((key_bits + 7) // 8, 257), np.int64),
+                    repeats, board_counts[r], compact, payload, w_in, w_mode, pin_indptr, pin_cuts[r],
+                    pin_cuts[r + 1], f32, f32.view(np.uint32))
+        each(k.sort_bins, sort_args)
         num_dup = int(repeats.sum())
         m = n - num_dup
         kept = [int(bin_start[bin_cuts[r + 1]] - bin_start[bin_cuts[r]])
@@ -500,16 +584,19 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
         out_at = np.concatenate([[0], np.cumsum(kept)])
 
         # 4. pin-major outputs
-        pin_indptr = np.empty(num_pins + 1, dtype=np.int64)
-        pin_indptr[0] = 0
-        pin_indices = empty_prefaulted(m, idx_dtype)
-        pin_w = empty_prefaulted(m, np.float32) if w_mode else np.zeros(1, np.float32)
-        pin_t = empty_prefaulted(m, np.int64) if t_mode else np.zeros(1, np.int64)
-        w_src = rec.view(np.float32) if payload == PAYLOAD_WEIGHT else w_in
-        each(k.extract, lambda r: (rec, bin_start, bin_cuts[r], bin_cuts[r + 1], shift, board_bits,
-                                   pin_cuts[r], pin_cuts[r + 1], out_at[r], pin_indptr, pin_indices,
-                                   payload, w_src, w_mode, pin_w, t_in, t_mode, pin_t))
-        del w_src
+        pin_indices = empty_prefaulted(m, idx_dtype, pool, t)
+        pin_w = empty_prefaulted(m, np.float32, pool, t) if w_mode else np.zeros(1, np.float32)
+        pin_t = empty_prefaulted(m, np.int64, pool, t) if t_mode else np.zeros(1, np.int64)
+        if compact:
+            rec_f32 = rec.view(np.float32)
+            each(k.split, lambda r: (rec, rec_f32, bin_start[bin_cuts[r]], kept[r], out_at[r], pin_indices,
+                                     w_mode, pin_w, t_mode, t_in[0], pin_t, pin_indptr, pin_cuts[r],
+                                     pin_cuts[r + 1]))
+            del rec_f32
+        else:
+            each(k.extract, lambda r: (rec, bin_start, bin_cuts[r], bin_cuts[r + 1], shift, board_bits,
+                                       pin_cuts[r], pin_cuts[r + 1], out_at[r], pin_indptr, pin_indices,
+                                       payload, w_in, w_mode, pin_w, t_in, t_mode, pin_t))
 
         # 5. board-major outputs by counting sort
         per_board = board_counts.sum(axis=0)
@@ -526,10 +613,10 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
             board_indices = rec.view(idx_dtype)[:m]
             board_w = rec.view(np.float32)[m:2 * m] if w_mode else np.zeros(1, np.float32)
         else:
-            board_indices = empty_prefaulted(m, idx_dtype)
-            board_w = empty_prefaulted(m, np.float32) if w_mode else np.zeros(1, np.float32)
+            board_indices = empty_prefaulted(m, idx_dtype, pool, t)
+            board_w = empty_prefaulted(m, np.float32, pool, t) if w_mode else np.zeros(1, np.float32)
         del rec
-        board_t = empty_prefaulted(m, np.int64) if t_mode else np.zeros(1, np.int64)
+        board_t = empty_prefaulted(m, np.int64, pool, t) if t_mode else np.zeros(1, np.int64)
         each(k.scatter, lambda r: (pin_cuts[r], pin_cuts[r + 1], pin_indptr, pin_indices, pin_w, pin_t,
                                    w_mode, t_mode, board_cursor[r], board_indices, board_w, board_t))
 

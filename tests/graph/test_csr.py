@@ -1,6 +1,8 @@
 """The CSR build kernel (graph.csr) against a naive dictionary reference, on every code path."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -295,10 +297,18 @@ def test_key_overflow_takes_the_fallbacks(monkeypatch):
     assert_identical(build_bipartite_csr(*args), packed)
 
 
-def test_prefaulted_arrays(monkeypatch):
+@pytest.mark.parametrize("parts", [1, 3])
+def test_prefaulted_arrays(monkeypatch, parts):
+    """One populated mapping, or (a pool, several parts) one madvise a part on the pool's threads."""
     monkeypatch.setattr(direction, "POPULATE_MIN_BYTES", 1)
-    for n, dtype in ((0, np.int64), (1, np.float32), (12345, np.int32)):
-        a = direction.empty_prefaulted(n, dtype)
-        assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.flags.c_contiguous
-        a[:] = 7
-        assert (a == 7).all()
+    calls = []
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        real_map = pool.map
+        monkeypatch.setattr(pool, "map", lambda f, it: calls.append(1) or real_map(f, it))
+        for n, dtype in ((0, np.int64), (1, np.float32), (12345, np.int32), (3 << 20, np.int64)):
+            a = direction.empty_prefaulted(n, dtype, pool, parts)
+            assert a.shape == (n,) and a.dtype == dtype and a.flags.writeable and a.flags.c_contiguous
+            assert not a.any()  # anonymous pages read as zeros
+            a[:] = 7
+            assert (a == 7).all()
+    assert len(calls) == (3 if parts > 1 and direction._libc_madvise() else 0)
