@@ -56,7 +56,7 @@ EDGES_PER_BIN = 2048
 # At most 2^20 bins: each thread keeps an int64 histogram and a cursor per bin (8 MiB each).
 MAX_BIN_BITS = 20
 # Threads of the compiled build (each adds a histogram and cursors over the bins, B board counts
-# and two buffers of the largest bin).
+# and two buffers of its part's largest bin).
 MAX_THREADS = 8
 
 
@@ -563,7 +563,6 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
         # needed); its repeats give the output offsets, and the kept edges per board (per
         # thread) the board direction's cursors
         compact = payload != PAYLOAD_POSITION
-        largest = int(per_bin.max())
         repeats = np.empty(num_bins, dtype=np.int64)
         board_counts = np.zeros((t, num_boards), dtype=np.int64)
         pin_indptr = np.empty(num_pins + 1, dtype=np.int64)
@@ -571,6 +570,8 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
         key_bits = shift + board_bits
 
         def sort_args(r):
+            # buffers for the part's largest bin (one pin with millions of boards stays one thread's cost)
+            largest = int(per_bin[bin_cuts[r]:bin_cuts[r + 1]].max(initial=0))
             scratch, spare, f32 = np.empty(largest, np.int64), np.empty(largest, np.int64), np.empty(1, np.float32)
             return (rec, bin_start, bin_cuts[r], bin_cuts[r + 1], shift, key_bits, board_bits, scratch, spare,
                     scratch.view(np.float32), spare.view(np.float32), np.zeros(((key_bits + 7) // 8, 257), np.int64),
