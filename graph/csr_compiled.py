@@ -565,7 +565,7 @@ def build_both_directions(pins: np.ndarray, boards: np.ndarray, num_pins: int, n
         compact = payload != PAYLOAD_POSITION
         repeats = np.empty(num_bins, dtype=np.int64)
         board_counts = np.zeros((t, num_boards), dtype=np.int64)
-        pin_indptr = np.empty(num_pins + 1, dtype=np.int64)
+        pin_indptr = empty_prefaulted(num_pins + 1, np.int64, pool, t)
         pin_indptr[0] = 0
         key_bits = shift + board_bits
 

@@ -25,6 +25,7 @@ import torch
 from graph import storage
 from graph.atomic import atomic_directory
 from graph.csr import BipartiteCSR, build_bipartite_csr, expand_indptr, find_structure_problem
+from graph.csr_direction import arange_prefaulted
 from graph.errors import InputError
 from graph.features import FeatureStore
 from graph.interop import to_dgl, to_networkx, to_pyg, to_scipy
@@ -107,7 +108,7 @@ def _refuse_sparse_ids(ids: np.ndarray, top: int, what: str, count_name: str) ->
 def _external_id_array(values: Any, n: int, what: str) -> pa.Array:
     """External ids as an Arrow array (int64 or string), checked for length, nulls, duplicates."""
     if values is None:
-        return pa.array(np.arange(n, dtype=np.int64))
+        return pa.array(arange_prefaulted(n))
     if isinstance(values, torch.Tensor):
         values = values.cpu().numpy()
     arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)

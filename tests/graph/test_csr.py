@@ -297,6 +297,13 @@ def test_key_overflow_takes_the_fallbacks(monkeypatch):
     assert_identical(build_bipartite_csr(*args), packed)
 
 
+def test_arange_prefaulted(monkeypatch):
+    monkeypatch.setattr(direction, "POPULATE_MIN_BYTES", 1)
+    for n in (0, 1, 5, (1 << 16) + 3, 3 << 17):
+        ids = direction.arange_prefaulted(n)
+        assert ids.dtype == np.int64 and ids.tobytes() == np.arange(n, dtype=np.int64).tobytes()
+
+
 @pytest.mark.parametrize("parts", [1, 3])
 def test_prefaulted_arrays(monkeypatch, parts):
     """One populated mapping, or (a pool, several parts) one madvise a part on the pool's threads."""
