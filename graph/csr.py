@@ -67,8 +67,8 @@ _PARALLEL_MIN_EDGES = 1 << 18
 # ``COMPILED_MIN_EDGES`` edges, or from ``COMPILED_WARM_MIN_EDGES`` once this process has loaded
 # its kernels. Its once-per-process start (numba's import, LLVM, the kernels from numba's
 # cache: about 0.5 s on the development VM) is worth paying for large graphs only: it saves
-# about 10 ns an edge in a fresh process (0.10 s at 10M edges, benchmarks/RESULTS.md, "Graph
-# build") and needs half the memory. Tests lower them.
+# about 22 ns an edge in a fresh process (0.21 to 0.25 s at 10M edges, benchmarks/RESULTS.md,
+# "Graph build", so it pays from about 22M edges) and needs half the memory. Tests lower them.
 COMPILED_MIN_EDGES = 1 << 25
 COMPILED_WARM_MIN_EDGES = 1 << 20
 
