@@ -116,8 +116,9 @@ def empty_prefaulted(n: int, dtype, pool=None, parts: int = 1) -> np.ndarray:
     """``np.empty(n, dtype)``; a large one comes from an anonymous ``mmap`` with
     ``MAP_POPULATE``, which faults all its pages in one call (Linux), or, given a thread
     ``pool`` and ``parts`` > 1, from one ``madvise(MADV_POPULATE_WRITE)`` per part of the
-    mapping on the pool's threads (160 MB in 29 ms on two threads against 55 ms in one call on
-    the development VM; where the kernel lacks that advice the pages fault in on first write).
+    mapping on the pool's threads (160 MB in 26 ms on two threads against 48 ms in one call on
+    the development VM, ``benchmarks/bench_build_phases.py``; where the kernel lacks that advice
+    the pages fault in on first write).
 
     Memory a process touches for the first time is the dominant cost of a build on the
     development VM, and varies a lot: 320 MB in fresh processes, interleaved, took 0.12 s
@@ -150,7 +151,8 @@ def empty_prefaulted(n: int, dtype, pool=None, parts: int = 1) -> np.ndarray:
 def arange_prefaulted(n: int) -> np.ndarray:
     """``np.arange(n)`` (int64) in an ``empty_prefaulted`` array, filled a slice at a time: a
     large ``np.arange`` asks for transparent huge pages and, the first time a process touches
-    them, stalled 25 to 42 ms for 8 MB on the development VM (1 to 3 ms otherwise)."""
+    them, stalled 25 to 42 ms for 8 MB in some fresh processes on the development VM (1 to 3 ms
+    otherwise; ad-hoc timings of ``PinBoardGraph.from_edges``)."""
     ids = empty_prefaulted(n, np.int64)
     step = 1 << 16
     for lo in range(0, n, step):

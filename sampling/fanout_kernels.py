@@ -17,10 +17,13 @@ first call, not with ``sampling``.
 from __future__ import annotations
 
 import functools
+import sys
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+
+from graph.numba_jit import jit_kernels
 
 __all__ = ["available", "set_enabled", "runs_on", "count_over", "uniform_hop", "relabel", "reset"]
 
@@ -29,15 +32,8 @@ _ENABLED = True
 
 @functools.lru_cache(maxsize=None)
 def _compiled() -> SimpleNamespace | None:
-    """The jitted kernels, made on first use (importing numba costs 0.2-0.3 s, so ``import
-    sampling`` does not pay it); None when numba does not import (the torch path then runs)."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; a broken install falls back
-        return None
-    jit = numba.njit(cache=True, nogil=True)
-    return SimpleNamespace(count_over=jit(_count_over), uniform_hop=jit(_uniform_hop), relabel=jit(_relabel),
-                           reset=jit(_reset))
+    """The compiled kernels, made on first use; None without numba (the torch path then runs)."""
+    return jit_kernels(sys.modules[__name__], ("_count_over", "_uniform_hop", "_relabel", "_reset"))
 
 
 def available() -> bool:

@@ -157,3 +157,15 @@ def test_warm_up_loads_the_kernels(monkeypatch):
     monkeypatch.setattr(compiled, "_LOADED", False)
     compiled.warm_up()
     assert compiled.loaded()
+
+
+def test_phases_records_each_kernel_and_the_faulting_in():
+    rng = np.random.default_rng(5)
+    pins, boards, w, _ = edges_with_runs(rng, 300, 40, 4000, [20, 3])
+    phases: dict = {}
+    compiled.build_both_directions(pins, boards, 300, 40, w, None, np.dtype(np.int32), threads=2, phases=phases)
+    assert set(phases) == {"histogram", "fill_records", "sort_bins", "split_compacted", "scatter", "fault_in"}
+    assert all(v >= 0 for v in phases.values())
+    compiled.build_both_directions(pins, boards, 300, 40, w, rng.integers(0, 9, 4000), np.dtype(np.int32),
+                                   threads=2, phases=phases)  # positions: the unpacking kernel, times added
+    assert "extract" in phases and "split_compacted" in phases
