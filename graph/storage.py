@@ -96,6 +96,19 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def read_json_object(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in the manifest file ``path``; ``error`` naming the file when it is not
+    UTF-8 JSON or not an object. Shared by every directory format with a manifest (graph stores,
+    ANN indexes, embedding shards); each checks its own ``format`` key."""
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: corrupted manifest ({exc})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: corrupted manifest (expected a JSON object, got {type(data).__name__})")
+    return data
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not directory.is_dir():
@@ -103,12 +116,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise GraphStoreError(f"{path}: missing; {directory} is not a finished graph store "
                               "(an interrupted build never leaves one)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GraphStoreError(f"{path}: corrupted manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise GraphStoreError(f"{path}: corrupted manifest (expected a JSON object, got {type(manifest).__name__})")
+    manifest = read_json_object(path, GraphStoreError)
     if manifest.get("format") != FORMAT_NAME:
         raise GraphStoreError(f"{path}: not a {FORMAT_NAME} manifest (format={manifest.get('format')!r})")
     version = manifest.get("format_version")

@@ -48,6 +48,7 @@ import torch
 from graph.atomic import atomic_directory
 from graph.errors import MissingInputError, ToolkitError
 from graph.output_dir import OutputKind
+from graph.storage import read_json_object
 from training.embed import load_embeddings
 from training.evaluation.retrieval import exact_topk
 from training.faiss_probe import FaissMissingError, require_faiss  # the one faiss probe; re-exported here
@@ -309,10 +310,7 @@ def load_index(path: str | os.PathLike) -> ANNIndex:
     mpath = path / "manifest.json"
     if not mpath.is_file():
         raise MissingInputError(f"{path}: not an ANN index directory (no manifest.json)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
-        raise ANNIndexError(f"{mpath}: not valid JSON ({exc})") from None
+    manifest = read_json_object(mpath, ANNIndexError)
     if manifest.get("format") != FORMAT:
         raise ANNIndexError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:

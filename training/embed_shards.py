@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from graph.atomic import atomic_directory
 from graph.errors import ToolkitError
+from graph.storage import read_json_object
 from graph.output_dir import OutputKind
 from training.config import load_train_config
 from training.data import prepare_graph
@@ -97,10 +98,7 @@ def _read_shard_manifests(shard_dir: Path, world_size: int | None, job: str | No
         mpath = entry / "manifest.json"
         if not mpath.is_file():
             raise EmbedShardError(f"{entry}: incomplete shard (no manifest.json)")
-        try:
-            m = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise EmbedShardError(f"{mpath}: corrupt manifest ({exc})") from None
+        m = read_json_object(mpath, EmbedShardError)
         if m.get("format") != SHARD_FORMAT:
             raise EmbedShardError(f"{mpath}: format {m.get('format')!r}, expected {SHARD_FORMAT!r}")
         if entry.name != f"shard_{m['rank']:05d}":
