@@ -21,6 +21,12 @@ text_lora       ``text.lora.rank=8``: LoRA adapters on the text tower (not shipp
 conv_stem       ``vision.stem=conv``: the hybrid ViT's convolutional stem (measured)
 vis_lr3         ``optim.lr_scale.visual=3.0``: the image tower at 3x the learning rate (measured)
 vis_lr03        ``optim.lr_scale.visual=0.3``: the image tower at 0.3x the learning rate (measured)
+grid4           ``vision.readout_grid=4``: class token plus a 4 x 4 grid of patch tokens (measured)
+grid4_batch_    ``grid4`` and ``image_norm=batch``: the image projection's input centered over
+norm            the batch, which removes what every image shares (measured)
+image_image     ``loss.neighbor_image_image_weight=0.5``: a seed's image against its neighbors'
+                images (measured)
+see_images      all three (measured; not shipped: no headline gain, see RESULTS.md)
 frozen_text     the frozen all-MiniLM-L6-v2 on pin text (a baseline, not trained)
 ==============  ===========================================================================
 
@@ -67,6 +73,10 @@ VARIANTS: dict[str, list[str]] = {
     "text_lora": [f"{_M}text.lora.rank=8"],
     # Not part of the shipped recipe: the hybrid ViT's convolutional stem instead of patchify.
     "conv_stem": [f"{_M}vision.stem=conv"],
+    "grid4": [f"{_M}vision.readout_grid=4"],
+    "image_image": ["loss.neighbor_image_image_weight=0.5"],
+    "grid4_batch_norm": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch"],
+    "see_images": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch", "loss.neighbor_image_image_weight=0.5"],
     # Not part of the shipped recipe: the image tower at 3x and 0.3x the learning rate.
     "vis_lr3": ["optim.lr_scale.visual=3.0"],
     "vis_lr03": ["optim.lr_scale.visual=0.3"],

@@ -75,11 +75,15 @@ class VisionConfig:
     ``conv`` (the hybrid ViT's convolutional stem: log2(patch_size) 3x3 stride-2 convolutions with
     GroupNorm and GELU, channels doubling up to ``width``, then a 1x1 convolution; the same token
     grid; Xiao et al. 2021, "Early convolutions help transformers see better").
+    ``readout_grid`` (``vit`` only): 0 (the class token is the image-level output) or g > 0 (the
+    class token and the last block's patch tokens pooled to a g x g grid, concatenated: the
+    image projection then sees where things are; see :class:`pinclip.vit.VisionTransformer`).
     """
     type: str = "vit"
     image_size: int | None = None
     patch_size: int = 16
     stem: str = "patch"
+    readout_grid: int = 0
     width: int = 768
     layers: int = 12
     heads: int = 12
@@ -204,6 +208,7 @@ class LossConfig:
     neighbor_fused_weight: float = 1.0
     neighbor_image_weight: float = 0.5
     neighbor_cross_modal_weight: float = 0.25
+    neighbor_image_image_weight: float = 0.0
     cross_modal: bool = True
     siglip_chunk_size: int | None = None
     matryoshka_weights: list[float] = field(default_factory=list)
@@ -222,7 +227,14 @@ class PinCLIPConfig:
     geometry (the identity on the first coordinates when ``embed_dim`` >= the tower width, else a
     seeded semi-orthogonal map, which preserves inner products approximately), so a frozen
     pretrained tower's embedding survives the projection at step 0; pick ``embed_dim`` >= the text
-    tower's width (384 for all-MiniLM-L6-v2) to keep all of it."""
+    tower's width (384 for all-MiniLM-L6-v2) to keep all of it.
+
+    ``image_norm``: the normalization in front of the image projection. ``layer`` (LayerNorm of
+    each image's vector) or ``batch`` (BatchNorm without affine parameters: each feature centered
+    and scaled over the batch in training, by running statistics in eval). ``batch`` removes the
+    component every image of a dataset shares (a white page behind every glyph makes all image
+    vectors point one way, mean cosine 0.99, and a neighbor loss on them cannot tell pins apart);
+    LayerNorm cannot, as it normalizes each vector alone."""
     name: str = "unnamed"
     embed_dim: int = 256
     matryoshka_dims: list[int] = field(default_factory=list)
@@ -237,6 +249,7 @@ class PinCLIPConfig:
     max_logit_scale: float = 100.0
     init_neighbor_logit_scale: float = 2.6592
     projection_init: str = "random"
+    image_norm: str = "layer"
     description: str = ""
 
 
@@ -289,6 +302,7 @@ _ENUMS = {
     ("VLMConfig", "freeze"): FREEZE_POLICIES,
     ("LossConfig", "image_text"): ("clip", "siglip", "none"),
     ("PinCLIPConfig", "projection_init"): ("random", "preserve"),
+    ("PinCLIPConfig", "image_norm"): ("layer", "batch"),
 }
 
 
@@ -364,6 +378,9 @@ def _validate(cfg: PinCLIPConfig) -> None:
                               "1-based block index, a negative index from the end (-1 is the last block) "
                               "or a share of the depth like '50%'")
     v = cfg.vision
+    if v.type != "vit" and v.readout_grid:
+        raise ConfigError(f"model config '{name}': key 'vision.readout_grid' applies to the from-scratch ViT "
+                          f"(vision.type 'vit') only, not to {v.type!r}: set it to 0")
     if v.type == "vit":
         if v.image_size is None:
             v.image_size = 224
@@ -380,6 +397,10 @@ def _validate(cfg: PinCLIPConfig) -> None:
             raise ConfigError(f"model config '{name}': key 'vision.stem' 'conv' needs a patch_size that is a "
                               f"power of 2 (got {v.patch_size}) and a width divisible by patch_size / 2 "
                               f"(got {v.width})")
+        grid = v.image_size // v.patch_size
+        if not 0 <= v.readout_grid <= grid:
+            raise ConfigError(f"model config '{name}': key 'vision.readout_grid' is {v.readout_grid}: use 0 (the "
+                              f"class token only) or a grid side from 1 to the patch grid's {grid}")
         if v.layers < 1:
             raise ConfigError(f"model config '{name}': key 'vision.layers' must be >= 1 (the number of "
                               f"transformer blocks of the ViT), got {v.layers}")

@@ -210,7 +210,7 @@ class PinCLIPLoss(nn.Module):
         negative_outputs: the model's dict for M extra negatives, negative_mask [S, M] bool (see
         :func:`neighbor_alignment_loss`); positive_mask / positive_ids: image-text multi-positives.
     Returns the *weighted* terms ``clip_loss`` or ``siglip_loss``, ``neighbor_fused_loss``,
-    ``neighbor_image_loss``, ``neighbor_cross_modal_loss`` (those with weight > 0 whose inputs are
+    ``neighbor_image_loss``, ``neighbor_image_image_loss``, ``neighbor_cross_modal_loss`` (those with weight > 0 whose inputs are
     present) and ``loss``, their sum. Each term is the weighted mean of the term over the nested
     dims ``matryoshka_dims`` (plus the full ``embed_dim``), each prefix re-normalized.
     """
@@ -254,21 +254,23 @@ class PinCLIPLoss(nn.Module):
             terms.update({k: cfg.image_text_weight * v for k, v in r.items()})
         weights = {"neighbor_fused_loss": cfg.neighbor_fused_weight,
                    "neighbor_image_loss": cfg.neighbor_image_weight,
+                   "neighbor_image_image_loss": cfg.neighbor_image_image_weight,
                    "neighbor_cross_modal_loss": cfg.neighbor_cross_modal_weight if cfg.cross_modal else 0.0}
         if nb is not None and neighbor_weights is not None and any(weights.values()) \
                 and t["fused_emb"] is not None and nb.get("fused_emb") is not None:
             n = {k: _truncate(nb.get(k), dim, full) for k in ("image_emb", "text_emb", "fused_emb")}
             cross = bool(weights["neighbor_cross_modal_loss"])
+            image_image = bool(weights["neighbor_image_image_loss"])
             r = self.neighbor(
                 t["fused_emb"], n["fused_emb"], neighbor_weights, false_negative_mask,
                 out["neighbor_logit_scale"],
-                seed_image=t["image_emb"] if cross else None,
-                neighbor_image=n["image_emb"] if (weights["neighbor_image_loss"] or cross) else None,
+                seed_image=t["image_emb"] if (cross or image_image) else None,
+                neighbor_image=n["image_emb"] if (weights["neighbor_image_loss"] or cross or image_image) else None,
                 seed_text=t["text_emb"] if cross else None,
                 neighbor_text=n["text_emb"] if cross else None,
                 negatives=None if neg is None else {
                     key: _truncate(neg.get(key), dim, full) for key in ("image_emb", "text_emb", "fused_emb")},
-                negative_mask=negative_mask)
+                negative_mask=negative_mask, image_image=image_image)
             terms.update({k: weights[k] * v for k, v in r.items() if weights[k]})
         return terms
 

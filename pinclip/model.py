@@ -72,7 +72,7 @@ def _create_vision_tower(cfg: PinCLIPConfig, weights: bool = True) -> nn.Module:
     v = cfg.vision
     if v.type == "vit":
         tower = VisionTransformer(v.image_size or 224, v.patch_size, v.width, v.layers, v.heads, v.mlp_ratio,
-                                  stem=v.stem)
+                                  stem=v.stem, readout_grid=v.readout_grid)
     else:
         tower = create_hf_vision_tower(v.type, v.pretrained, v.image_size, weights)
     tower.set_freeze(v.freeze, v.unfreeze_last_n)
@@ -122,7 +122,8 @@ class PinCLIP(nn.Module):
             self.image_mean, self.image_std = image_normalization(
                 cfg.vision, getattr(self.visual, "pretrained_path", None))
         gw = self.visual.global_width
-        self.image_proj = nn.Sequential(nn.LayerNorm(gw), nn.Linear(gw, d))
+        image_norm = nn.BatchNorm1d(gw, affine=False) if cfg.image_norm == "batch" else nn.LayerNorm(gw)
+        self.image_proj = nn.Sequential(image_norm, nn.Linear(gw, d))
         self.text_proj = nn.Sequential(nn.LayerNorm(self.text.width), nn.Linear(self.text.width, d))
         if cfg.projection_init == "preserve":
             for proj in (self.image_proj, self.text_proj):
@@ -147,6 +148,7 @@ class PinCLIP(nn.Module):
         self.logit_bias = (nn.Parameter(torch.tensor(float(cfg.init_logit_bias)))
                            if siglip and self.logit_scale is not None else None)
         uses_neighbors = any((cfg.loss.neighbor_fused_weight, cfg.loss.neighbor_image_weight,
+                              cfg.loss.neighbor_image_image_weight,
                               cfg.loss.neighbor_cross_modal_weight and cfg.loss.cross_modal))
         self.neighbor_logit_scale = (nn.Parameter(torch.tensor(float(cfg.init_neighbor_logit_scale)))
                                      if uses_neighbors else None)

@@ -124,7 +124,7 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
                             logit_scale: torch.Tensor | float,
                             seed_image: torch.Tensor | None = None, neighbor_image: torch.Tensor | None = None,
                             seed_text: torch.Tensor | None = None, neighbor_text: torch.Tensor | None = None,
-                            cross_modal: bool = True, *, negatives: dict | None = None,
+                            cross_modal: bool = True, *, image_image: bool = False, negatives: dict | None = None,
                             negative_mask: torch.Tensor | None = None, exclude_own_neighbors: bool = True,
                             gather_with_grad: bool = True, rank: int | None = None,
                             world_size: int = 1) -> dict[str, torch.Tensor]:
@@ -159,7 +159,10 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
       ``neighbor_fused_loss``: seed_fused vs neighbor_fused;
       ``neighbor_image_loss``: seed_fused vs neighbor_image (content-only side, for cold start);
       ``neighbor_cross_modal_loss`` (if ``cross_modal``): mean of seed_image vs neighbor_text and
-      seed_text vs neighbor_image, over the pairs whose inputs are given.
+      seed_text vs neighbor_image, over the pairs whose inputs are given;
+      ``neighbor_image_image_loss`` (if ``image_image``): seed_image vs neighbor_image, the image
+      tower alone learning what the pictures of neighbors share (a visual component no caption
+      names; the other terms reach the image through text or the fused vector).
 
     Distributed (``world_size`` > 1, used by :class:`NeighborAlignmentLoss`): neighbor keys, weights
     are gathered from all ranks (keys with gradient if ``gather_with_grad``); columns are global,
@@ -224,6 +227,8 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
     out = {"neighbor_fused_loss": term(seed_fused, neighbor_fused, "neighbor_fused", "fused_emb")}
     if neighbor_image is not None:
         out["neighbor_image_loss"] = term(seed_fused, neighbor_image, "neighbor_image", "image_emb")
+    if image_image and seed_image is not None and neighbor_image is not None:
+        out["neighbor_image_image_loss"] = term(seed_image, neighbor_image, "neighbor_image", "image_emb")
     if cross_modal:
         parts = []
         if seed_image is not None and neighbor_text is not None:
@@ -249,11 +254,11 @@ class NeighborAlignmentLoss(nn.Module):
 
     def forward(self, seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
                 seed_image=None, neighbor_image=None, seed_text=None, neighbor_text=None,
-                negatives=None, negative_mask=None) -> dict[str, torch.Tensor]:
+                negatives=None, negative_mask=None, image_image: bool = False) -> dict[str, torch.Tensor]:
         rank, world_size = world_info(self.rank, self.world_size)
         return neighbor_alignment_loss(
             seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
-            seed_image, neighbor_image, seed_text, neighbor_text, cross_modal=self.cross_modal,
+            seed_image, neighbor_image, seed_text, neighbor_text, cross_modal=self.cross_modal, image_image=image_image,
             negatives=negatives, negative_mask=negative_mask,
             exclude_own_neighbors=self.exclude_own_neighbors, gather_with_grad=self.gather_with_grad,
             rank=rank, world_size=world_size)

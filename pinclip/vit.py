@@ -56,19 +56,28 @@ class VisionTransformer(FreezableTower):
     positions, pre-LN transformer, final LayerNorm.
 
     images: [B, 3, image_size, image_size] float (normalized). Width ``width`` is the token width.
+
+    ``readout_grid`` g > 0: the image-level output is the class token concatenated with the last
+    block's patch tokens average-pooled to a g x g grid in raster order ([B, W * (1 + g * g)]),
+    so it keeps *where* things are in the image. A class token that attends near-uniformly
+    averages that away, which is what collapses glyph images (mostly background, a few strokes)
+    to one point; flattened grid cells keep the layout, as raw pixels do (issue 16).
     """
 
     def __init__(self, image_size: int, patch_size: int, width: int, layers: int, heads: int,
-                 mlp_ratio: float = 4.0, stem: str = "patch"):
+                 mlp_ratio: float = 4.0, stem: str = "patch", readout_grid: int = 0):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
         self.image_size = image_size
         self.patch_size = patch_size
         self.width = width
-        self.global_width = width
         self.num_layers = layers
         self.grid_size = (image_size // patch_size, image_size // patch_size)
+        if readout_grid < 0 or readout_grid > self.grid_size[0]:
+            raise ValueError(f"readout_grid {readout_grid} must lie in [0, {self.grid_size[0]}] (the patch grid)")
+        self.readout_grid = readout_grid
+        self.global_width = width * (1 + readout_grid * readout_grid)
         n = self.grid_size[0] * self.grid_size[1]
         scale = width ** -0.5
         if stem == "conv":
@@ -102,5 +111,14 @@ class VisionTransformer(FreezableTower):
             x = self.ln_pre(x)
             x, taken = self.transformer(x, return_layers=wanted)
             global_token = self.ln_post(x[:, 0])
+            if self.readout_grid:
+                global_token = torch.cat([global_token, self._grid_readout(x[:, 1:])], dim=1)
         return {"global": global_token, "layers": {i: t[:, 1:] for i, t in taken.items()},
                 "grid": self.grid_size}
+
+    def _grid_readout(self, patches: torch.Tensor) -> torch.Tensor:
+        """patches: [B, N, W] last-block tokens -> [B, g * g * W] (final norm, g x g average pool)."""
+        b, _, w = patches.shape
+        grid = self.ln_post(patches).transpose(1, 2).reshape(b, w, *self.grid_size)
+        pooled = nn.functional.adaptive_avg_pool2d(grid, self.readout_grid)   # [B, W, g, g]
+        return pooled.permute(0, 2, 3, 1).reshape(b, -1)

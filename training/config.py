@@ -154,7 +154,8 @@ def loss_overrides(cfg: Any, base_loss: dict) -> dict:
         out["image_text"] = s.image_text
     if s.image_text_weight is not None:
         out["image_text_weight"] = float(s.image_text_weight)
-    for key in ("neighbor_fused_weight", "neighbor_image_weight", "neighbor_cross_modal_weight"):
+    for key in ("neighbor_fused_weight", "neighbor_image_weight", "neighbor_cross_modal_weight",
+                "neighbor_image_image_weight"):
         value = getattr(s, key)
         value = float(base_loss.get(key, 0.0) if value is None else value)
         if s.neighbor_weight != 1.0 or getattr(s, key) is not None:

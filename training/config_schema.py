@@ -109,7 +109,8 @@ class LossSection:
     ``image_text``: the image-text loss (``clip``, ``siglip`` or ``none``) and
     ``image_text_weight`` its weight. ``neighbor_fused_weight``, ``neighbor_image_weight``,
     ``neighbor_cross_modal_weight``: the weights of the neighbor-alignment terms on the fused, the
-    image and the cross-modal (image <-> text) embeddings.
+    image and the cross-modal (image <-> text) embeddings; ``neighbor_image_image_weight``: the
+    term that aligns a seed's image with its neighbors' images (the image tower alone).
     ``neighbor_weight`` multiplies every neighbor-alignment term (0: the CLIP-only baseline; the
     pins' neighbors are then neither sampled into the batch nor encoded).
     ``use_negatives``: give the sampler's shared and hard negatives to the neighbor loss.
@@ -122,6 +123,7 @@ class LossSection:
     neighbor_fused_weight: Optional[float] = None
     neighbor_image_weight: Optional[float] = None
     neighbor_cross_modal_weight: Optional[float] = None
+    neighbor_image_image_weight: Optional[float] = None
     use_negatives: bool = True
     duplicate_text_positives: bool = True
 
@@ -279,6 +281,7 @@ RULES = {
     "loss.neighbor_fused_weight": _range(0.0),
     "loss.neighbor_image_weight": _range(0.0),
     "loss.neighbor_cross_modal_weight": _range(0.0),
+    "loss.neighbor_image_image_weight": _range(0.0),
     "optim.lr": _range(0.0, lo_open=True),
     "optim.min_lr": _range(0.0),
     "optim.weight_decay": _range(0.0),

@@ -79,7 +79,8 @@ def model_card(model: Any, cfg: Any, run_dir: Path, step: int, checkpoint: str) 
     losses = [f"image-text `{lo.image_text}` x {lo.image_text_weight}"]
     if neighbors:
         losses += [f"neighbor fused x {lo.neighbor_fused_weight}", f"neighbor image x {lo.neighbor_image_weight}",
-                   f"neighbor cross-modal x {lo.neighbor_cross_modal_weight if lo.cross_modal else 0}"]
+                   f"neighbor cross-modal x {lo.neighbor_cross_modal_weight if lo.cross_modal else 0}",
+                   f"neighbor image-image x {lo.neighbor_image_image_weight}"]
     v, t = mc.vision, mc.text
     vision = f"{v.type}" + (f" {v.image_size} px, patch {v.patch_size}, width {v.width}, {v.layers} layers"
                             if v.type == "vit" else f" from `{v.pretrained}`") + f", {v.freeze}"

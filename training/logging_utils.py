@@ -139,7 +139,7 @@ class ConsoleLog:
 
 
 _SHORT = {"clip_loss": "clip", "siglip_loss": "siglip", "neighbor_fused_loss": "nb_fused",
-          "neighbor_image_loss": "nb_img", "neighbor_cross_modal_loss": "nb_x"}
+          "neighbor_image_loss": "nb_img", "neighbor_image_image_loss": "nb_ii", "neighbor_cross_modal_loss": "nb_x"}
 
 
 def format_terms(terms: dict[str, float]) -> dict[str, str]:

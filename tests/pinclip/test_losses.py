@@ -186,9 +186,10 @@ def test_neighbor_alignment_matches_loop_reference(s, k, d, seed, pad, fn, exclu
     out = neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, torch.tensor(scale),
                                   seed_image=e["seed_image"], neighbor_image=e["neighbor_image"],
                                   seed_text=e["seed_text"], neighbor_text=e["neighbor_text"],
-                                  exclude_own_neighbors=exclude_own,
+                                  exclude_own_neighbors=exclude_own, image_image=True,
                                   negatives=negatives if num_extra else None, negative_mask=negative_mask)
-    assert set(out) == {"neighbor_fused_loss", "neighbor_image_loss", "neighbor_cross_modal_loss"}
+    assert set(out) == {"neighbor_fused_loss", "neighbor_image_loss", "neighbor_cross_modal_loss",
+                        "neighbor_image_image_loss"}
 
     def ref(q, keys, modality):
         return ref_neighbor(q, keys, w, mask, scale, exclude_own, negatives[modality], negative_mask)
@@ -197,6 +198,8 @@ def test_neighbor_alignment_matches_loop_reference(s, k, d, seed, pad, fn, exclu
         ref(e["seed_fused"], e["neighbor_fused"], "fused_emb"), rel=1e-4, abs=1e-5)
     assert out["neighbor_image_loss"].item() == pytest.approx(
         ref(e["seed_fused"], e["neighbor_image"], "image_emb"), rel=1e-4, abs=1e-5)
+    assert out["neighbor_image_image_loss"].item() == pytest.approx(
+        ref(e["seed_image"], e["neighbor_image"], "image_emb"), rel=1e-4, abs=1e-5)
     cross = (ref(e["seed_image"], e["neighbor_text"], "text_emb")
              + ref(e["seed_text"], e["neighbor_image"], "image_emb")) / 2
     assert out["neighbor_cross_modal_loss"].item() == pytest.approx(cross, rel=1e-4, abs=1e-5)
@@ -210,6 +213,7 @@ def test_neighbor_alignment_flat_and_3d_neighbors_agree_and_cross_modal_switch()
     off = neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, 10.0, e["seed_image"],
                                   e["neighbor_image"], e["seed_text"], e["neighbor_text"], cross_modal=False)
     assert "neighbor_cross_modal_loss" not in off and "neighbor_image_loss" in off
+    assert "neighbor_image_image_loss" not in off   # off unless asked for
     with pytest.raises(ValueError, match="neighbor_fused"):
         neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"][:, :2], w, mask, 10.0)
     with pytest.raises(ValueError, match="false_negative_mask"):
@@ -303,6 +307,12 @@ def test_pinclip_loss_weighted_total():
     res = PinCLIPLoss(cfg, d)(out, nb, w, None)
     assert set(res) == {"siglip_loss", "neighbor_fused_loss", "loss"}
     torch.testing.assert_close(res["siglip_loss"], siglip_loss(out["image_emb"], out["text_emb"], 10.0, -5.0))
+    # the image-image term: seed images against neighbor images, also without the cross-modal terms
+    ii = PinCLIPLoss(LossConfig(neighbor_image_weight=0.0, cross_modal=False, neighbor_image_image_weight=0.7), d)
+    res = ii(out, nb, w, None)
+    assert set(res) == {"clip_loss", "neighbor_fused_loss", "neighbor_image_image_loss", "loss"}
+    raw = neighbor_alignment_loss(out["image_emb"], nb["image_emb"], w, None, 8.0)
+    torch.testing.assert_close(res["neighbor_image_image_loss"], 0.7 * raw["neighbor_fused_loss"])
     # without neighbors, only the image-text term
     assert set(PinCLIPLoss(LossConfig(), d)(out)) == {"clip_loss", "loss"}
     # extra negatives reach the neighbor terms

@@ -249,3 +249,59 @@ def test_conv_stem_keeps_the_token_grid_and_trains(batch):
     clone.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(clone.eval()(images, ids, mask)["image_emb"], model.eval()(images, ids, mask)["image_emb"])
+
+
+def test_grid_readout_keeps_where_things_are_in_the_image(batch):
+    """vision.readout_grid g: the image-level output is the class token and a g x g grid of pooled
+    last-block patch tokens; moving a stroke to another quadrant changes that quadrant's cell."""
+    images, ids, mask = batch
+    model = make(vision={"readout_grid": 2})
+    tower = model.visual
+    assert tower.global_width == 32 * (1 + 4)
+    out = tower(images)
+    assert out["global"].shape == (B, 32 * 5)
+    plain = make()
+    torch.testing.assert_close(out["global"][:, :32], plain.visual(images)["global"])   # the class token first
+    blank = torch.zeros(2, 3, 32, 32)
+    blank[0, :, 2:6, 2:6] = 3.0      # a blob in the top-left quadrant
+    blank[1, :, 2:6, 26:30] = 3.0    # the same blob top right
+    with torch.no_grad():
+        cells = tower(blank)["global"][:, 32:].reshape(2, 4, 32)   # raster order: TL, TR, BL, BR
+    moved = (cells[0] - cells[1]).norm(dim=-1)
+    assert moved[0] > 0.1 and moved[1] > 0.1          # the two quadrants the blob left and entered
+    assert model(images, ids, mask)["image_emb"].shape == (B, 16)
+    from pinclip.config import ConfigError
+    with pytest.raises(ConfigError, match=r"vision\.readout_grid.*patch grid's 4"):
+        make(vision={"readout_grid": 5})
+
+
+def test_batch_image_norm_removes_what_every_image_shares_and_round_trips(tmp_path, batch):
+    """image_norm=batch: a vector added to every image's tower output leaves the training batch's
+    image embeddings unchanged (LayerNorm's are not); eval uses the running statistics, which
+    a saved model directory keeps."""
+    import pinclip
+    images, ids, mask = batch
+    model = make(image_norm="batch").train()
+    assert isinstance(model.image_proj[0], torch.nn.BatchNorm1d)
+    g = torch.randn(8, model.visual.global_width, generator=torch.Generator().manual_seed(3))
+    shared = 5.0 * torch.randn(model.visual.global_width, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model.image_proj(g + shared), model.image_proj(g), atol=1e-4, rtol=1e-4)
+    layer = make()
+    assert not torch.allclose(layer.image_proj(g + shared), layer.image_proj(g), atol=1e-2)
+    for _ in range(3):
+        model(images, ids, mask)          # training forwards update the running statistics
+    assert model.image_proj[0].running_mean.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        one = model(images[:1], ids[:1], mask[:1])["image_emb"]      # eval: one image is fine
+        torch.testing.assert_close(one, model(images, ids, mask)["image_emb"][:1], atol=1e-5, rtol=1e-5)
+    out = tmp_path / "model"
+    out.mkdir()
+    pinclip.save_pretrained(model, out)
+    loaded = pinclip.load(out).model
+    torch.testing.assert_close(loaded.image_proj[0].running_mean, model.image_proj[0].running_mean)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images, ids, mask)["image_emb"], model(images, ids, mask)["image_emb"])
+    from pinclip.config import ConfigError
+    with pytest.raises(ConfigError, match="image_norm"):
+        make(image_norm="group")

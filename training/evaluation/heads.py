@@ -14,7 +14,8 @@ weights are the run's resolved model ``loss`` config, ``RUN_DIR/model_config.jso
 * ``fused``: ``neighbor_fused_loss`` (seed fused vs neighbor fused) and ``neighbor_image_loss``
   (seed fused vs neighbor *image*: also trains ``image``), each with weight > 0;
 * ``neighbor_cross_modal_loss`` (``cross_modal`` and its weight > 0): seed image vs neighbor text
-  and seed text vs neighbor image: trains ``image`` and ``text``.
+  and seed text vs neighbor image: trains ``image`` and ``text``;
+* ``neighbor_image_image_loss`` (weight > 0): seed image vs neighbor image: trains ``image``.
 
 Selection (:func:`select_headline_head`): among the trained heads, the one with the best
 board-mate recall@10 on the graph store's VALIDATION edges (never on test); ties go to the
@@ -49,6 +50,8 @@ def trained_heads(loss: Mapping[str, Any]) -> list[str]:
         heads |= {"fused", "image"}
     if loss.get("cross_modal", True) and _w(loss, "neighbor_cross_modal_weight") > 0:
         heads |= {"image", "text"}
+    if _w(loss, "neighbor_image_image_weight") > 0:
+        heads.add("image")
     return [h for h in PIN_EMBEDDING_ORDER if h in heads]
 
 
