@@ -73,6 +73,50 @@ COMPILED_MIN_EDGES = 1 << 25
 COMPILED_WARM_MIN_EDGES = 1 << 20
 
 
+def _compiled_applies(num_edges: int) -> bool:
+    threshold = COMPILED_WARM_MIN_EDGES if csr_compiled.loaded() else COMPILED_MIN_EDGES
+    return num_edges >= threshold and csr_compiled.enabled()
+
+
+@dataclass(frozen=True)
+class EdgeRanges:
+    """The smallest and largest pin and board id of an edge list, and of its float32 weights'
+    bit patterns (None when not computed): what the input checks of ``from_edges`` reduce to."""
+    pin_min: int
+    pin_max: int
+    board_min: int
+    board_max: int
+    weight_bits_min: int | None = None
+    weight_bits_max: int | None = None
+
+
+def edge_ranges(pins: np.ndarray, boards: np.ndarray, weights: np.ndarray | None = None) -> EdgeRanges:
+    """``EdgeRanges`` of int64 pins and boards [E] and weights [E] or None (the weight entries
+    are computed for float32 weights only; E == 0: all zero). Six numpy reductions; from
+    ``_PARALLEL_MIN_EDGES`` edges the ids' and the weights' run on two threads (numpy releases
+    the GIL in them): 8 to 9 ms against 12 to 15 ms in one thread at 10M edges on the development VM
+    (ad-hoc timings; benchmarks/RESULTS.md, "Graph build", fourth update)."""
+    n = int(pins.shape[0])
+    if n == 0:
+        return EdgeRanges(0, 0, 0, 0)
+    bits = weights.view(np.uint32) if weights is not None and weights.dtype == np.float32 else None
+
+    def of_pins():
+        return (int(pins.min()), int(pins.max())) + ((int(bits.max()),) if bits is not None else (None,))
+
+    def of_boards():
+        return (int(boards.min()), int(boards.max())) + ((int(bits.min()),) if bits is not None else (None,))
+
+    if n >= _PARALLEL_MIN_EDGES and (os.cpu_count() or 1) > 1:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            later = pool.submit(of_boards)
+            p_lo, p_hi, w_hi = of_pins()
+            b_lo, b_hi, w_lo = later.result()
+    else:
+        (p_lo, p_hi, w_hi), (b_lo, b_hi, w_lo) = of_pins(), of_boards()
+    return EdgeRanges(p_lo, p_hi, b_lo, b_hi, w_lo, w_hi)
+
+
 def build_bipartite_csr(
     pins: np.ndarray,
     boards: np.ndarray,
@@ -116,8 +160,7 @@ def build_bipartite_csr(
         need_order = any(v is not None and not direction.is_constant(v) for v in (weights, timestamps))
         if not need_order or pin_bits + board_bits + edge_bits > direction.KEY_BITS:
             edge_bits = 0  # no positions in the key
-        threshold = COMPILED_WARM_MIN_EDGES if csr_compiled.loaded() else COMPILED_MIN_EDGES
-        if n >= threshold and csr_compiled.fits(num_pins, num_boards, n) and csr_compiled.enabled():
+        if _compiled_applies(n) and csr_compiled.fits(num_pins, num_boards, n):
             (pin_indptr, pin_indices, pin_w, pin_t, board_indptr, board_indices, board_w, board_t,
              num_dup) = csr_compiled.build_both_directions(pins, boards, num_pins, num_boards, weights,
                                                            timestamps, idx_dtype)

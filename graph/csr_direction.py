@@ -77,14 +77,20 @@ def gather(values: np.ndarray, order: np.ndarray | None) -> np.ndarray:
     return values.take(order)
 
 
+# constant_as_broadcast looks at this many leading values before reading the whole column.
+_CONSTANT_PROBE = 4096
+
+
 def constant_as_broadcast(values: np.ndarray | None) -> np.ndarray | None:
     """A column whose values are all equal (all 1.0 weights, say) as a stride-0 view of one.
 
     Equal means equal bit patterns (compared as unsigned integers), so 0.0 and -0.0 differ.
     """
-    if values is None or values.shape[0] < 2:
+    if values is None or values.shape[0] < 2 or is_constant(values):
         return values
     raw = values.view(np.dtype(f"u{values.dtype.itemsize}"))
+    if (raw[:_CONSTANT_PROBE] != raw[0]).any():   # varies early (most columns): no full pass
+        return values
     if raw.min() == raw.max():
         return np.broadcast_to(values[:1], values.shape)
     return values

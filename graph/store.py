@@ -24,8 +24,9 @@ import torch
 
 from graph import storage
 from graph.atomic import atomic_directory
-from graph.csr import BipartiteCSR, build_bipartite_csr, expand_indptr, find_structure_problem
+from graph.csr import BipartiteCSR, build_bipartite_csr, edge_ranges, expand_indptr, find_structure_problem
 from graph.csr_direction import arange_prefaulted
+from graph.edge_checks import as_id_array, check_ids, check_weights, edge_values
 from graph.errors import InputError
 from graph.features import FeatureStore
 from graph.interop import to_dgl, to_networkx, to_pyg, to_scipy
@@ -33,76 +34,7 @@ from graph.splits import GraphSplits
 
 _TOPOLOGY = ("pin_indptr", "pin_indices", "board_indptr", "board_indices")
 _EDGE_ATTRS = ("pin_weights", "board_weights", "pin_timestamps", "board_timestamps")
-# ``from_edges`` without a node count refuses an id space this much larger than the ids it was
-# given (and at least SPARSE_MIN_IDS): every node costs index memory (8 bytes of indptr, 8 of
-# external id), so a single id of 2**40 would ask for ~16 TiB.
-SPARSE_RATIO = 64
-SPARSE_MIN_IDS = 10_000_000
-# Below this many ids the sparse check counts distinct ids exactly (a sort); above, the id count
-# bounds them (no extra pass over a large edge list).
-_EXACT_DISTINCT_MAX = 1 << 20
 _INT64_MAX = np.iinfo(np.int64).max
-
-
-def _all_finite_non_negative(w: np.ndarray) -> bool:
-    """True when every float32 weight is finite and >= 0 with its sign bit clear, checked with
-    one reduction over the bits (no temporaries of E booleans); False means "check exactly"
-    (-0.0 is valid but has the sign bit set)."""
-    if w.dtype != np.float32 or w.size == 0:
-        return False
-    return int(w.view(np.uint32).max()) < 0x7F800000  # +inf's bits; NaNs and negatives are above
-
-
-def _as_numpy_ids(values: Any, what: str) -> np.ndarray:
-    """Validate a 1-D integer id array (tensor, array or sequence); int64 numpy out."""
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise InputError(f"{what}: expected a 1-D array of ids, got shape {tuple(arr.shape)}")
-    if arr.size == 0:
-        return arr.astype(np.int64)
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(f"{what}: expected integer ids, got dtype {arr.dtype}")
-    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
-        # Checked before the cast: uint64 ids >= 2**63 would wrap around to negative int64.
-        big = np.flatnonzero(arr > _INT64_MAX)
-        if big.size:
-            i = int(big[0])
-            raise InputError(f"{what}: id {int(arr[i])} at position {i} is too large (>= 2^63); "
-                             "ids must fit in int64")
-    arr = arr.astype(np.int64, copy=False)
-    if arr.min() < 0:  # a reduction: no temporary of the ids' size unless one is negative
-        i = int(np.flatnonzero(arr < 0)[0])
-        raise InputError(f"{what}: negative id {int(arr[i])} at position {i}")
-    return arr
-
-
-def _binary_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:,.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # pragma: no cover
-
-
-def _refuse_sparse_ids(ids: np.ndarray, top: int, what: str, count_name: str) -> None:
-    """Raise ``InputError`` when ``top`` (max id + 1) is far beyond the ids actually used."""
-    if top <= SPARSE_MIN_IDS or top <= SPARSE_RATIO * ids.size:
-        if top <= SPARSE_MIN_IDS or ids.size > _EXACT_DISTINCT_MAX:
-            return
-        distinct = int(np.unique(ids).size)  # at most 1M ids: a millisecond-scale sort
-        if top <= SPARSE_RATIO * distinct:
-            return
-        used = f"{distinct:,} distinct ids"
-    else:
-        used = f"{ids.size:,} edges (so at most {ids.size:,} distinct ids)"
-    raise InputError(
-        f"{what}: the largest id is {top - 1:,} but there are only {used}: with {count_name}=None "
-        f"the graph would hold {top:,} nodes (~{_binary_bytes(top * 8)} of index memory at 8 bytes a node, "
-        f"more with external ids). The ids look sparse: pass {count_name} explicitly if that many "
-        "nodes are meant, or remap the ids to dense ones 0..N-1 (the dataset builder, "
-        "graph.dataset.load_dataset_graph / `pinclip build-graph`, maps arbitrary ids to dense ones).")
 
 
 def _external_id_array(values: Any, n: int, what: str) -> pa.Array:
@@ -173,57 +105,28 @@ class PinBoardGraph:
         Args:
           pin_ids, board_ids: integer [E]; edge ``i`` links pin ``pin_ids[i]`` to board ``board_ids[i]``.
           num_pins, num_boards: node counts (default: max id + 1). Ids must be in range. Without
-            a count, ids that look sparse (max id + 1 over ``SPARSE_MIN_IDS`` and over
+            a count, ids that look sparse (max id + 1 over ``graph.edge_checks.SPARSE_MIN_IDS`` and over
             ``SPARSE_RATIO`` times the number of distinct ids) raise ``InputError`` instead of
             allocating index arrays for every id up to the largest.
           weights: float [E] or None; repeated edges are merged and their weights summed.
           timestamps: int [E] seconds or None; merged edges keep the earliest.
           pin_external_ids, board_external_ids: int64 or string ids of length P / B, unique.
         """
-        pins = _as_numpy_ids(pin_ids, "pin_ids")
-        boards = _as_numpy_ids(board_ids, "board_ids")
+        pins = as_id_array(pin_ids, "pin_ids", check_negative=False)
+        boards = as_id_array(board_ids, "board_ids", check_negative=False)
         if pins.shape != boards.shape:
             raise InputError(f"pin_ids has {pins.shape[0]} edges but board_ids has {boards.shape[0]}")
-        num_pins = cls._check_count(pins, num_pins, "pin_ids", "num_pins")
-        num_boards = cls._check_count(boards, num_boards, "board_ids", "num_boards")
-        w = cls._edge_values(weights, pins.shape[0], "weights", np.float32)
-        t = cls._edge_values(timestamps, pins.shape[0], "timestamps", np.int64)
-        if w is not None and not _all_finite_non_negative(w):
-            bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
-            if bad.size:
-                i = int(bad[0])
-                raise InputError(f"weights: invalid weight {w[i]} at edge {i} (must be finite and >= 0)")
+        w = edge_values(weights, pins.shape[0], "weights", np.float32)
+        t = edge_values(timestamps, pins.shape[0], "timestamps", np.int64)
+        ranges = edge_ranges(pins, boards, w)   # every reduction the checks need, in one pass where it pays
+        num_pins = check_ids(pins, ranges.pin_min, ranges.pin_max, num_pins, "pin_ids", "num_pins")
+        num_boards = check_ids(boards, ranges.board_min, ranges.board_max, num_boards, "board_ids", "num_boards")
+        if w is not None:
+            w = check_weights(w, ranges)
         csr = build_bipartite_csr(pins, boards, num_pins, num_boards, w, t)
         return cls(csr,
                    _external_id_array(pin_external_ids, num_pins, "pin_external_ids"),
                    _external_id_array(board_external_ids, num_boards, "board_external_ids"))
-
-    @staticmethod
-    def _check_count(ids: np.ndarray, count: int | None, what: str, count_name: str) -> int:
-        top = int(ids.max()) + 1 if ids.size else 0
-        if count is None:
-            _refuse_sparse_ids(ids, top, what, count_name)
-            return top
-        count = int(count)
-        if count < 0:
-            raise InputError(f"{count_name}={count} must be >= 0")
-        if top > count:
-            i = int(np.flatnonzero(ids >= count)[0])
-            raise InputError(f"{what}: id {int(ids[i])} at position {i} is out of range for {count_name}={count}")
-        return count
-
-    @staticmethod
-    def _edge_values(values: Any, n: int, what: str, dtype: type) -> np.ndarray | None:
-        if values is None:
-            return None
-        if isinstance(values, torch.Tensor):
-            values = values.detach().cpu().numpy()
-        arr = np.asarray(values)
-        if arr.shape != (n,):
-            raise InputError(f"{what}: expected shape ({n},), got {tuple(arr.shape)}")
-        if dtype is np.int64 and arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise InputError(f"{what}: expected integers, got dtype {arr.dtype}")
-        return arr.astype(dtype, copy=False)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
@@ -421,10 +324,10 @@ class PinBoardGraph:
         return _lookup(self.board_ids, external_ids, "board")
 
     def external_pin_ids(self, internal: Any) -> list:
-        return self.pin_ids.take(pa.array(_as_numpy_ids(internal, "internal pin ids"))).to_pylist()
+        return self.pin_ids.take(pa.array(as_id_array(internal, "internal pin ids"))).to_pylist()
 
     def external_board_ids(self, internal: Any) -> list:
-        return self.board_ids.take(pa.array(_as_numpy_ids(internal, "internal board ids"))).to_pylist()
+        return self.board_ids.take(pa.array(as_id_array(internal, "internal board ids"))).to_pylist()
 
     # ------------------------------------------------------------------ subgraphs
     def edge_subgraph(self, edge_mask: Any) -> "PinBoardGraph":

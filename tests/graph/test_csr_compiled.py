@@ -169,3 +169,4 @@ def test_phases_records_each_kernel_and_the_faulting_in():
     compiled.build_both_directions(pins, boards, 300, 40, w, rng.integers(0, 9, 4000), np.dtype(np.int32),
                                    threads=2, phases=phases)  # positions: the unpacking kernel, times added
     assert "extract" in phases and "split_compacted" in phases
+
