@@ -27,6 +27,9 @@ norm            the batch, which removes what every image shares (measured)
 image_image     ``loss.neighbor_image_image_weight=0.5``: a seed's image against its neighbors'
                 images (measured)
 see_images      all three (measured; not shipped: no headline gain, see RESULTS.md)
+no_aug          ``data.augment=false``: no random crops, flips or color jitter (measured)
+see_images_no_  ``see_images`` and ``no_aug`` (measured; not shipped: the best headline on
+aug             Unihan, but text->image recall falls below CLIP-only's on the synthetic world)
 frozen_text     the frozen all-MiniLM-L6-v2 on pin text (a baseline, not trained)
 ==============  ===========================================================================
 
@@ -77,6 +80,9 @@ VARIANTS: dict[str, list[str]] = {
     "image_image": ["loss.neighbor_image_image_weight=0.5"],
     "grid4_batch_norm": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch"],
     "see_images": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch", "loss.neighbor_image_image_weight=0.5"],
+    "no_aug": ["data.augment=false"],
+    "see_images_no_aug": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch", "loss.neighbor_image_image_weight=0.5",
+                          "data.augment=false"],
     # Not part of the shipped recipe: the image tower at 3x and 0.3x the learning rate.
     "vis_lr3": ["optim.lr_scale.visual=3.0"],
     "vis_lr03": ["optim.lr_scale.visual=0.3"],
