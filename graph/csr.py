@@ -73,11 +73,6 @@ COMPILED_MIN_EDGES = 1 << 25
 COMPILED_WARM_MIN_EDGES = 1 << 20
 
 
-def _compiled_applies(num_edges: int) -> bool:
-    threshold = COMPILED_WARM_MIN_EDGES if csr_compiled.loaded() else COMPILED_MIN_EDGES
-    return num_edges >= threshold and csr_compiled.enabled()
-
-
 @dataclass(frozen=True)
 class EdgeRanges:
     """The smallest and largest pin and board id of an edge list, and of its float32 weights'
@@ -160,7 +155,8 @@ def build_bipartite_csr(
         need_order = any(v is not None and not direction.is_constant(v) for v in (weights, timestamps))
         if not need_order or pin_bits + board_bits + edge_bits > direction.KEY_BITS:
             edge_bits = 0  # no positions in the key
-        if _compiled_applies(n) and csr_compiled.fits(num_pins, num_boards, n):
+        threshold = COMPILED_WARM_MIN_EDGES if csr_compiled.loaded() else COMPILED_MIN_EDGES
+        if n >= threshold and csr_compiled.fits(num_pins, num_boards, n) and csr_compiled.enabled():
             (pin_indptr, pin_indices, pin_w, pin_t, board_indptr, board_indices, board_w, board_t,
              num_dup) = csr_compiled.build_both_directions(pins, boards, num_pins, num_boards, weights,
                                                            timestamps, idx_dtype)

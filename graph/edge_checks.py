@@ -1,10 +1,9 @@
 """Validation of ``PinBoardGraph.from_edges`` input: id arrays, node counts, edge attributes.
 
 Every check names the array, the position and the value at fault (``InputError``). The checks of
-a large edge list are reductions (the smallest and largest id, the weights' largest bit
-pattern), which :func:`graph.csr.edge_ranges` computes in one pass on the build's threads
-where the compiled build runs; an exact (slower) search for the position runs only when a
-reduction shows a problem.
+a large edge list are reductions (the smallest and largest id, the weights' smallest and largest
+bit patterns), which :func:`graph.csr.edge_ranges` computes once, the ids and the boards on two
+threads; an exact (slower) search for the position runs only when a reduction shows a problem.
 """
 from __future__ import annotations
 

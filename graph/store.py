@@ -105,8 +105,8 @@ class PinBoardGraph:
         Args:
           pin_ids, board_ids: integer [E]; edge ``i`` links pin ``pin_ids[i]`` to board ``board_ids[i]``.
           num_pins, num_boards: node counts (default: max id + 1). Ids must be in range. Without
-            a count, ids that look sparse (max id + 1 over ``graph.edge_checks.SPARSE_MIN_IDS`` and over
-            ``SPARSE_RATIO`` times the number of distinct ids) raise ``InputError`` instead of
+            a count, ids that look sparse (max id + 1 over ``SPARSE_MIN_IDS`` and over
+            ``SPARSE_RATIO`` (``graph.edge_checks``) times the number of distinct ids) raise ``InputError`` instead of
             allocating index arrays for every id up to the largest.
           weights: float [E] or None; repeated edges are merged and their weights summed.
           timestamps: int [E] seconds or None; merged edges keep the earliest.

@@ -210,9 +210,10 @@ class PinCLIPLoss(nn.Module):
         negative_outputs: the model's dict for M extra negatives, negative_mask [S, M] bool (see
         :func:`neighbor_alignment_loss`); positive_mask / positive_ids: image-text multi-positives.
     Returns the *weighted* terms ``clip_loss`` or ``siglip_loss``, ``neighbor_fused_loss``,
-    ``neighbor_image_loss``, ``neighbor_image_image_loss``, ``neighbor_cross_modal_loss`` (those with weight > 0 whose inputs are
-    present) and ``loss``, their sum. Each term is the weighted mean of the term over the nested
-    dims ``matryoshka_dims`` (plus the full ``embed_dim``), each prefix re-normalized.
+    ``neighbor_image_loss``, ``neighbor_image_image_loss``, ``neighbor_cross_modal_loss`` (those
+    with weight > 0 whose inputs are present) and ``loss``, their sum. Each term is the weighted
+    mean of the term over the nested dims ``matryoshka_dims`` (plus the full ``embed_dim``), each
+    prefix re-normalized.
     """
 
     def __init__(self, cfg: LossConfig, embed_dim: int, matryoshka_dims: list[int] | tuple = (),

@@ -258,7 +258,7 @@ class NeighborAlignmentLoss(nn.Module):
         rank, world_size = world_info(self.rank, self.world_size)
         return neighbor_alignment_loss(
             seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
-            seed_image, neighbor_image, seed_text, neighbor_text, cross_modal=self.cross_modal, image_image=image_image,
-            negatives=negatives, negative_mask=negative_mask,
+            seed_image, neighbor_image, seed_text, neighbor_text, cross_modal=self.cross_modal,
+            image_image=image_image, negatives=negatives, negative_mask=negative_mask,
             exclude_own_neighbors=self.exclude_own_neighbors, gather_with_grad=self.gather_with_grad,
             rank=rank, world_size=world_size)
