@@ -54,7 +54,7 @@ from training.config_schema import (CONFIG_DIR, DEVICE_KEYS, RULES, DataConfig, 
 
 __all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
            "OptimConfig", "TrainSection", "EvalConfig", "TrainConfig", "load_train_config",
-           "save_train_config", "config_to_dict", "resolve_model_config", "sampler_config", "CONFIG_DIR",
+           "save_train_config", "config_to_dict", "resolve_model_config", "sampler_config", "augment_config", "CONFIG_DIR",
            "list_train_configs", "config_reference_markdown"]
 
 
@@ -129,6 +129,16 @@ def _validate(cfg: DictConfig, where: str, overrides: Sequence[tuple[str, str]] 
 def sampler_config(cfg: Any):
     """The ``sampling.SamplerConfig`` (kind ``pairs``) of a training config's ``sampler`` section."""
     return sampler_config_from_dict(_sampler_dict(cfg, cfg.sampler.device))
+
+
+def augment_config(section: Any):
+    """The ``pinclip.transforms.AugmentConfig`` of a training config's ``data.augmentation``."""
+    from pinclip.transforms import AugmentConfig
+    a = _container(section)
+    return AugmentConfig(scale=(float(a["scale"][0]), float(a["scale"][1])),
+                         ratio=(float(a["ratio"][0]), float(a["ratio"][1])), hflip=float(a["hflip"]),
+                         brightness=float(a["brightness"]), contrast=float(a["contrast"]),
+                         saturation=float(a["saturation"]))
 
 
 def _sampler_dict(cfg: Any, device: str | None) -> dict:

@@ -14,7 +14,7 @@ import torch
 from graph.errors import ToolkitError
 from sampling.config import PairConfig, PinSageConfig
 
-__all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
+__all__ = ["TrainConfigError", "AugmentationSection", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
            "OptimConfig", "TrainSection", "EvalConfig", "TrainConfig", "CONFIG_DIR", "RULES", "DEVICE_KEYS",
            "device_syntax_problem"]
 
@@ -23,6 +23,21 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 class TrainConfigError(ToolkitError, ValueError):
     """A training config is invalid; the message names the file (or override) and the dotted key."""
+
+
+@dataclass
+class AugmentationSection:
+    """The training image augmentations of ``data.augment`` (``pinclip.transforms.AugmentConfig``).
+
+    ``scale``: the random resized crop covers [min, max] of the image area. ``ratio``: its aspect
+    ratio range [min, max]. ``hflip``: the probability of a horizontal flip. ``brightness``,
+    ``contrast``, ``saturation``: colour jitter, a factor drawn from [1 - s, 1 + s] (0: off)."""
+    scale: list[float] = field(default_factory=lambda: [0.6, 1.0])
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    hflip: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
 
 
 @dataclass
@@ -42,7 +57,8 @@ class DataConfig:
     (a DataError naming the pin and path) or ``skip`` (treated as a pin without an image; each
     skipped pin is counted and logged once). ``max_image_pixels``: the pixel cap, checked from the
     image header before decoding (width x height). ``augment``: train on augmented images (random
-    resized crop, horizontal flip, colour jitter) instead of the evaluation transform.
+    resized crop, horizontal flip, colour jitter) instead of the evaluation transform;
+    ``augmentation``: their strengths (the ``data.augmentation`` section below).
     ``image_root``: the dataset directory the pins' image paths are relative to, when it moved
     since the graph store was built (null: where the store recorded it; a store that moved
     together with its dataset finds it by itself). A root that does not exist is an error naming
@@ -60,6 +76,7 @@ class DataConfig:
     num_workers: int = 2
     prefetch_factor: int = 2
     augment: bool = True
+    augmentation: AugmentationSection = field(default_factory=AugmentationSection)
     on_bad_image: str = "error"
     max_image_pixels: int = 50_000_000
 
@@ -265,6 +282,24 @@ def _lr_scales(v):
 _lr_scales.text = "{name prefix: multiplier > 0}"
 
 
+def _fraction_range(v):
+    if len(v) != 2 or not 0.0 < v[0] <= v[1] <= 1.0:
+        return "must be [min, max] with 0 < min <= max <= 1"
+    return None
+
+
+_fraction_range.text = "[min, max], 0 < min <= max <= 1"
+
+
+def _ratio_range(v):
+    if len(v) != 2 or not all(isinstance(r, (int, float)) and math.isfinite(r) for r in v) or not 0.0 < v[0] <= v[1]:
+        return "must be [min, max] with 0 < min <= max"
+    return None
+
+
+_ratio_range.text = "[min, max], 0 < min <= max"
+
+
 RULES = {
     "data.cold_start_fraction": _range(0.0, 1.0, hi_open=True),
     "data.val_fraction": _range(0.0, 1.0, hi_open=True),
@@ -274,6 +309,12 @@ RULES = {
     "data.max_image_pixels": _range(1),
     "data.num_workers": _range(0),
     "data.prefetch_factor": _range(1),
+    "data.augmentation.scale": _fraction_range,
+    "data.augmentation.ratio": _ratio_range,
+    "data.augmentation.hflip": _range(0.0, 1.0),
+    "data.augmentation.brightness": _range(0.0, 1.0),
+    "data.augmentation.contrast": _range(0.0, 1.0),
+    "data.augmentation.saturation": _range(0.0, 1.0),
     "model.precision": _choice("auto", "fp32", "bf16"),
     "loss.image_text": lambda v: None if v is None else _choice("clip", "siglip", "none")(v),
     "loss.image_text_weight": _range(0.0),

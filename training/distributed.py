@@ -135,6 +135,13 @@ def parameter_digest(module: torch.nn.Module, trainable_only: bool = True) -> st
     return h.hexdigest()
 
 
-def shutdown(info: DistInfo) -> None:
+def shutdown(info: DistInfo, synchronize: bool = False) -> None:
+    """Destroy the process group. synchronize: first wait at a barrier for every rank (after a
+    run that finished on every rank): a rank that tears its gloo connections down while another
+    still uses them can make that one abort at exit ("terminate called without an active
+    exception", seen on a loaded 2-core machine). Not after an error, where another rank may
+    never come."""
     if info.distributed and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -49,7 +49,8 @@ from sampling import SeedBatches, build_sampler
 from training import step as step_mod
 from training.checkpoint import (check_graph_identity, frozen_digest, graph_identity, latest_checkpoint,
                                  read_graph_identity, restore_rng)
-from training.config import TrainConfigError, load_train_config, resolve_model_config, sampler_config
+from training.config import (TrainConfigError, augment_config, load_train_config, resolve_model_config,
+                             sampler_config)
 from training.data import PinFeatureFetcher, TrainBatchDataset, TrainLoader, prepare_graph, train_pins
 from training.distributed import (DistInfo, all_gather_object, all_reduce_mean, average_gradients, barrier,
                                   broadcast_parameters, init_distributed, parameter_digest, shutdown)
@@ -196,7 +197,8 @@ class Trainer(RunFilesMixin):
         """The pin feature fetchers of training (augmented images when ``data.augment``) and
         evaluation; frozen text towers' features come from the text cache (built here if needed)."""
         cfg, t, main = self.cfg, self.cfg.train, self.dist.is_main
-        transform = get_image_transform(self.model, train=bool(cfg.data.augment))
+        transform = get_image_transform(self.model, train=bool(cfg.data.augment),
+                                        augment_config=augment_config(cfg.data.augmentation))
         eval_transform = get_image_transform(self.model, train=False)
         tokenizer = get_tokenizer(self.model)
         images = self._image_policy()

@@ -149,3 +149,28 @@ def test_lr_scale_multipliers_are_checked_when_the_config_loads(value):
     assert msg.startswith(f"override 'optim.lr_scale.text_proj={value}': key 'optim.lr_scale")
     assert "text_proj" in msg and ("> 0" in msg if value != "fast" else "Float" in msg)
     assert load_train_config("demo", ["optim.lr_scale.text_proj=0.1"]).optim.lr_scale == {"text_proj": 0.1}
+
+
+def test_augmentation_strengths_default_to_the_library_defaults_and_reach_the_transform():
+    from pinclip.transforms import AugmentConfig
+    from training.config import augment_config
+    assert augment_config(load_train_config("demo").data.augmentation) == AugmentConfig()
+    cfg = load_train_config("demo", ["data.augmentation.hflip=0", "data.augmentation.scale=[0.8,1.0]",
+                                     "data.augmentation.brightness=0"])
+    aug = augment_config(cfg.data.augmentation)
+    assert aug.hflip == 0.0 and aug.scale == (0.8, 1.0) and aug.brightness == 0.0 and aug.contrast == 0.2
+
+
+@pytest.mark.parametrize("override, words", [
+    ("data.augmentation.scale=[0.8,1.2]", "0 < min <= max <= 1"),
+    ("data.augmentation.scale=[0.9,0.8]", "0 < min <= max <= 1"),
+    ("data.augmentation.scale=[0.5]", "[min, max]"),
+    ("data.augmentation.ratio=[0,1]", "0 < min <= max"),
+    ("data.augmentation.hflip=1.5", "<= 1.0"),
+    ("data.augmentation.contrast=-0.1", ">= 0.0"),
+])
+def test_bad_augmentation_strengths_name_the_key(override, words):
+    with pytest.raises(TrainConfigError) as err:
+        load_train_config("demo", [override])
+    key = override.split("=")[0]
+    assert f"key '{key}'" in str(err.value) and words in str(err.value)

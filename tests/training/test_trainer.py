@@ -173,3 +173,12 @@ def test_lr_scale_gives_parameter_groups_their_own_learning_rate():
         build_optimizer(model, SimpleNamespace(**base, lr_scale={"txt_proj": 0.1}))
     with pytest.raises(TrainConfigError, match=r"optim\.lr_scale\.text_proj must be > 0"):
         build_optimizer(model, SimpleNamespace(**base, lr_scale={"text_proj": 0.0}))
+
+
+def test_the_training_transform_uses_the_configured_augmentation(make_config, tmp_path):
+    """data.augmentation reaches the training fetcher; evaluation keeps the plain transform."""
+    from pinclip.transforms import AugmentConfig
+    cfg = make_config(data={"augmentation": {"hflip": 0.0, "scale": [0.9, 1.0], "saturation": 0.0}})
+    t = Trainer(load_train_config(cfg), tmp_path / "run")
+    assert t.fetcher.transform.train and not t.eval_fetcher.transform.train
+    assert t.fetcher.transform.aug == AugmentConfig(scale=(0.9, 1.0), hflip=0.0, saturation=0.0)

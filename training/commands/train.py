@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"unexpected argument {item!r}: overrides are key=value (e.g. train.max_steps=40)")
     if args.quiet:
         args.overrides = [*args.overrides, "train.progress=false"]
-    trainer = None
+    trainer, summary = None, None
     try:
         if args.resume is not None:
             if args.out is not None and Path(args.out).absolute() != Path(args.resume).absolute():
@@ -75,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
         if trainer is not None:
             from training.distributed import shutdown
             trainer.close()        # the run directory's lock (train() releases it too)
-            shutdown(trainer.dist)
+            shutdown(trainer.dist, synchronize=summary is not None)
     return 0 if summary else 1

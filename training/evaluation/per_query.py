@@ -9,6 +9,7 @@ value; the metric is the mean of those values:
 * ``board_mrr``: the tie-aware reciprocal rank of the first board mate, same queries;
 * ``t2i_recall@10`` / ``i2t_recall@10``: hit of pin p's image (text) in the top 10 of pin p's
   text (image), per pin with both;
+* ``cold_start_t2i_recall@10`` / ``cold_start_i2t_recall@10``: the same among cold-start pins;
 * ``t2i_topic_precision@10``: the share of the top-10 images of pin p's caption whose pin has
   p's hidden topic (synthetic world only).
 
@@ -32,7 +33,8 @@ __all__ = ["PER_QUERY_FILE", "PER_QUERY_METRICS", "save_per_query", "load_per_qu
 PER_QUERY_FILE = "per_query.npz"
 # The metrics whose per-query values are kept, in table order.
 PER_QUERY_METRICS = ("board_recall@10", "cold_start_board_recall@10", "board_mrr", "t2i_recall@10",
-                     "i2t_recall@10", "t2i_topic_precision@10")
+                     "i2t_recall@10", "cold_start_t2i_recall@10", "cold_start_i2t_recall@10",
+                     "t2i_topic_precision@10")
 _SEP = "::"
 
 

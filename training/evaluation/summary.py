@@ -5,7 +5,11 @@ float [P, D] tensors (any of ``"image"``, ``"text"``, ``"fused"``):
 
 * ``t2i_recall@1|5|10``, ``i2t_recall@1|5|10``: text -> image and image -> text, pin i's text
   paired with pin i's image, among warm pins with both (``has_image`` / ``has_text`` masks;
-  rows of zero norm count as missing); needs "image" and "text".
+  rows of zero norm count as missing); needs "image" and "text". Training saw these very pairs,
+  so a model that memorizes its training images scores above what it generalizes:
+* ``cold_start_t2i_recall@1|5|10``, ``cold_start_i2t_recall@1|5|10``: the same among the
+  cold-start pins, whose images and text no training step saw (a smaller pool: compare methods
+  with each other, not with the warm numbers).
 * ``board_recall@10`` (hit rate: >= 1 board mate in the top 10), ``board_mrr`` (tie-aware):
   pin -> pin retrieval on the "fused" embedding (else "graph", else "image", else "text"). Queries: pins of the
   TEST edges; positives of (p, b): the pins with a TRAIN edge to b; candidates: every supported
@@ -76,23 +80,25 @@ def method_metrics(g: Any, emb: dict[str, torch.Tensor], supported: torch.Tensor
 
     if "image" in emb and "text" in emb:
         img, txt = masked(emb["image"]), masked(emb["text"])
-        ok = sup & ~cold & (img.norm(dim=1) > 0) & (txt.norm(dim=1) > 0)
+        both = sup & (img.norm(dim=1) > 0) & (txt.norm(dim=1) > 0)
         if has_image is not None:
-            ok &= torch.as_tensor(has_image).bool()
+            both &= torch.as_tensor(has_image).bool()
         if has_text is not None:
-            ok &= torch.as_tensor(has_text).bool()
-        idx = torch.nonzero(ok).squeeze(1)
-        if idx.numel():
+            both &= torch.as_tensor(has_text).bool()
+        for ok, prefix in ((both & ~cold, ""), (both & cold, "cold_start_")):
+            idx = torch.nonzero(ok).squeeze(1)
+            if not idx.numel():
+                continue
             pq: dict = {}
             m = image_text_retrieval(img[idx], txt[idx], ks=sorted({1, 5, 10, *curve_ks}), backend=backend,
                                      per_query=pq)
-            out.update({key: m[key] for key in m if "recall@" in key and "frac" not in key})
+            out.update({f"{prefix}{key}": m[key] for key in m if "recall@" in key and "frac" not in key})
             if per_query is not None:
                 for d in ("t2i_", "i2t_"):
                     if f"{d}recall@{k}" in pq:
-                        per_query[f"{d}recall@{k}"] = (idx[torch.from_numpy(pq[f"{d}rows"])].numpy(),
-                                                       pq[f"{d}recall@{k}"])
-            if topics is not None:
+                        per_query[f"{prefix}{d}recall@{k}"] = (idx[torch.from_numpy(pq[f"{d}rows"])].numpy(),
+                                                                pq[f"{d}recall@{k}"])
+            if topics is not None and not prefix:
                 out.update(_topic_precision(img[idx], txt[idx], idx, np.asarray(topics), k, backend, per_query))
 
     if pin_embedding is not None and pin_embedding not in emb:

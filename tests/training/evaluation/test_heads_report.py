@@ -84,7 +84,7 @@ def test_evaluation_scores_the_chosen_head_and_keeps_every_head(store):
     assert ev["counts"]["val_edges"] > 0
     # Per-query values behind the headline numbers: their mean is the metric.
     for name in ("board_recall@10", "board_mrr", "cold_start_board_recall@10", "t2i_recall@10", "i2t_recall@10",
-                 "t2i_topic_precision@10"):
+                 "cold_start_t2i_recall@10", "cold_start_i2t_recall@10", "t2i_topic_precision@10"):
         pins, values = pq[name]
         assert pins.shape == values.shape and len(np.unique(pins)) == len(pins)
         assert values.mean() == pytest.approx(ev["metrics"][name]), name
@@ -130,6 +130,28 @@ def test_topic_precision_in_method_metrics(store):
     assert m["t2i_recall@10"] <= m["t2i_recall@10_topic_ceiling"] + 0.05
     assert 0 < m["t2i_recall@10_topic_ceiling"] < 1 and m["t2i_topic_pins_per_topic"] > 10
     assert "t2i_topic_precision@10" not in method_metrics(g, emb, max_overlap_seeds=0)
+
+
+def test_cold_start_text_to_image_tells_memorized_pairs_from_learned_ones(store):
+    """A model that paired only the pins it trained on (warm: the caption and the image share a
+    random vector) scores full warm recall and chance on the cold-start pins; the cold-start
+    metric counts only cold-start pins, so it sees the difference."""
+    _, g, _ = store
+    cold = g.splits.is_cold_start(g.num_pins)
+    gen = torch.Generator().manual_seed(0)
+    shared = torch.randn(g.num_pins, 64, generator=gen)
+    img, txt = shared.clone(), shared.clone()
+    txt[cold] = torch.randn(int(cold.sum()), 64, generator=gen)    # never trained: no pairing learned
+    pq: dict = {}
+    m = method_metrics(g, {"image": img, "text": txt}, max_overlap_seeds=0, per_query=pq)
+    assert m["t2i_recall@10"] == pytest.approx(1.0) and m["i2t_recall@10"] == pytest.approx(1.0)
+    assert m["cold_start_t2i_recall@10"] < 0.5 and m["cold_start_i2t_recall@10"] < 0.5
+    pins, values = pq["cold_start_t2i_recall@10"]
+    assert bool(cold[torch.from_numpy(pins)].all()) and len(pins) == int(cold.sum())
+    assert values.mean() == pytest.approx(m["cold_start_t2i_recall@10"])
+    assert not bool(cold[torch.from_numpy(pq["t2i_recall@10"][0])].any())
+    generalizes = method_metrics(g, {"image": shared, "text": shared}, max_overlap_seeds=0)
+    assert generalizes["cold_start_t2i_recall@10"] == pytest.approx(1.0)
 
 
 def test_report_shows_heads_and_intervals(store, tmp_path):
