@@ -30,6 +30,9 @@ see_images      all three (measured; not shipped: no headline gain, see RESULTS.
 no_aug          ``data.augment=false``: no random crops, flips or color jitter (measured)
 see_images_no_  ``see_images`` and ``no_aug`` (measured; not shipped: the best headline on
 aug             Unihan, but text->image recall falls below CLIP-only's on the synthetic world)
+no_neighbor_    ``loss.neighbor_image_weight=0``: no term pulls a seed toward its neighbors' image
+image           embeddings; the image head learns from the image-text loss (and, through the
+                fusion, from the fused terms) only (measured)
 frozen_text     the frozen all-MiniLM-L6-v2 on pin text (a baseline, not trained)
 ==============  ===========================================================================
 
@@ -81,6 +84,7 @@ VARIANTS: dict[str, list[str]] = {
     "grid4_batch_norm": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch"],
     "see_images": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch", "loss.neighbor_image_image_weight=0.5"],
     "no_aug": ["data.augment=false"],
+    "no_neighbor_image": ["loss.neighbor_image_weight=0"],
     "see_images_no_aug": [f"{_M}vision.readout_grid=4", f"{_M}image_norm=batch", "loss.neighbor_image_image_weight=0.5",
                           "data.augment=false"],
     # Not part of the shipped recipe: the image tower at 3x and 0.3x the learning rate.
