@@ -271,7 +271,8 @@ class PinCLIPLoss(nn.Module):
                 neighbor_text=n["text_emb"] if cross else None,
                 negatives=None if neg is None else {
                     key: _truncate(neg.get(key), dim, full) for key in ("image_emb", "text_emb", "fused_emb")},
-                negative_mask=negative_mask, image_image=image_image)
+                negative_mask=negative_mask, fused_image=bool(weights["neighbor_image_loss"]),
+                image_image=image_image)
             terms.update({k: weights[k] * v for k, v in r.items() if weights[k]})
         return terms
 

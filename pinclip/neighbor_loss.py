@@ -124,7 +124,8 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
                             logit_scale: torch.Tensor | float,
                             seed_image: torch.Tensor | None = None, neighbor_image: torch.Tensor | None = None,
                             seed_text: torch.Tensor | None = None, neighbor_text: torch.Tensor | None = None,
-                            cross_modal: bool = True, *, image_image: bool = False, negatives: dict | None = None,
+                            cross_modal: bool = True, *, fused_image: bool = True, image_image: bool = False,
+                            negatives: dict | None = None,
                             negative_mask: torch.Tensor | None = None, exclude_own_neighbors: bool = True,
                             gather_with_grad: bool = True, rank: int | None = None,
                             world_size: int = 1) -> dict[str, torch.Tensor]:
@@ -157,7 +158,9 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
 
     Terms (dict keys; a term is present when its inputs are):
       ``neighbor_fused_loss``: seed_fused vs neighbor_fused;
-      ``neighbor_image_loss``: seed_fused vs neighbor_image (content-only side, for cold start);
+      ``neighbor_image_loss`` (if ``fused_image``): seed_fused vs neighbor_image (content-only
+      side, for cold start; ``fused_image=False`` skips it when neighbor_image is given for the
+      other terms only);
       ``neighbor_cross_modal_loss`` (if ``cross_modal``): mean of seed_image vs neighbor_text and
       seed_text vs neighbor_image, over the pairs whose inputs are given;
       ``neighbor_image_image_loss`` (if ``image_image``): seed_image vs neighbor_image, the image
@@ -217,15 +220,19 @@ def neighbor_alignment_loss(seed_fused: torch.Tensor, neighbor_fused: torch.Tens
             gathered_negatives[modality] = gather(negatives[modality])
         return gathered_negatives[modality]
 
+    gathered_keys: dict[str, torch.Tensor] = {}   # neighbor_image serves up to three terms: gather it once
+
     def term(queries: torch.Tensor, keys: torch.Tensor, name: str, modality: str) -> torch.Tensor:
-        keys = gather(_flatten_neighbors(keys, s, k, name))
+        if name not in gathered_keys:
+            gathered_keys[name] = gather(_flatten_neighbors(keys, s, k, name))
+        keys = gathered_keys[name]
         return neighbor_infonce(queries, keys, neighbor_weights, valid_columns, fn, logit_scale,
                                 seed_offset=rank * s, num_valid_seeds=num_valid_seeds,
                                 world_size=world_size, exclude_own_neighbors=exclude_own_neighbors,
                                 extra_keys=extra(modality), extra_mask=extra_mask)
 
     out = {"neighbor_fused_loss": term(seed_fused, neighbor_fused, "neighbor_fused", "fused_emb")}
-    if neighbor_image is not None:
+    if fused_image and neighbor_image is not None:
         out["neighbor_image_loss"] = term(seed_fused, neighbor_image, "neighbor_image", "image_emb")
     if image_image and seed_image is not None and neighbor_image is not None:
         out["neighbor_image_image_loss"] = term(seed_image, neighbor_image, "neighbor_image", "image_emb")
@@ -254,11 +261,12 @@ class NeighborAlignmentLoss(nn.Module):
 
     def forward(self, seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
                 seed_image=None, neighbor_image=None, seed_text=None, neighbor_text=None,
-                negatives=None, negative_mask=None, image_image: bool = False) -> dict[str, torch.Tensor]:
+                negatives=None, negative_mask=None, fused_image: bool = True,
+                image_image: bool = False) -> dict[str, torch.Tensor]:
         rank, world_size = world_info(self.rank, self.world_size)
         return neighbor_alignment_loss(
             seed_fused, neighbor_fused, neighbor_weights, false_negative_mask, logit_scale,
             seed_image, neighbor_image, seed_text, neighbor_text, cross_modal=self.cross_modal,
-            image_image=image_image, negatives=negatives, negative_mask=negative_mask,
+            fused_image=fused_image, image_image=image_image, negatives=negatives, negative_mask=negative_mask,
             exclude_own_neighbors=self.exclude_own_neighbors, gather_with_grad=self.gather_with_grad,
             rank=rank, world_size=world_size)

@@ -45,6 +45,7 @@ from graph.devices import device_problem
 from pinclip.config import ConfigFileMissingError, config_from_dict, merge_overrides
 from pinclip.config import config_to_dict as model_config_to_dict
 from pinclip.factory import get_model_config
+from pinclip.transforms import AugmentConfig
 from sampling.config import SamplerConfigError
 from sampling.config import config_from_dict as sampler_config_from_dict
 from training.config_reference import config_reference_markdown
@@ -54,8 +55,8 @@ from training.config_schema import (CONFIG_DIR, DEVICE_KEYS, RULES, DataConfig, 
 
 __all__ = ["TrainConfigError", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
            "OptimConfig", "TrainSection", "EvalConfig", "TrainConfig", "load_train_config",
-           "save_train_config", "config_to_dict", "resolve_model_config", "sampler_config", "augment_config", "CONFIG_DIR",
-           "list_train_configs", "config_reference_markdown"]
+           "save_train_config", "config_to_dict", "resolve_model_config", "sampler_config", "augment_config",
+           "CONFIG_DIR", "list_train_configs", "config_reference_markdown"]
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -131,14 +132,11 @@ def sampler_config(cfg: Any):
     return sampler_config_from_dict(_sampler_dict(cfg, cfg.sampler.device))
 
 
-def augment_config(section: Any):
-    """The ``pinclip.transforms.AugmentConfig`` of a training config's ``data.augmentation``."""
-    from pinclip.transforms import AugmentConfig
-    a = _container(section)
-    return AugmentConfig(scale=(float(a["scale"][0]), float(a["scale"][1])),
-                         ratio=(float(a["ratio"][0]), float(a["ratio"][1])), hflip=float(a["hflip"]),
-                         brightness=float(a["brightness"]), contrast=float(a["contrast"]),
-                         saturation=float(a["saturation"]))
+def augment_config(section: Any) -> AugmentConfig:
+    """The ``pinclip.transforms.AugmentConfig`` of a training config's ``data.augmentation``
+    (same keys; its [min, max] lists become tuples)."""
+    return AugmentConfig(**{key: tuple(map(float, v)) if isinstance(v, list) else float(v)
+                            for key, v in _container(section).items()})
 
 
 def _sampler_dict(cfg: Any, device: str | None) -> dict:

@@ -12,6 +12,7 @@ from typing import Any, Optional
 import torch
 
 from graph.errors import ToolkitError
+from pinclip.transforms import AugmentConfig
 from sampling.config import PairConfig, PinSageConfig
 
 __all__ = ["TrainConfigError", "AugmentationSection", "DataConfig", "SamplerSection", "ModelSection", "LossSection",
@@ -32,12 +33,12 @@ class AugmentationSection:
     ``scale``: the random resized crop covers [min, max] of the image area. ``ratio``: its aspect
     ratio range [min, max]. ``hflip``: the probability of a horizontal flip. ``brightness``,
     ``contrast``, ``saturation``: colour jitter, a factor drawn from [1 - s, 1 + s] (0: off)."""
-    scale: list[float] = field(default_factory=lambda: [0.6, 1.0])
-    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
-    hflip: float = 0.5
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
+    scale: list[float] = field(default_factory=lambda: list(AugmentConfig.scale))
+    ratio: list[float] = field(default_factory=lambda: list(AugmentConfig.ratio))
+    hflip: float = AugmentConfig.hflip
+    brightness: float = AugmentConfig.brightness
+    contrast: float = AugmentConfig.contrast
+    saturation: float = AugmentConfig.saturation
 
 
 @dataclass
@@ -282,22 +283,15 @@ def _lr_scales(v):
 _lr_scales.text = "{name prefix: multiplier > 0}"
 
 
-def _fraction_range(v):
-    if len(v) != 2 or not 0.0 < v[0] <= v[1] <= 1.0:
-        return "must be [min, max] with 0 < min <= max <= 1"
-    return None
-
-
-_fraction_range.text = "[min, max], 0 < min <= max <= 1"
-
-
-def _ratio_range(v):
-    if len(v) != 2 or not all(isinstance(r, (int, float)) and math.isfinite(r) for r in v) or not 0.0 < v[0] <= v[1]:
-        return "must be [min, max] with 0 < min <= max"
-    return None
-
-
-_ratio_range.text = "[min, max], 0 < min <= max"
+def _ordered_pair(upper: float | None):
+    """[min, max] with 0 < min <= max (<= upper when given): a crop's area share or aspect range."""
+    def check(v):
+        if len(v) != 2 or not all(math.isfinite(x) for x in v) or not 0.0 < v[0] <= v[1] \
+                or (upper is not None and v[1] > upper):
+            return f"must be [min, max] with 0 < min <= max{'' if upper is None else f' <= {upper:g}'}"
+        return None
+    check.text = f"[min, max], 0 < min <= max{'' if upper is None else f' <= {upper:g}'}"
+    return check
 
 
 RULES = {
@@ -309,8 +303,8 @@ RULES = {
     "data.max_image_pixels": _range(1),
     "data.num_workers": _range(0),
     "data.prefetch_factor": _range(1),
-    "data.augmentation.scale": _fraction_range,
-    "data.augmentation.ratio": _ratio_range,
+    "data.augmentation.scale": _ordered_pair(1.0),
+    "data.augmentation.ratio": _ordered_pair(None),
     "data.augmentation.hflip": _range(0.0, 1.0),
     "data.augmentation.brightness": _range(0.0, 1.0),
     "data.augmentation.contrast": _range(0.0, 1.0),

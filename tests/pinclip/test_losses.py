@@ -214,6 +214,15 @@ def test_neighbor_alignment_flat_and_3d_neighbors_agree_and_cross_modal_switch()
                                   e["neighbor_image"], e["seed_text"], e["neighbor_text"], cross_modal=False)
     assert "neighbor_cross_modal_loss" not in off and "neighbor_image_loss" in off
     assert "neighbor_image_image_loss" not in off   # off unless asked for
+    # neighbor_image given for the cross-modal term only: the fused-vs-neighbor-image term is skipped,
+    # the others do not change.
+    both = neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, 10.0, e["seed_image"],
+                                   e["neighbor_image"], e["seed_text"], e["neighbor_text"])
+    cross_only = neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"], w, mask, 10.0, e["seed_image"],
+                                         e["neighbor_image"], e["seed_text"], e["neighbor_text"], fused_image=False)
+    assert set(both) - set(cross_only) == {"neighbor_image_loss"}
+    for key in cross_only:
+        torch.testing.assert_close(cross_only[key], both[key])
     with pytest.raises(ValueError, match="neighbor_fused"):
         neighbor_alignment_loss(e["seed_fused"], e["neighbor_fused"][:, :2], w, mask, 10.0)
     with pytest.raises(ValueError, match="false_negative_mask"):
