@@ -3,17 +3,19 @@
 
 Reads a finished ``pinclip compare --dataset DATASET --out COMPARE`` directory (its graph store,
 every method's ``runs/*/per_query.npz`` and the frozen text encoder's ``embedding_text.npy``) and
-the dataset's images, and writes:
+the images its store points at, and writes:
 
 * **misses by board kind**: the warm test queries grouped by the kind of board their held-out
   edges lead to (the board id's prefix before ``:``, e.g. Unihan's ``radical`` / ``phonetic`` /
   ``meaning``; ``board`` when ids have no prefix), and each method's misses (board-mate
   recall@10 = 0) per group: where the frozen text encoder fails, and whether PinCLIP fixes it;
-* **image features that need no training**: the images as 32 x 32 grayscale vectors
-  (mean-centered), and the same projected on their top principal components with the variance
-  flattened (``pca_whitened``): board-mate and cold-start recall@10 by cosine kNN;
+* **image features that need no training**: the images as 32 x 32 RGB vectors (mean-centered),
+  and the same projected on their top principal components with the variance flattened
+  (``pca_whitened``: the ``frozen_text_pixels`` baseline's image half,
+  ``training.evaluation.pixel_baseline``): board-mate and cold-start recall@10 by cosine kNN;
 * **late fusion with the frozen text encoder**: ``[sqrt(1 - a) * pixels, sqrt(a) * text]``, the
-  text weight ``a`` chosen on the validation split (never on test), scored on test and cold start;
+  text weight ``a`` chosen on the validation split (never on test), scored on test and cold start
+  (for ``pca_whitened``, the ``frozen_text_pixels`` baseline);
 * **the per-query union** of the frozen text encoder's and the pixels' hits: the share of warm
   queries that at least one of the two finds. It is not a bound on what one embedding can do,
   only a pointer to how much the two signals could add up to if a model combined them perfectly;
@@ -26,7 +28,7 @@ the dataset's images, and writes:
 * the **target**: the recall@10 at which the miss rate (1 - recall@10) of the frozen text encoder
   is cut by 20% (issue 16's bar).
 
-    python benchmarks/content_headroom.py --compare /tmp/cmp_unihan --dataset /data/unihan --json
+    python benchmarks/content_headroom.py --compare /tmp/cmp_unihan --heads --json
 
 CPU only, seconds: no training.
 """
@@ -46,18 +48,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_common import cpu_model, emit_report  # noqa: E402
-from graph.dataset import read_pin_images  # noqa: E402
 from graph.splits import COLD, TEST, TRAIN, VAL  # noqa: E402
 from graph.store import PinBoardGraph  # noqa: E402
-from pinclip.transforms import open_image  # noqa: E402
+from training.evaluation.pixel_baseline import PIXEL_SIDE, late_fusion, pixel_embeddings  # noqa: E402
 from training.evaluation.significance import paired_bootstrap_interval  # noqa: E402
 from training.evaluation.retrieval import board_mate_positives, pin_retrieval  # noqa: E402
 from training.evaluation.summary import board_recall_on_split  # noqa: E402
 
-TEXT_WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-PIXELS = 32           # side of the grayscale vectors
-PCA_COMPONENTS = 128  # kept by pca_whitened
-PCA_POWER = 0.5       # singular values divided by S ** PCA_POWER: the variance flattened, not equalized
 MISS_CUT = 0.20       # issue 16's target: the frozen text encoder's miss rate cut by 20%
 
 
@@ -66,30 +63,6 @@ def _unit(x: np.ndarray) -> np.ndarray:
     x = np.nan_to_num(np.asarray(x, dtype=np.float32))
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.maximum(n, 1e-12)).astype(np.float32)
-
-
-def pixel_vectors(dataset: Path, external_ids: np.ndarray, side: int = PIXELS) -> np.ndarray:
-    """Every pin's image as a mean-centered grayscale ``side x side`` vector, float32 [P, side**2],
-    rows in the graph's internal order (``external_ids``: the graph's external id of each pin)."""
-    images = read_pin_images(dataset)
-    row_of = {str(p): i for i, p in enumerate(images.pin_ids.to_pylist())}
-    paths = images.images.to_pylist()
-    out = np.zeros((len(external_ids), side * side), dtype=np.float32)
-    for i, ext in enumerate(external_ids):
-        rel = paths[row_of[str(ext)]]
-        if rel is None:
-            continue
-        im = open_image(dataset / rel).convert("L").resize((side, side))
-        out[i] = np.asarray(im, dtype=np.float32).ravel() / 255.0
-    return out - out.mean(axis=0, keepdims=True)
-
-
-def pca_whitened(x: np.ndarray, k: int = PCA_COMPONENTS, power: float = PCA_POWER) -> np.ndarray:
-    """``x`` (float32 [P, D], centered) on its top ``k`` principal components, each divided by its
-    singular value to the ``power``. float32 [P, k]."""
-    _, s, vt = np.linalg.svd(x, full_matrices=False)
-    k = min(k, vt.shape[0])
-    return (x @ vt[:k].T / np.maximum(s[:k], 1e-12) ** power).astype(np.float32)
 
 
 class Queries:
@@ -128,14 +101,11 @@ def _per_query(path: Path, metric: str) -> dict[int, float]:
     return dict(zip(z[f"{metric}::pins"].tolist(), z[f"{metric}::values"].tolist()))
 
 
-def late_fusion(q: Queries, image: np.ndarray, text: np.ndarray) -> tuple[float, dict]:
-    """The text weight ``a`` of ``[sqrt(1 - a) * image, sqrt(a) * text]`` (both float [P, D*],
-    unit rows) with the best validation board-mate recall@10 (ties: the first in TEXT_WEIGHTS),
-    and that embedding's ``Queries.score``."""
-    img, txt = _unit(image), _unit(text)
-    val = {a: q.validation_recall(np.hstack([np.sqrt(1 - a) * img, np.sqrt(a) * txt])) for a in TEXT_WEIGHTS}
-    best = max(val, key=lambda a: (val[a] or 0.0))
-    return best, q.score(np.hstack([np.sqrt(1 - best) * img, np.sqrt(best) * txt]))
+def fused_with(q: Queries, image: np.ndarray, text: np.ndarray) -> tuple[float, dict]:
+    """``training.evaluation.pixel_baseline.late_fusion`` (the text weight chosen on validation)
+    of ``image`` and ``text`` (float [P, D*]): (text weight, that embedding's ``Queries.score``)."""
+    fused = late_fusion(q.g, torch.from_numpy(_unit(image)), torch.from_numpy(_unit(text)))
+    return fused.text_weight, q.score(fused.embedding.numpy())
 
 
 def trained_heads(q: Queries, runs: Path, frozen: dict) -> dict:
@@ -153,7 +123,7 @@ def trained_heads(q: Queries, runs: Path, frozen: dict) -> dict:
             emb = {h: np.load(d / "embeddings" / f"{h}.npy") for h in ("image", "text", "fused")
                    if (d / "embeddings" / f"{h}.npy").exists()}
             row = {h: [v[0] for v in q.score(e).values()] for h, e in emb.items()}
-            a, s = late_fusion(q, emb["image"], emb["text"])
+            a, s = fused_with(q, emb["image"], emb["text"])
             row["late_fusion"] = [v[0] for v in s.values()]
             row["late_fusion_text_weight"] = a
             rows[d.name] = row
@@ -194,7 +164,6 @@ def misses_by_board_kind(q: Queries, runs: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--compare", type=Path, required=True, help="a finished `pinclip compare` --out directory")
-    ap.add_argument("--dataset", type=Path, required=True, help="the dataset directory it was built from")
     ap.add_argument("--heads", action="store_true",
                     help="also score every trained run's heads and their late fusion (see the docstring)")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
@@ -207,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     g = PinBoardGraph.open(args.compare / "graph")
     q = Queries(g)
     text = np.load(args.compare / "runs" / "frozen_text" / "embedding_text.npy")
-    ext = np.asarray(g.external_pin_ids(np.arange(g.num_pins)))
-    pixels = pixel_vectors(args.dataset, ext)
-    features = {"frozen_text": text, "pixels": pixels, "pca_whitened": pca_whitened(pixels)}
+    paths = g.features.pin_image_paths(np.arange(g.num_pins))
+    pixels, _ = pixel_embeddings(paths, components=3 * PIXEL_SIDE ** 2, power=0.0)   # every component: raw
+    features = {"frozen_text": text, "pixels": pixels.numpy(), "pca_whitened": pixel_embeddings(paths)[0].numpy()}
     scored = {name: q.score(f) for name, f in features.items()}
     report: dict = {
-        "benchmark": "content_headroom", "compare": str(args.compare), "dataset": str(args.dataset),
+        "benchmark": "content_headroom", "compare": str(args.compare),
         "machine": {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cores": os.cpu_count()},
         "recall@10": {n: {m: v[0] for m, v in s.items()} for n, s in scored.items()},
@@ -221,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     report["target"] = {m: 1 - (1 - MISS_CUT) * (1 - v) for m, v in report["recall@10"]["frozen_text"].items()}
     fusion = {}
     for name in ("pixels", "pca_whitened"):
-        best, test = late_fusion(q, features[name], text)
+        best, test = fused_with(q, features[name], text)
         fusion[name] = {"text_weight": best, **{m: v[0] for m, v in test.items()}}
         for metric, (_, qp, hits) in test.items():
             d, iv = paired_bootstrap_interval(hits, scored["frozen_text"][metric][2], metric=metric)

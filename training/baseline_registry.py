@@ -5,6 +5,8 @@ build their method directories from here.
   frozen-vlm    a frozen Qwen-VL embedding of image and text (the paper's comparison; needs a
                 local Qwen2-VL / Qwen3-VL checkpoint: ``model``)
   graph-only    a graph-only GNN (PyG SAGEConv on the train graph)
+  frozen-text-pixels  the frozen text encoder with the raw pixels beside it (PCA-whitened, the
+                text weight chosen on validation): what the images give with no image training
 
 Another baseline is one :func:`register_baseline` call (and a ``training.compare.register_method``
 call to put it in the comparison).
@@ -102,6 +104,27 @@ def _build_frozen_vlm(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, 
     return save_baseline(out, method, graph_dir, result.embeddings, info={"model": str(opt.model), **result.info})
 
 
+def _build_frozen_text_pixels(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
+    import numpy as np
+
+    from training.evaluation.baselines import MINILM, frozen_text_embeddings
+    from training.evaluation.pixel_baseline import PIXEL_COMPONENTS, PIXEL_POWER, PIXEL_SIDE, late_fusion, pixel_embeddings
+    from training.evaluation.run_eval import save_baseline
+    text = _pin_texts(g, graph_dir, "frozen text + pixels")
+    kw = {} if opt.model is None else {"model_path": opt.model}
+    text_emb = frozen_text_embeddings(text, progress=opt.progress, **kw)
+    pixels, has_image = pixel_embeddings(g.features.pin_image_paths(np.arange(g.num_pins)), progress=opt.progress)
+    fused = late_fusion(g, pixels, text_emb)
+    model = "all-MiniLM-L6-v2" if opt.model in (None, MINILM) else str(opt.model)
+    return save_baseline(out, method, graph_dir, {"fused": fused.embedding},
+                         info={"model": model, "text_weight": fused.text_weight,
+                               "validation_board_recall@10": {str(a): v for a, v in fused.validation.items()},
+                               "pixels": {"side": PIXEL_SIDE, "components": int(pixels.shape[1]),
+                                          "power": PIXEL_POWER, "max_components": PIXEL_COMPONENTS},
+                               "pins_without_image": int((~has_image).sum()),
+                               "pins_without_text": sum(t is None or t == "" for t in text)})
+
+
 GRAPH_STEPS = 150   # the graph-only baseline's default training steps
 
 
@@ -129,6 +152,13 @@ register_baseline(Baseline(
     requires=frozenset({"model"}),
     help="a frozen Qwen2-VL / Qwen3-VL embedding of each pin's image and text (--model: a local checkpoint, "
          "required)"))
+register_baseline(Baseline(
+    "frozen-text-pixels", "frozen_text_pixels", _build_frozen_text_pixels,
+    describe=lambda o: "frozen text encoder "
+                       f"({'all-MiniLM-L6-v2' if o.model is None else o.model}) with the raw pixels beside it",
+    reused="frozen text + pixels baseline: reused", seeded=False, options=frozenset({"model"}),
+    help="the frozen text encoder's embedding and the images' raw pixels (32 x 32 RGB, PCA-whitened) "
+         "side by side, the text weight chosen on validation: what the images give with no image training"))
 register_baseline(Baseline(
     "graph-only", "graph_only", _build_graph_only,
     describe=lambda o: f"graph-only GNN (PyG SAGEConv on the train graph, "

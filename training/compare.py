@@ -13,6 +13,9 @@ synthetic world). Into ``out``:
    * ``pinclip``: ``training/configs/demo.yaml`` (image-text + neighbor alignment);
    * ``clip_only``: ``clip_only.yaml`` (the same model, neighbor-alignment weight 0);
    * ``frozen_text``: the frozen all-MiniLM-L6-v2 on pin text (deterministic: one directory);
+   * ``frozen_text_pixels``: that embedding with the images' raw pixels beside it (PCA-whitened,
+     the text weight chosen on validation; ``training.evaluation.pixel_baseline``): what the
+     images give with no image training, the bar a trained image tower has to clear;
    * ``graph_only``: the PyG SAGEConv GNN on the train graph (``graph_steps`` steps);
    * ``frozen_vlm`` (only with ``vlm``, a local Qwen2-VL / Qwen3-VL checkpoint): the frozen VLM's
      joint embedding of image and text (``training.baseline_registry``), the paper's comparison;
@@ -103,10 +106,11 @@ def register_method(method: Method) -> Method:
 register_method(Method("pinclip", config="demo", title="training PinCLIP (image-text + neighbor alignment)"))
 register_method(Method("clip_only", config="clip_only", title="training CLIP-only (neighbor-alignment weight 0)"))
 register_method(Method("frozen_text", baseline="frozen-text"))
+register_method(Method("frozen_text_pixels", baseline="frozen-text-pixels"))
 register_method(Method("graph_only", baseline="graph-only"))
 # In the comparison when it is given a VLM checkpoint (``vlm``): the paper's "+20% over Qwen".
 register_method(Method("frozen_vlm", baseline="frozen-vlm"))
-DEFAULT_METHODS = ("pinclip", "clip_only", "frozen_text", "graph_only")
+DEFAULT_METHODS = ("pinclip", "clip_only", "frozen_text", "frozen_text_pixels", "graph_only")
 
 
 def _dir_name(name: str, replicate: int) -> str:

@@ -59,6 +59,33 @@ def test_frozen_text_baseline_and_refusals(tiny_graph, tmp_path, capsys, monkeyp
     assert "no such directory" in capsys.readouterr().err
 
 
+def test_frozen_text_pixels_baseline_puts_pixels_beside_the_text(tiny_graph, tmp_path, capsys, monkeypatch):
+    import numpy as np
+    import torch
+
+    from training.cli import main
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    text_dir, out = tmp_path / "frozen_text", tmp_path / "frozen_text_pixels"
+    assert main(["baseline", "frozen-text", "--graph", str(tiny_graph), "--out", str(text_dir), "--quiet"]) == 0
+    assert main(["baseline", "frozen-text-pixels", "--graph", str(tiny_graph), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    meta = json.loads((out / "method.json").read_text())
+    assert meta["method"] == "frozen_text_pixels" and meta["embeddings"] == ["fused"]
+    info = meta["info"]
+    assert info["text_weight"] in {0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9} and info["pins_without_image"] == 0
+    assert info["validation_board_recall@10"][str(info["text_weight"])] == max(
+        v for v in info["validation_board_recall@10"].values() if v is not None)
+    fused = torch.from_numpy(np.load(out / "embedding_fused.npy"))
+    text = torch.from_numpy(np.load(text_dir / "embedding_text.npy"))
+    k = info["pixels"]["components"]
+    assert fused.shape == (text.shape[0], k + text.shape[1]) and 0 < k <= 128
+    # The text half is the frozen text encoder's embedding, scaled by sqrt(text weight).
+    assert torch.allclose(fused[:, k:], text * info["text_weight"] ** 0.5, atol=1e-5)
+    assert main(["evaluate", str(out), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["metrics"]["board_recall@10"] is not None and "t2i_recall@10" not in ev["metrics"]
+
+
 @pytest.fixture
 def tiny_qwen2_vl(hf_checkpoints):
     from pathlib import Path

@@ -11,7 +11,7 @@ from training.evaluation.summary import HEADLINE_KEYS
 
 from tests.training.conftest import TINY_DEMO_OVERRIDES as TINY
 
-METHODS = ["pinclip", "clip_only", "frozen_text", "graph_only"]
+METHODS = ["pinclip", "clip_only", "frozen_text", "frozen_text_pixels", "graph_only"]
 
 
 def _args(world, out, *extra):
@@ -30,10 +30,10 @@ def test_compare_two_seeds_rerun_and_refusal(tiny_world, tmp_path, capsys, monke
     out = tmp_path / "cmp"
     assert main(_args(tiny_world, out, "--seeds", "2")) == 0
     printed = capsys.readouterr().out
-    assert "[1/9] building the graph store" in printed and "[9/9] evaluating" in printed
+    assert "[1/10] building the graph store" in printed and "[10/10] evaluating" in printed
 
     runs = out / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == ["clip_only", "clip_only-seed1", "frozen_text", "graph_only",
+    assert sorted(p.name for p in runs.iterdir()) == ["clip_only", "clip_only-seed1", "frozen_text", "frozen_text_pixels", "graph_only",
                                                      "graph_only-seed1", "pinclip", "pinclip-seed1"]
     for name in ("pinclip", "clip_only"):
         assert (runs / name / "checkpoints" / "step_00000002.json").is_file()
@@ -54,7 +54,8 @@ def test_compare_two_seeds_rerun_and_refusal(tiny_world, tmp_path, capsys, monke
     sig = json.loads((out / "significance.json").read_text())
     assert sig["confidence"] == 0.95 and "pinclip vs clip_only" in sig["paired"]
     assert set(sig["methods"]) == set(METHODS)
-    assert sig["seeds"]["counts"] == {"pinclip": 2, "clip_only": 2, "frozen_text": 1, "graph_only": 2}
+    assert sig["seeds"]["counts"] == {"pinclip": 2, "clip_only": 2, "frozen_text": 1, "frozen_text_pixels": 1,
+                                       "graph_only": 2}
     report = (out / "report.md").read_text()
     assert "mean over the 2 seeds" in report and "## Confidence intervals" in report
     assert json.loads((out / "compare.json").read_text())["seeds"] == 2
@@ -96,7 +97,7 @@ def test_compare_refuses_bad_parameters_before_work(tiny_world, tmp_path, capsys
 
 def test_methods_registry_is_extensible():
     from training.compare import BASELINES, DEFAULT_METHODS, METHODS as REGISTRY, Method, method_dirs
-    assert list(DEFAULT_METHODS) == METHODS and set(BASELINES) == {"frozen-text", "frozen-vlm", "graph-only"}
+    assert list(DEFAULT_METHODS) == METHODS and set(BASELINES) == {"frozen-text", "frozen-vlm", "graph-only", "frozen-text-pixels"}
     assert REGISTRY["pinclip"].config == "demo" and REGISTRY["clip_only"].config == "clip_only"
     assert not REGISTRY["frozen_text"].seeded and REGISTRY["graph_only"].seeded
     dirs = method_dirs(__import__("pathlib").Path("runs"), METHODS, 3)

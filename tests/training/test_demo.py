@@ -17,15 +17,16 @@ def test_demo_tiny_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    assert list(metrics) == ["pinclip", "clip_only", "frozen_text", "graph_only"]
+    assert list(metrics) == ["pinclip", "clip_only", "frozen_text", "frozen_text_pixels", "graph_only"]
     assert set(metrics["pinclip"]) == set(HEADLINE_KEYS) == set(metrics["clip_only"])
-    assert "t2i_recall@10" not in metrics["frozen_text"] and "board_recall@10" in metrics["frozen_text"]
+    for baseline in ("frozen_text", "frozen_text_pixels"):
+        assert "t2i_recall@10" not in metrics[baseline] and metrics[baseline]["board_recall@10"] is not None
     assert metrics["graph_only"]["cold_start_board_recall@10"] is None
     for name in ("pinclip", "clip_only"):
         assert (out / "runs" / name / "checkpoints" / "step_00000002.json").is_file()
     report = (out / "report.md").read_text()
     assert "## The bar" in report and "pinclip vs frozen_text" in report
-    assert "[7/7]" in printed and "vs clip_only on board_recall@10" in printed
+    assert "[8/8]" in printed and "vs clip_only on board_recall@10" in printed
     timings = json.loads((out / "timings.json").read_text())
     assert timings["total"] > 0
 

@@ -13,6 +13,10 @@ runs, as ``pinclip demo`` and ``pinclip compare`` do with theirs:
                 ``--device`` (default auto: CUDA when present)
   graph-only    a graph-only GNN (PyG SAGEConv, PinSage-style walks on the train graph;
                 ``--steps N``, ``--seed S``); cold-start pins have no train edge: unsupported
+  frozen-text-pixels  the frozen text encoder's embedding with each image's raw pixels beside
+                it (32 x 32 RGB, PCA-whitened to 128 dimensions), the text weight chosen on the
+                store's validation edges (``fused``): what the images give with no image
+                training, the bar a trained image tower has to clear (``--model PATH`` as above)
 
 DIR: ``method.json`` (method, graph store and its identity), ``embedding_NAME.npy`` float32
 [P, D], ``supported.npy`` bool [P]. DIR must be missing, empty or an earlier baseline directory
@@ -27,7 +31,7 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from training.baseline_registry import BASELINES
     p = subparsers.add_parser("baseline", help="write a baseline method directory (frozen text, frozen VLM, "
-                                               "graph only)",
+                                               "graph only, frozen text + pixels)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=list(BASELINES), metavar="KIND",
                    help="; ".join(f"{k}: {b.help}" for k, b in BASELINES.items()))

@@ -8,7 +8,9 @@ boards, edges; see README "The dataset format"):
    ``fresh`` column decides);
 2. train PinCLIP (``training/configs/demo.yaml``) -> ``DIR/runs/pinclip``;
 3. train CLIP-only (``clip_only.yaml``) -> ``DIR/runs/clip_only``;
-4. the frozen pretrained text encoder (all-MiniLM-L6-v2) -> ``DIR/runs/frozen_text``;
+4. the frozen pretrained text encoder (all-MiniLM-L6-v2) -> ``DIR/runs/frozen_text``, and the
+   same with the images' raw pixels beside it (PCA-whitened, the text weight chosen on
+   validation) -> ``DIR/runs/frozen_text_pixels``: the bar a trained image tower has to clear;
 5. the graph-only GNN (PyG SAGEConv on the train graph) -> ``DIR/runs/graph_only``;
    with ``--vlm PATH`` (a local Qwen2-VL / Qwen3-VL checkpoint) also the frozen VLM's joint
    image-text embedding -> ``DIR/runs/frozen_vlm`` (the paper's "+20% over Qwen" comparison);

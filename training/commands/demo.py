@@ -8,9 +8,11 @@ where it stopped; an interrupted training run is resumed from its checkpoint):
 2. build the graph store with its train / val / test / cold-start split (``DIR/graph``);
 3. train PinCLIP (``training/configs/demo.yaml``: image-text + neighbor alignment) -> ``DIR/runs/pinclip``;
 4. train CLIP-only (``clip_only.yaml``: the same model, neighbor-alignment weight 0) -> ``DIR/runs/clip_only``;
-5. the frozen pretrained text encoder (all-MiniLM-L6-v2) on pin text -> ``DIR/runs/frozen_text``;
+5. the frozen pretrained text encoder (all-MiniLM-L6-v2) on pin text -> ``DIR/runs/frozen_text``,
+   and the same with the images' raw pixels beside it (PCA-whitened, the text weight chosen on
+   validation: what the images give with no image training) -> ``DIR/runs/frozen_text_pixels``;
 6. the graph-only GNN (PyG SAGEConv, PinSage-style walks on the train graph) -> ``DIR/runs/graph_only``;
-7. evaluate all four on the same splits; write ``DIR/report.md``, ``DIR/metrics.json``,
+7. evaluate all five on the same splits; write ``DIR/report.md``, ``DIR/metrics.json``,
    ``DIR/significance.json`` (paired bootstrap intervals against PinCLIP) and the plots, and
    print the comparison table and the bar checks.
 
@@ -26,7 +28,6 @@ from pathlib import Path
 
 DEFAULT_PINS = 3000
 DEFAULT_BOARDS = 300
-METHODS = ("pinclip", "clip_only", "frozen_text", "graph_only")
 DEMO_FORMAT = "pinclip-demo"
 # Values of parameters that demo.json files written before the parameter existed imply.
 LEGACY_PARAMS = {"seeds": 1}
