@@ -15,22 +15,13 @@ from training.evaluation.run_eval import evaluate_dir, evaluate_embeddings, run_
 from training.evaluation.significance import write_significance
 from training.evaluation.summary import _topic_precision, method_metrics
 
-from .conftest import synthetic_store
+from .conftest import board_embeddings, synthetic_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """(graph store path, graph, truth) of a 1,500-pin world without images (~90 val and test edges)."""
     return synthetic_store(tmp_path_factory, "heads", 1500, 150)
-
-
-def _board_embeddings(g, noise: float, seed: int, dim: int = 32) -> torch.Tensor:
-    """Embeddings that know each pin's first board (good board-mate retrieval), plus noise."""
-    gen = torch.Generator().manual_seed(seed)
-    centers = torch.randn(g.num_boards, dim, generator=gen)
-    indptr, indices = np.asarray(g.pin_indptr), np.asarray(g.pin_indices)
-    first = np.where(indptr[1:] > indptr[:-1], indices[np.minimum(indptr[:-1], len(indices) - 1)], 0)
-    return centers[torch.from_numpy(first.astype(np.int64))] + noise * torch.randn(g.num_pins, dim, generator=gen)
 
 
 # ------------------------------------------------------------------------------ which heads train
@@ -69,8 +60,8 @@ def test_selection_picks_the_val_best_trained_head_never_an_untrained_one():
 
 def test_evaluation_scores_the_chosen_head_and_keeps_every_head(store):
     path, g, _ = store
-    good = _board_embeddings(g, 0.2, seed=0)
-    mid = _board_embeddings(g, 2.0, seed=1)
+    good = board_embeddings(g, 0.2, seed=0)
+    mid = board_embeddings(g, 2.0, seed=1)
     bad = torch.randn(g.num_pins, 32, generator=torch.Generator().manual_seed(2))
     emb = {"fused": good, "image": mid, "text": bad}
     pq: dict = {}
@@ -156,8 +147,8 @@ def test_cold_start_text_to_image_tells_memorized_pairs_from_learned_ones(store)
 
 def test_report_shows_heads_and_intervals(store, tmp_path):
     path, g, _ = store
-    good = _board_embeddings(g, 0.2, seed=0)
-    mid = _board_embeddings(g, 2.0, seed=1)
+    good = board_embeddings(g, 0.2, seed=0)
+    mid = board_embeddings(g, 2.0, seed=1)
     rand = torch.randn(g.num_pins, 32, generator=torch.Generator().manual_seed(2))
     save_baseline(tmp_path / "pinclip", "pinclip", path, {"image": mid, "text": rand, "fused": good})
     # A CLIP-only-like method whose fused head is untrained (and happens to look good).

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.training.evaluation.conftest import synthetic_store
+from .conftest import board_embeddings, synthetic_store
 from training.evaluation.pixel_baseline import late_fusion, pixel_embeddings
 
 
@@ -15,15 +15,6 @@ from training.evaluation.pixel_baseline import late_fusion, pixel_embeddings
 def store(tmp_path_factory):
     """(graph store path, graph, truth) of a 600-pin world without images."""
     return synthetic_store(tmp_path_factory, "pixels", 600, 60)
-
-
-def _board_signal(g, noise: float, seed: int, dim: int = 16) -> torch.Tensor:
-    """Rows that know each pin's first board, plus noise (noise 0: board-mates coincide)."""
-    gen = torch.Generator().manual_seed(seed)
-    centers = torch.randn(g.num_boards, dim, generator=gen)
-    indptr, indices = np.asarray(g.pin_indptr), np.asarray(g.pin_indices)
-    first = np.where(indptr[1:] > indptr[:-1], indices[np.minimum(indptr[:-1], len(indices) - 1)], 0)
-    return centers[torch.from_numpy(first.astype(np.int64))] + noise * torch.randn(g.num_pins, dim, generator=gen)
 
 
 def test_pixels_are_deterministic_unit_rows_and_equal_images_coincide(tmp_path):
@@ -63,7 +54,7 @@ def test_an_unreadable_image_is_named(tmp_path):
 
 def test_late_fusion_weighs_the_informative_side_on_validation(store):
     _, g, _ = store
-    informative = _board_signal(g, 0.1, seed=0)
+    informative = board_embeddings(g, 0.1, seed=0, dim=16)
     noise = torch.randn(g.num_pins, 16, generator=torch.Generator().manual_seed(1))
     text_knows = late_fusion(g, noise, informative)
     image_knows = late_fusion(g, informative, noise)
