@@ -15,7 +15,7 @@ import torch
 from graph.csr import EdgeRanges
 from graph.errors import InputError
 
-__all__ = ["SPARSE_RATIO", "SPARSE_MIN_IDS", "as_id_array", "check_ids", "edge_values", "check_weights",
+__all__ = ["SPARSE_RATIO", "SPARSE_MIN_IDS", "INT64_MAX", "as_id_array", "check_ids", "edge_values", "check_weights",
            "refuse_sparse_ids"]
 
 # ``from_edges`` without a node count refuses an id space this much larger than the ids it was
@@ -26,7 +26,7 @@ SPARSE_MIN_IDS = 10_000_000
 # Below this many ids the sparse check counts distinct ids exactly (a sort); above, the id count
 # bounds them (no extra pass over a large edge list).
 _EXACT_DISTINCT_MAX = 1 << 20
-_INT64_MAX = np.iinfo(np.int64).max
+INT64_MAX = np.iinfo(np.int64).max   # the largest id an int64 index holds
 _FLOAT32_INF_BITS = 0x7F800000   # +inf's bits; NaNs and negative weights (sign bit set) lie above
 
 
@@ -44,7 +44,7 @@ def as_id_array(values: Any, what: str, check_negative: bool = True) -> np.ndarr
         raise InputError(f"{what}: expected integer ids, got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
         # Checked before the cast: uint64 ids >= 2**63 would wrap around to negative int64.
-        big = np.flatnonzero(arr > _INT64_MAX)
+        big = np.flatnonzero(arr > INT64_MAX)
         if big.size:
             i = int(big[0])
             raise InputError(f"{what}: id {int(arr[i])} at position {i} is too large (>= 2^63); "

@@ -26,7 +26,7 @@ from graph import storage
 from graph.atomic import atomic_directory
 from graph.csr import BipartiteCSR, build_bipartite_csr, edge_ranges, expand_indptr, find_structure_problem
 from graph.csr_direction import arange_prefaulted
-from graph.edge_checks import as_id_array, check_ids, check_weights, edge_values
+from graph.edge_checks import INT64_MAX, as_id_array, check_ids, check_weights, edge_values
 from graph.errors import InputError
 from graph.features import FeatureStore
 from graph.interop import to_dgl, to_networkx, to_pyg, to_scipy
@@ -34,7 +34,6 @@ from graph.splits import GraphSplits
 
 _TOPOLOGY = ("pin_indptr", "pin_indices", "board_indptr", "board_indices")
 _EDGE_ATTRS = ("pin_weights", "board_weights", "pin_timestamps", "board_timestamps")
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 def _external_id_array(values: Any, n: int, what: str) -> pa.Array:
@@ -47,8 +46,8 @@ def _external_id_array(values: Any, n: int, what: str) -> pa.Array:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_integer(arr.type):
-        if pa.types.is_uint64(arr.type) and len(arr) and pc.max(arr).as_py() > _INT64_MAX:
-            i = int(np.flatnonzero(np.asarray(pc.greater(arr, pa.scalar(_INT64_MAX, pa.uint64())).fill_null(False)))[0])
+        if pa.types.is_uint64(arr.type) and len(arr) and pc.max(arr).as_py() > INT64_MAX:
+            i = int(np.flatnonzero(np.asarray(pc.greater(arr, pa.scalar(INT64_MAX, pa.uint64())).fill_null(False)))[0])
             raise InputError(f"{what}: external id {arr[i].as_py()} at position {i} is too large (>= 2^63); "
                              "integer ids must fit in int64 (or pass them as strings)")
         arr = arr.cast(pa.int64())

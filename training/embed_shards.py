@@ -194,6 +194,7 @@ def embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_w
     owns_group = not (dist.is_available() and dist.is_initialized())   # a caller's group is left alone
     info = init_distributed(device)
     main = info.is_main
+    finished = False
     try:
         out = Path(out).absolute()
         job = all_gather_object(uuid.uuid4().hex[:12] if main else None, info)[0]
@@ -225,7 +226,10 @@ def embed_distributed(run_dir, out, checkpoint, batch_size, device, dtype, num_w
         merge_error = all_gather_object(merge_error, info)[0]
         if merge_error:
             raise EmbedShardError(f"rank 0 could not merge the shards in {shards}: {merge_error}")
+        finished = True
         return out
     finally:
         if owns_group:
-            shutdown(info)
+            # Every rank got here without an error: meet at a barrier before the teardown (see
+            # ``training.distributed.shutdown``).
+            shutdown(info, synchronize=finished)
