@@ -48,12 +48,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_common import cpu_model, emit_report  # noqa: E402
-from graph.splits import COLD, TEST, TRAIN, VAL  # noqa: E402
+from graph.splits import COLD, TEST, TRAIN  # noqa: E402
 from graph.store import PinBoardGraph  # noqa: E402
 from training.evaluation.pixel_baseline import PIXEL_SIDE, late_fusion, pixel_embeddings  # noqa: E402
 from training.evaluation.significance import paired_bootstrap_interval  # noqa: E402
 from training.evaluation.retrieval import board_mate_positives, pin_retrieval  # noqa: E402
-from training.evaluation.summary import board_recall_on_split  # noqa: E402
+from training.evaluation.run_eval import CURVE_KS  # noqa: E402
 
 MISS_CUT = 0.20       # issue 16's target: the frozen text encoder's miss rate cut by 20%
 
@@ -83,15 +83,16 @@ class Queries:
     def score(self, emb: np.ndarray) -> dict[str, tuple[float, np.ndarray, np.ndarray]]:
         """metric -> (recall@10, query pins int64 [Q], per-query hits float [Q])."""
         out = {}
-        e = torch.from_numpy(_unit(emb))
+        # Scored as given, by dot product, as the evaluation scores a method's rows (a late fusion's
+        # row of a pin without text keeps its smaller norm).
+        e = torch.from_numpy(np.nan_to_num(np.asarray(emb, dtype=np.float32)))
         for name, (qp, pos) in self.parts.items():
             per_query: dict = {}
-            m = pin_retrieval(e, qp, pos, ks=[10], prefix="", per_query=per_query)
+            # The evaluation's cut-offs: recall@10 breaks score ties in top-k order, which depends
+            # on the largest k asked for, so the same list gives the evaluation's numbers.
+            m = pin_retrieval(e, qp, pos, ks=sorted({10, *CURVE_KS}), prefix="", per_query=per_query)
             out[name] = (m["recall@10"], qp[torch.from_numpy(per_query["rows"])].numpy(), per_query["recall@10"])
         return out
-
-    def validation_recall(self, emb: np.ndarray) -> float | None:
-        return board_recall_on_split(self.g, torch.from_numpy(_unit(emb)), VAL)
 
 
 def _per_query(path: Path, metric: str) -> dict[int, float]:

@@ -78,15 +78,21 @@ def _pin_texts(g: Any, graph_dir: Path, what: str) -> list:
     return g.features.pin_text(np.arange(g.num_pins))
 
 
-def _build_frozen_text(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
+def _frozen_text(g: Any, graph_dir: Path, opt: BaselineOptions, what: str) -> tuple[Any, dict]:
+    """(float32 [P, Dt] the frozen text encoder's embedding of every pin's text, the info both
+    text baselines record: model name, pins without text)."""
     from training.evaluation.baselines import MINILM, frozen_text_embeddings
-    from training.evaluation.run_eval import save_baseline
-    text = _pin_texts(g, graph_dir, "frozen text")
+    text = _pin_texts(g, graph_dir, what)
     kw = {} if opt.model is None else {"model_path": opt.model}
     emb = frozen_text_embeddings(text, progress=opt.progress, **kw)
     model = "all-MiniLM-L6-v2" if opt.model in (None, MINILM) else str(opt.model)
-    return save_baseline(out, method, graph_dir, {"text": emb},
-                         info={"model": model, "pins_without_text": sum(t is None or t == "" for t in text)})
+    return emb, {"model": model, "pins_without_text": sum(t is None or t == "" for t in text)}
+
+
+def _build_frozen_text(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
+    from training.evaluation.run_eval import save_baseline
+    emb, info = _frozen_text(g, graph_dir, opt, "frozen text")
+    return save_baseline(out, method, graph_dir, {"text": emb}, info=info)
 
 
 def _build_frozen_vlm(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
@@ -107,22 +113,17 @@ def _build_frozen_vlm(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, 
 def _build_frozen_text_pixels(g: Any, graph_dir: Path, out: Path, opt: BaselineOptions, method: str) -> Path:
     import numpy as np
 
-    from training.evaluation.baselines import MINILM, frozen_text_embeddings
     from training.evaluation.pixel_baseline import PIXEL_COMPONENTS, PIXEL_POWER, PIXEL_SIDE, late_fusion, pixel_embeddings
     from training.evaluation.run_eval import save_baseline
-    text = _pin_texts(g, graph_dir, "frozen text + pixels")
-    kw = {} if opt.model is None else {"model_path": opt.model}
-    text_emb = frozen_text_embeddings(text, progress=opt.progress, **kw)
+    text_emb, info = _frozen_text(g, graph_dir, opt, "frozen text + pixels")
     pixels, has_image = pixel_embeddings(g.features.pin_image_paths(np.arange(g.num_pins)), progress=opt.progress)
     fused = late_fusion(g, pixels, text_emb)
-    model = "all-MiniLM-L6-v2" if opt.model in (None, MINILM) else str(opt.model)
     return save_baseline(out, method, graph_dir, {"fused": fused.embedding},
-                         info={"model": model, "text_weight": fused.text_weight,
+                         info={**info, "text_weight": fused.text_weight,
                                "validation_board_recall@10": {str(a): v for a, v in fused.validation.items()},
                                "pixels": {"side": PIXEL_SIDE, "components": int(pixels.shape[1]),
                                           "power": PIXEL_POWER, "max_components": PIXEL_COMPONENTS},
-                               "pins_without_image": int((~has_image).sum()),
-                               "pins_without_text": sum(t is None or t == "" for t in text)})
+                               "pins_without_image": int((~has_image).sum())})
 
 
 GRAPH_STEPS = 150   # the graph-only baseline's default training steps

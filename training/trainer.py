@@ -475,13 +475,12 @@ def train_or_resume(config: Any, run_dir: str | os.PathLike, overrides: list[str
         trainer = Trainer(None, run_dir, resume=True, callbacks=callbacks)
     else:
         trainer = Trainer(load_train_config(config, list(overrides)), run_dir, callbacks=callbacks)
-    finished = False
+    summary = None
     try:
         summary = trainer.train()
-        finished = True
         return summary
     finally:
         trainer.close()
         # After a run every rank finished, meet at a barrier before tearing the group down
         # (``shutdown``); not after an error, where another rank may never come.
-        shutdown(trainer.dist, synchronize=finished)
+        shutdown(trainer.dist, synchronize=summary is not None)

@@ -6,9 +6,9 @@ An image tower trained from scratch has to beat this to have learned anything ab
 
 * ``pixel_embeddings``: every pin's image resized to ``side x side`` RGB (``PIXEL_SIDE``, 32),
   flattened, centered over the pins with an image, projected on its top ``components`` principal
-  components (128; fitted on at most ``PCA_FIT_ROWS`` evenly strided pins) and divided by each component's singular value to the power ``power`` (0.5:
-  the variance flattened, not equalized, so a few dominant directions do not decide every
-  neighbor). Deterministic (an exact SVD, no random draw).
+  components (128; fitted on at most ``PCA_FIT_ROWS`` evenly strided pins) and divided by each
+  component's singular value to the power ``power`` (0.5: the variance flattened, not equalized, so a few dominant directions do not decide every
+  neighbor). Deterministic (an exact eigendecomposition, no random draw).
 * ``late_fusion``: ``[sqrt(1 - a) * image, sqrt(a) * text]`` of two sets of unit rows, so a
   cosine is ``(1 - a) * image cosine + a * text cosine``; the text weight ``a`` is the one of
   ``TEXT_WEIGHTS`` with the best board-mate recall@10 on the graph store's VALIDATION edges
@@ -61,7 +61,9 @@ def pixel_embeddings(image_paths: Sequence[Any], side: int = PIXEL_SIDE, compone
         evals, evecs = np.linalg.eigh(xf.T @ xf)                 # ascending
         k = min(components, xf.shape[0], xf.shape[1])
         top = np.argsort(evals)[::-1][:k]
-        sv = np.sqrt(np.maximum(evals[top], 0.0)) * np.sqrt(has.sum() / fit.size)
+        # Singular values of the fitted rows; their common scale (how many rows were fitted)
+        # cancels in the row normalization below.
+        sv = np.sqrt(np.maximum(evals[top], 0.0))
         out = np.zeros((len(paths), k), dtype=np.float32)
         out[has] = ((x[has] - mean) @ evecs[:, top] / np.maximum(sv, 1e-12) ** power).astype(np.float32)
     emb = F.normalize(torch.from_numpy(out), dim=1)
@@ -77,8 +79,7 @@ class LateFusion:
     validation: dict[float, float | None]
 
 
-def late_fusion(g: Any, image: torch.Tensor, text: torch.Tensor, weights: Sequence[float] = TEXT_WEIGHTS,
-                supported: torch.Tensor | None = None) -> LateFusion:
+def late_fusion(g: Any, image: torch.Tensor, text: torch.Tensor, weights: Sequence[float] = TEXT_WEIGHTS) -> LateFusion:
     """``[sqrt(1 - a) * image, sqrt(a) * text]`` (image float [P, Di], text float [P, Dt], both
     normalized here) with ``a`` chosen on ``g``'s validation edges (ties: the first of
     ``weights``)."""
@@ -89,7 +90,7 @@ def late_fusion(g: Any, image: torch.Tensor, text: torch.Tensor, weights: Sequen
 
     def fuse(a: float) -> torch.Tensor:
         return torch.cat([img * (1.0 - a) ** 0.5, txt * a ** 0.5], dim=1)
-    val = {float(a): board_recall_on_split(g, fuse(a), VAL, supported) for a in weights}
+    val = {float(a): board_recall_on_split(g, fuse(a), VAL) for a in weights}
     scored = {a: v for a, v in val.items() if v is not None}
     if not scored:
         return LateFusion(fuse(0.5), 0.5, {})
